@@ -1,0 +1,35 @@
+"""${message}
+
+Revision ID: ${up_revision}
+Revises: ${down_revision | comma,n}
+Create Date: ${create_date}
+
+One script for SQLite and PostgreSQL: env.py renders batch operations
+(``with op.batch_alter_table(...)``) so column changes also work on SQLite.
+Reference custom types by module path, e.g. ``taskflow.store.schema.UTCDateTime()``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+import taskflow.store.schema  # noqa: F401  (autogenerate renders custom types by path)
+${imports if imports else ""}
+
+revision: str = ${repr(up_revision)}
+down_revision: str | Sequence[str] | None = ${repr(down_revision)}
+branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
+depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+
+
+def upgrade() -> None:
+    """Apply this revision."""
+    ${upgrades if upgrades else "pass"}
+
+
+def downgrade() -> None:
+    """Revert this revision."""
+    ${downgrades if downgrades else "pass"}

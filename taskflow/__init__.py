@@ -1,0 +1,57 @@
+"""taskflow: durable background tasks for FastAPI, stored in SQLite or PostgreSQL.
+
+Everything a user needs is importable from here; other modules are internal.
+"""
+
+from taskflow.background import ManagedBackgroundTasks
+from taskflow.context import TaskContext, get_task_context, task_log
+from taskflow.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DecryptionError,
+    DuplicateTaskName,
+    NotStarted,
+    SchemaOutOfDate,
+    TaskArgumentError,
+    TaskflowError,
+    TaskNotFound,
+    TaskTimeout,
+    UnknownTaskFunction,
+)
+from taskflow.manager import TaskManager
+from taskflow.observers import FileLogger, LifecycleEvent, LogEvent, LoggerChain, TaskObserver
+from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
+from taskflow.registry import TaskConfig, TaskRegistry
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "ConfigurationError",
+    "DatabaseError",
+    "DecryptionError",
+    "DuplicateTaskName",
+    "FileLogger",
+    "LifecycleEvent",
+    "LogEvent",
+    "LogLine",
+    "LoggerChain",
+    "ManagedBackgroundTasks",
+    "NotStarted",
+    "SchemaOutOfDate",
+    "TaskArgumentError",
+    "TaskConfig",
+    "TaskContext",
+    "TaskManager",
+    "TaskNotFound",
+    "TaskObserver",
+    "TaskRecord",
+    "TaskRegistry",
+    "TaskStatus",
+    "TaskTimeout",
+    "TaskflowError",
+    "UnknownTaskFunction",
+    "__version__",
+    "get_task_context",
+    "task_log",
+]

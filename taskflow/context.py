@@ -1,0 +1,81 @@
+"""What a running task can ask about itself: :func:`get_task_context` and :func:`task_log`."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger("taskflow")
+
+LogSink = Callable[[str, str, dict[str, Any]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskContext:
+    """The task being executed in the current async task, thread or process.
+
+    Attributes:
+        task_id: the task's id.
+        func_name: the registered name of its function.
+        attempt: 1 for the first attempt, 2 for the first retry, ...
+        max_retries: retries allowed after the first attempt.
+        tags: the labels given to ``add_task(tags=...)``.
+        source: ``manual``, ``scheduled``, ``api``, ``retry`` or ``requeue``.
+    """
+
+    task_id: str
+    func_name: str
+    attempt: int
+    max_retries: int
+    tags: dict[str, str]
+    source: str
+    _sink: LogSink = field(repr=False, compare=False)
+    _cancelled: Any = field(repr=False, compare=False)  # threading.Event or a proxy of one
+
+    def is_cancelled(self) -> bool:
+        """True once the task was cancelled or timed out; long sync loops should check it."""
+        return bool(self._cancelled.is_set())
+
+    def log(self, message: str, *, level: str = "info", **extra: Any) -> None:
+        """Same as :func:`task_log` for this task."""
+        self._sink(level, str(message), extra)
+
+
+_current: ContextVar[TaskContext | None] = ContextVar("taskflow_task_context", default=None)
+
+
+def get_task_context() -> TaskContext | None:
+    """The :class:`TaskContext` of the task running here, or None outside a task."""
+    return _current.get()
+
+
+def task_log(message: str, *, level: str = "info", **extra: Any) -> None:
+    """Record a log line on the current task; it is stored at once and visible while the
+    task runs. Extra keyword arguments are stored as structured fields.
+
+    Outside a task the line goes to the ``taskflow`` logger at debug level.
+    """
+    context = _current.get()
+    if context is None:
+        logger.debug("task_log outside a task: %s %s", message, extra)
+        return
+    context.log(message, level=level, **extra)
+
+
+def bind(context: TaskContext) -> Any:
+    """Make ``context`` current; returns the token for :func:`unbind`."""
+    return _current.set(context)
+
+
+def unbind(token: Any) -> None:
+    """Undo :func:`bind`."""
+    _current.reset(token)
+
+
+def new_cancel_flag() -> threading.Event:
+    """A flag a thread task can poll through :meth:`TaskContext.is_cancelled`."""
+    return threading.Event()

@@ -1,0 +1,95 @@
+"""Starts ready tasks in priority order without exceeding each executor's capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from taskflow.registry import ExecutorKind
+
+Runner = Callable[[Any], Awaitable[None]]
+
+
+class Dispatcher:
+    """Holds ready jobs per executor kind and starts the best one when a slot frees up.
+
+    A job is anything with ``task_id``, ``priority`` and ``executor`` attributes; higher
+    priority starts first, then first-come first-served.
+    """
+
+    def __init__(self, *, run: Runner, capacity: dict[ExecutorKind, int | None]) -> None:
+        self._run = run
+        self._capacity = capacity
+        self._ready: dict[str, list[tuple[int, int, Any]]] = {kind: [] for kind in capacity}
+        self._busy: dict[str, int] = dict.fromkeys(capacity, 0)
+        self._seq = itertools.count()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, Any] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    def submit(self, job: Any) -> None:
+        """Queue ``job`` and start it if its executor has a free slot."""
+        if self._closed:
+            return
+        heapq.heappush(self._ready[job.executor], (-job.priority, next(self._seq), job))
+        self._pump(job.executor)
+
+    def job(self, task_id: str) -> Any:
+        """The running job with this task id, or None."""
+        return self._jobs.get(task_id)
+
+    def waiting(self) -> int:
+        """Jobs queued but not started."""
+        return sum(len(queue) for queue in self._ready.values())
+
+    def free_slots(self) -> int:
+        """How many more jobs could start now (a large number when unbounded)."""
+        free = 0
+        for kind, capacity in self._capacity.items():
+            free += 1000 if capacity is None else max(capacity - self._busy[kind], 0)
+        return max(free - self.waiting(), 0)
+
+    def _pump(self, kind: str) -> None:
+        queue = self._ready[kind]
+        capacity = self._capacity[kind]  # type: ignore[index]
+        while queue and (capacity is None or self._busy[kind] < capacity):
+            _, _, job = heapq.heappop(queue)
+            self._busy[kind] += 1
+            self._idle.clear()
+            task = asyncio.get_running_loop().create_task(self._run(job), name=f"taskflow-{job.task_id}")
+            self.running[job.task_id] = task
+            self._jobs[job.task_id] = job
+            task.add_done_callback(lambda _t, job=job: self._done(job))
+
+    def _done(self, job: Any) -> None:
+        self._busy[job.executor] -= 1
+        self.running.pop(job.task_id, None)
+        self._jobs.pop(job.task_id, None)
+        if not self.running and not self.waiting():
+            self._idle.set()
+        if not self._closed:
+            self._pump(job.executor)
+
+    def close(self) -> list[Any]:
+        """Stop starting jobs; returns the jobs that were waiting."""
+        self._closed = True
+        left = [job for queue in self._ready.values() for _, _, job in queue]
+        for queue in self._ready.values():
+            queue.clear()
+        if not self.running:
+            self._idle.set()
+        return left
+
+    async def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until nothing runs; False if ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True

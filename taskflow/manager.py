@@ -1,0 +1,874 @@
+"""The :class:`TaskManager`: registry, lifecycle and the way tasks get in and out."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from starlette.background import BackgroundTasks
+from starlette.requests import Request
+
+from taskflow import retention
+from taskflow.bridge import SyncBridge
+from taskflow.crypto import make_cipher
+from taskflow.dispatcher import Dispatcher
+from taskflow.errors import ConfigurationError, DatabaseError, NotStarted, UnknownTaskFunction
+from taskflow.executors import ExecutorPool
+from taskflow.observers import LogEvent, build_chain
+from taskflow.payloads import Payloads
+from taskflow.records import TaskRecord
+from taskflow.registry import TaskConfig, TaskRegistry, detect_executor, import_path, resolve
+from taskflow.retry import validate as validate_retry
+from taskflow.runner import Job, Runner, utcnow
+from taskflow.store.sql import SQLStore
+from taskflow.submission import build_row, clean_tags, job_from_row, new_task_id
+from taskflow.taskstore import TaskStore, record_from_row
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from taskflow.background import ManagedBackgroundTasks
+
+logger = logging.getLogger("taskflow")
+F = TypeVar("F", bound=Callable[..., Any])
+
+RELEASE_TIMEOUT = 60.0  # seconds a request-held task waits for its response to finish
+
+
+@dataclass(slots=True)
+class _Held:
+    """A committed (or committing) task waiting for its request to finish."""
+
+    job: Job
+    write: asyncio.Future[str] | None
+    since: float
+
+
+class TaskManager:
+    """Registers task functions and runs them durably from a SQL database.
+
+    The positional parameters are fastapi-taskflow's, in its order; the keyword-only
+    ones are taskflow's additions.
+
+    Args:
+        snapshot_db: path of a SQLite file; shorthand for ``database_url``.
+        snapshot_backend: a database URL string, or an object with a ``url`` attribute.
+        snapshot_interval: accepted for compatibility; every change is written through
+            at once, so there is nothing to snapshot.
+        requeue_pending: accepted for compatibility; pending tasks always survive a
+            restart (they are rows from the moment ``add_task`` returns).
+        merged_list_ttl: accepted for compatibility; lists always read the database.
+        loggers: observers of log lines and lifecycle transitions.
+        log_file, log_file_max_bytes, log_file_backup_count, log_file_mode, log_lifecycle:
+            shorthand for a :class:`~taskflow.observers.FileLogger`.
+        encrypt_args_key: a Fernet key, or a list of keys (the first encrypts, all
+            decrypt) to encrypt arguments and results at rest.
+        max_concurrent_tasks: limit of async tasks running at once (None: no limit).
+        max_sync_threads: size of the dedicated thread pool for sync tasks.
+        max_process_workers: size of the process pool for ``executor="process"`` tasks.
+        process_shutdown_timeout: seconds process tasks get to finish at shutdown.
+        retention_days: delete final tasks older than this many days.
+        database_url: any SQLAlchemy URL for SQLite or PostgreSQL. With no database at
+            all, a private temporary SQLite database is used and deleted at shutdown.
+        retries, delay, backoff: defaults for ``@task`` and unregistered functions.
+        auto_upgrade: migrate a stale schema at start (default: on for SQLite, off for
+            PostgreSQL, where ``taskflow db upgrade`` belongs to the deploy).
+        shutdown_timeout: seconds running tasks get to finish at shutdown.
+        poll_interval: seconds between looks for claimable tasks.
+        heartbeat_interval, instance_timeout: how often this process proves it is alive,
+            and after how long without a heartbeat another process takes over its tasks.
+        queues: the queues this process runs.
+        retention_interval: seconds between retention passes.
+        pool_size: database connections kept open (PostgreSQL).
+        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
+
+    Raises:
+        ValueError: an argument is invalid (bad key, bad URL, negative sizes).
+    """
+
+    def __init__(
+        self,
+        snapshot_db: str | None = None,
+        snapshot_backend: Any = None,
+        snapshot_interval: float = 60.0,
+        requeue_pending: bool = False,
+        merged_list_ttl: float = 5.0,
+        loggers: list[Any] | None = None,
+        log_file: str | None = None,
+        log_file_max_bytes: int = 10485760,
+        log_file_backup_count: int = 5,
+        log_file_mode: str = "rotate",
+        log_lifecycle: bool = False,
+        encrypt_args_key: Any = None,
+        max_concurrent_tasks: int | None = None,
+        max_sync_threads: int | None = None,
+        max_process_workers: int | None = None,
+        process_shutdown_timeout: float = 30.0,
+        retention_days: float | None = None,
+        *,
+        database_url: str | None = None,
+        retries: int = 0,
+        delay: float = 0.0,
+        backoff: float = 1.0,
+        auto_upgrade: bool | None = None,
+        shutdown_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+        heartbeat_interval: float = 5.0,
+        instance_timeout: float = 30.0,
+        queues: tuple[str, ...] | list[str] = ("default",),
+        retention_interval: float = 6 * 3600,
+        pool_size: int = 10,
+        sqlite_synchronous: str = "FULL",
+    ) -> None:
+        _check_positive(max_concurrent_tasks=max_concurrent_tasks,
+                        max_sync_threads=max_sync_threads, max_process_workers=max_process_workers)
+        validate_retry(retries=retries, delay=delay, backoff=backoff, max_delay=None, jitter=0.0)
+        if retention_days is not None and retention_days <= 0:
+            raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
+        self.registry = TaskRegistry()
+        self.defaults = {"retries": retries, "delay": delay, "backoff": backoff}
+        self.snapshot_interval = snapshot_interval
+        self.requeue_pending = requeue_pending
+        self.merged_list_ttl = merged_list_ttl
+        self.retention_days = retention_days
+        self.retention_interval = retention_interval
+        self.max_concurrent_tasks = max_concurrent_tasks
+        self.shutdown_timeout = shutdown_timeout
+        self.poll_interval = poll_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.instance_timeout = instance_timeout
+        self.queues = tuple(queues)
+        self._cipher = make_cipher(encrypt_args_key)
+        self.payloads = Payloads(self._cipher)
+        self.logger = build_chain(
+            loggers=loggers, log_file=log_file, log_file_max_bytes=log_file_max_bytes,
+            log_file_backup_count=log_file_backup_count, log_file_mode=log_file_mode,
+            log_lifecycle=log_lifecycle,
+        )
+        self._url, self._ephemeral_dir = _choose_url(database_url, snapshot_db, snapshot_backend)
+        self._pool_size = pool_size
+        self._sqlite_synchronous = sqlite_synchronous
+        self._auto_upgrade = auto_upgrade
+        self.executors = ExecutorPool(
+            max_sync_threads=max_sync_threads, max_process_workers=max_process_workers,
+            process_shutdown_timeout=process_shutdown_timeout, route_log=self._log,
+        )
+        self.store = TaskStore(self)
+        self.instance_id = new_task_id()
+        self.db: SQLStore = None  # type: ignore[assignment]  # set by startup()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._bridge: SyncBridge | None = None
+        self._runner = Runner(self)
+        self._dispatcher: Dispatcher | None = None
+        self._held: dict[str, _Held] = {}
+        self._queued_keys: dict[str, str] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._wake = asyncio.Event()
+        self._apps: set[int] = set()
+        self._started = False
+        self.giving_up_writes = False
+
+    # -- properties ----------------------------------------------------------------------
+
+    @property
+    def fernet(self) -> Any:
+        """The active ``MultiFernet`` when ``encrypt_args_key`` is set, else None."""
+        return self._cipher.fernet if self._cipher is not None else None
+
+    @property
+    def database_url(self) -> str:
+        """The database URL in use, password masked."""
+        from taskflow.store.engine import mask
+
+        return mask(self._url)
+
+    @property
+    def started(self) -> bool:
+        """True between ``startup()`` and ``shutdown()``."""
+        return self._started
+
+    # -- registration ------------------------------------------------------------------
+
+    def task(
+        self,
+        retries: int | None = None,
+        delay: float | None = None,
+        backoff: float | None = None,
+        persist: bool = False,
+        name: str | None = None,
+        requeue_on_interrupt: bool = False,
+        eager: bool = False,
+        priority: int | None = None,
+        executor: str | None = None,
+        *,
+        timeout: float | None = None,
+        max_delay: float | None = None,
+        jitter: float = 0.0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+        queue: str = "default",
+    ) -> Callable[[F], F]:
+        """Register a function as a task; the function is returned unchanged.
+
+        Args:
+            retries: attempts after the first failure (default: the manager's).
+            delay: seconds before the first retry; backoff: its multiplier per retry.
+            persist: accepted for compatibility (every task is persisted).
+            name: the name stored on records (default: the function's name).
+            requeue_on_interrupt: re-run the task if its process dies while it runs.
+            eager: start as soon as ``add_task`` is called, not after the response.
+            priority: higher runs first when tasks wait for a free slot.
+            executor: ``"async"``, ``"thread"``, ``"process"`` or None to detect.
+            timeout: seconds an attempt may run before it fails with ``TaskTimeout``.
+            max_delay: cap of the retry delay; jitter: random extra delay (0..1 × delay).
+            retry_on: exception types worth a retry (others fail at once).
+            queue: the queue the task runs on.
+
+        Raises:
+            ValueError: incompatible executor, or invalid retry settings.
+            DuplicateTaskName: another function already has this name.
+        """
+
+        def register(func: F) -> F:
+            config = self._make_config(
+                func, name=name, executor=executor, retries=retries, delay=delay,
+                backoff=backoff, max_delay=max_delay, jitter=jitter, retry_on=retry_on,
+                timeout=timeout, persist=persist, requeue_on_interrupt=requeue_on_interrupt,
+                eager=eager, priority=priority, queue=queue,
+            )
+            self.registry.register(config)
+            return func
+
+        return register
+
+    def _make_config(self, func: Callable[..., Any], *, name: str | None,
+                     executor: str | None, **options: Any) -> TaskConfig:
+        if not callable(func):
+            raise ConfigurationError(f"@task needs a function, got {type(func).__name__}")
+        for key in ("retries", "delay", "backoff"):
+            if options[key] is None:
+                options[key] = self.defaults[key]
+        validate_retry(retries=options["retries"], delay=options["delay"],
+                       backoff=options["backoff"], max_delay=options["max_delay"],
+                       jitter=options["jitter"])
+        if options["timeout"] is not None and options["timeout"] <= 0:
+            raise ConfigurationError(f"timeout must be > 0, got {options['timeout']}")
+        retry_on = options.pop("retry_on")
+        options["retry_on"] = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        kind = detect_executor(func, executor)
+        path = import_path(func) or f"{getattr(func, '__module__', '?')}:{func!r}"
+        return TaskConfig(name=name or func.__name__, func=func, path=path, executor=kind,
+                          **options)
+
+    def config_for(self, func_name: str, func_path: str) -> TaskConfig:
+        """The configuration to run a stored task with.
+
+        Raises:
+            UnknownTaskFunction: no registered function has this name and its import
+                path does not resolve.
+        """
+        config = self.registry.get(func_name)
+        if config is not None:
+            return config
+        func = resolve(func_path)
+        config = self.registry.for_func(func) or self._auto_config(func)
+        if config is None:
+            raise UnknownTaskFunction(f"task function {func_name!r} is not registered")
+        return config
+
+    def config_for_callable(self, func: Callable[..., Any]) -> TaskConfig | None:
+        """The config of a registered function, an automatic one for an importable
+        unregistered function, or None for a callable that cannot be found again."""
+        return self.registry.for_func(func) or self._auto_config(func)
+
+    def _auto_config(self, func: Callable[..., Any]) -> TaskConfig | None:
+        if import_path(func) is None or not callable(func):
+            return None
+        with contextlib.suppress(Exception):
+            if resolve(import_path(func) or "") is func:
+                return self._make_config(
+                    func, name=import_path(func), executor=None, retries=None, delay=None,
+                    backoff=None, max_delay=None, jitter=0.0, retry_on=(Exception,),
+                    timeout=None, persist=False, requeue_on_interrupt=False, eager=False,
+                    priority=None, queue="default",
+                )
+        return None
+
+    # -- FastAPI integration -----------------------------------------------------------
+
+    async def get_tasks(
+        self, request: Request, background_tasks: BackgroundTasks
+    ) -> ManagedBackgroundTasks:
+        """FastAPI dependency: a :class:`ManagedBackgroundTasks` sharing the request's
+        native background task list."""
+        from taskflow.background import managed_for_request
+
+        return managed_for_request(self, request, background_tasks)
+
+    @property
+    def background_tasks(self) -> Callable[..., Any]:
+        """Alias of :meth:`get_tasks`, for ``Depends(task_manager.background_tasks)``."""
+        return self.get_tasks
+
+    def init_app(self, app: FastAPI) -> None:
+        """Run ``startup()``/``shutdown()`` with ``app``'s lifespan and install the
+        durability middleware and ``BackgroundTasks`` injection. Safe to call twice."""
+        from taskflow.background import install_on_app
+
+        if id(app) in self._apps:
+            return
+        self._apps.add(id(app))
+        install_on_app(self, app)
+
+    def install(self, app: FastAPI) -> None:
+        """Make bare ``BackgroundTasks`` parameters receive :class:`ManagedBackgroundTasks`
+        (a process-wide patch, as in fastapi-taskflow), and call :meth:`init_app`."""
+        from taskflow.background import patch_fastapi
+
+        patch_fastapi(self)
+        self.init_app(app)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Open the database, register this process, rescue tasks of dead processes and
+        start the executor loops. Calling it twice does nothing.
+
+        Raises:
+            DatabaseError: the database cannot be reached (the URL is in the message).
+            SchemaOutOfDate: the schema is stale and auto-upgrade is off.
+        """
+        if self._started:
+            return
+        self._loop = asyncio.get_running_loop()
+        self.giving_up_writes = False
+        auto = self._auto_upgrade
+        if auto is None:
+            auto = self._url.startswith("sqlite")
+        self.db = SQLStore(self._url, pool_size=self._pool_size,
+                           sqlite_synchronous=self._sqlite_synchronous)
+        await self.db.open(auto_upgrade=auto)
+        self._bridge = SyncBridge(self._url)
+        self._dispatcher = Dispatcher(run=self._runner.run, capacity={
+            "async": self.max_concurrent_tasks,
+            "thread": self.executors.capacity("thread"),
+            "process": self.executors.capacity("process"),
+        })
+        self._wake = asyncio.Event()
+        await self._register_instance()
+        await self._rescue_dead()
+        if self.logger is not None:
+            self.logger.start()
+        self._started = True
+        self._loops = [
+            asyncio.create_task(self._poll_loop(), name="taskflow-poll"),
+            asyncio.create_task(self._heartbeat_loop(), name="taskflow-heartbeat"),
+        ]
+        if self.retention_days is not None:
+            self._loops.append(asyncio.create_task(self._retention_loop(),
+                                                   name="taskflow-retention"))
+
+    async def shutdown(self) -> None:
+        """Stop taking work, let running tasks finish for ``shutdown_timeout`` seconds,
+        then settle what is left: running tasks are re-queued when
+        ``requeue_on_interrupt`` is set and end ``interrupted`` otherwise; pending
+        tasks stay pending for the next start (or another process)."""
+        if not self._started:
+            return
+        self._started = False
+        for loop_task in self._loops:
+            loop_task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        await self._drain()
+        await self._settle_self()
+        await self._close_resources()
+
+    async def _drain(self) -> None:
+        assert self._dispatcher is not None
+        for held in list(self._held.values()):  # requests that never released theirs
+            if held.write is not None:
+                with contextlib.suppress(Exception):
+                    await held.write
+        self._held.clear()
+        self._dispatcher.close()
+        if not await self._dispatcher.wait_idle(self.shutdown_timeout):
+            for job_id, running in list(self._dispatcher.running.items()):
+                logger.warning("task %s still running at shutdown; settling it", job_id)
+                running.cancel()
+            await self._dispatcher.wait_idle(5.0)
+        await self.executors.shutdown()
+
+    async def _settle_self(self) -> None:
+        self.giving_up_writes = True
+        try:
+            await self.db.settle_instance(
+                self.instance_id, now=utcnow(), reason="the process shut down while it ran"
+            )
+        except DatabaseError as exc:
+            logger.error("could not settle this instance's tasks at shutdown: %s", exc)
+
+    async def _close_resources(self) -> None:
+        if self.logger is not None:
+            await self.logger.close()
+        await self.db.close()
+        if self._bridge is not None:
+            await asyncio.to_thread(self._bridge.close)
+            self._bridge = None
+        if self._ephemeral_dir is not None:
+            shutil.rmtree(self._ephemeral_dir, ignore_errors=True)
+
+    # -- enqueueing --------------------------------------------------------------------
+
+    def submit(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        tags: dict[str, Any] | None = None,
+        priority: int | None = None,
+        source: str = "manual",
+        config: TaskConfig | None = None,
+    ) -> tuple[str, asyncio.Future[str] | None, bool]:
+        """Store a new task from any thread; the row is committed (or queued for the next
+        group commit on the loop thread) and held until :meth:`release`.
+
+        Returns ``(task_id, pending_write, created)``; ``created`` is False when an
+        idempotency key matched an existing task, whose id is returned.
+
+        Raises:
+            NotStarted: the manager is not running.
+            TaskArgumentError: an argument, tag or key cannot be stored.
+            DatabaseError: the database refused the write (sync callers only).
+        """
+        config = config or self.config_for_callable(func)
+        if config is None:
+            raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
+        row, job = self._new_row(config, args, kwargs, idempotency_key=idempotency_key,
+                                 tags=tags, priority=priority, source=source)
+        loop = self._require_loop()
+        if _running_loop() is loop:
+            return self._submit_on_loop(row, job)
+        stored = asyncio.run_coroutine_threadsafe(self._insert(row), loop).result()
+        return self._hold(job, stored, None)
+
+    async def _insert(self, row: dict[str, Any]) -> str:
+        return await self.db.insert_task(row)
+
+    def _submit_on_loop(self, row: dict[str, Any], job: Job) -> tuple[str, Any, bool]:
+        key = row["idempotency_key"]
+        if key is not None:
+            existing = self._live_key_holder(key)
+            if existing is not None:
+                return existing, None, False
+            # The id goes back to the caller before the commit: if another process wins
+            # the key meanwhile, the store records this id as an alias of the winner.
+            row["_promised"] = True
+        write = self.db.insert_task(row)
+        if key is not None:
+            self._queued_keys[key] = row["id"]
+            write.add_done_callback(lambda _f: self._queued_keys.pop(key, None))
+        return self._hold(job, row["id"], write)
+
+    def _live_key_holder(self, key: str) -> str | None:
+        """Who holds ``key``: a task queued here, else one in the database. The lookup
+        blocks the loop for one read; reads never wait on writers (WAL, MVCC)."""
+        queued = self._queued_keys.get(key)
+        if queued is not None:
+            return queued
+        assert self._bridge is not None
+        return self._bridge.call(lambda store: store.find_live_by_key(key))
+
+    def _hold(self, job: Job, stored_id: str, write: Any) -> tuple[str, Any, bool]:
+        if stored_id != job.task_id:
+            return stored_id, None, False
+        self._held[job.task_id] = _Held(job, write, time.monotonic())
+        return job.task_id, write, True
+
+    def _new_row(self, config: TaskConfig, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                 idempotency_key: str | None, tags: dict[str, Any] | None,
+                 priority: int | None, source: str) -> tuple[dict[str, Any], Job]:
+        clean = clean_tags(tags)
+        row = build_row(
+            config, task_id=new_task_id(), payload=self.payloads.encode_call(args, kwargs),
+            encrypted=self.payloads.encrypted, tags=clean, priority=priority,
+            idempotency_key=idempotency_key, source=source, now=utcnow(),
+            max_retries=config.retries, owner=self.instance_id,
+        )
+        job = job_from_row(row, config)
+        return row, job
+
+    def release(self, task_id: str) -> None:
+        """Let a held task start (thread-safe); called when its response has been sent."""
+        loop = self._loop
+        if loop is None:
+            return
+        if _running_loop() is loop:
+            self._release_now(task_id)
+        else:
+            loop.call_soon_threadsafe(self._release_now, task_id)
+
+    def _release_now(self, task_id: str) -> None:
+        held = self._held.pop(task_id, None)
+        if held is None or self._dispatcher is None:
+            return
+        if held.write is None or held.write.done():
+            self._dispatch_written(held)
+        else:
+            held.write.add_done_callback(lambda _f: self._dispatch_written(held))
+
+    def _dispatch_written(self, held: _Held) -> None:
+        if held.write is not None and held.write.exception() is not None:
+            logger.error("task %s was not stored: %s", held.job.task_id, held.write.exception())
+            return
+        if held.write is not None and held.write.result() != held.job.task_id:
+            return  # another process holds the idempotency key; that task runs there
+        assert self._dispatcher is not None
+        self._dispatcher.submit(held.job)
+
+    async def enqueue(
+        self,
+        func: Callable[..., Any],
+        /,
+        *args: Any,
+        idempotency_key: str | None = None,
+        tags: dict[str, Any] | None = None,
+        priority: int | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Store a task and start it, from async code outside a request.
+
+        Returns the task id once the row is committed (the existing task's id when
+        ``idempotency_key`` matches a task that has not failed).
+        """
+        config = self.config_for_callable(func)
+        if config is None:
+            raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
+        row, job = self._new_row(config, args, kwargs, idempotency_key=idempotency_key,
+                                 tags=tags, priority=priority, source="manual")
+        self._require_loop()
+        stored = await self.db.insert_task(row)
+        if stored == job.task_id:
+            self._held[job.task_id] = _Held(job, None, time.monotonic())
+            self._release_now(job.task_id)
+        return stored
+
+    def _require_loop(self) -> asyncio.AbstractEventLoop:
+        if not self._started or self._loop is None:
+            raise NotStarted(
+                "the TaskManager is not started: call task_manager.init_app(app) "
+                "(or mount TaskAdmin), or await task_manager.startup()"
+            )
+        return self._loop
+
+    # -- reading and acting on tasks -----------------------------------------------------
+
+    async def get_task(self, task_id: str, *, logs: bool = True) -> TaskRecord | None:
+        """The task with this id read from the database (with its logs and attempts),
+        or None."""
+        self._require_loop()
+        row = await self.db.get_task(task_id)
+        if row is None:
+            return None
+        log_rows = await self.db.get_logs(row["id"]) if logs else []
+        attempts = await self.db.get_attempts(row["id"])
+        return record_from_row(row, self.payloads, log_rows, attempts)
+
+    async def list_tasks(self, *, status: str | None = None, func_name: str | None = None,
+                         limit: int = 100) -> list[TaskRecord]:
+        """Newest tasks first (without logs)."""
+        self._require_loop()
+        rows = await self.db.list_tasks(status=status, func_name=func_name, limit=limit)
+        return [record_from_row(row, self.payloads, [], []) for row in rows]
+
+    async def cancel(self, task_id: str) -> bool:
+        """Cancel a task. A pending task never runs; a running async task is cancelled;
+        a running thread or process task is flagged (``get_task_context().is_cancelled()``)
+        and ends ``cancelled``. Returns False when the task is already final or unknown."""
+        self._require_loop()
+        previous = await self.db.cancel_task(task_id, now=utcnow())
+        self._held.pop(task_id, None)
+        timer = self._timers.pop(task_id, None)
+        if timer is not None:
+            timer.cancel()
+        if previous == "running":
+            self._cancel_running(task_id)
+        return previous in ("pending", "running")
+
+    def _cancel_running(self, task_id: str) -> None:
+        assert self._dispatcher is not None
+        running = self._dispatcher.running.get(task_id)
+        job = self._dispatcher.job(task_id)
+        if running is None or job is None:
+            return
+        job.cancel_reason = "cancelled"
+        job.cancel.set()
+        if job.executor == "async":
+            running.cancel()
+
+    async def retry(self, task_id: str) -> str | None:
+        """Run a task again as a new task (``source="retry"``) with the same function,
+        arguments, tags, priority and idempotency key. Returns the new id, or None when
+        ``task_id`` does not exist."""
+        self._require_loop()
+        row = await self.db.get_task(task_id)
+        if row is None:
+            return None
+        copy = {**dict(row), "id": new_task_id(), "status": "pending", "attempts": 0,
+                "result": None, "error": None, "traceback": None, "source": "retry",
+                "owner": self.instance_id, "cancel_requested": False, "created_at": utcnow(),
+                "started_at": None, "finished_at": None, "next_attempt_at": utcnow(),
+                "schedule_slot": None}
+        stored = await self.db.copy_task(task_id, row=copy)
+        if stored == copy["id"]:
+            config = self._config_or_none(copy["func_name"], copy["func_path"])
+            self._held[stored] = _Held(job_from_row(copy, config), None, time.monotonic())
+            self._release_now(stored)
+        return stored
+
+    def _config_or_none(self, func_name: str, func_path: str) -> TaskConfig | None:
+        try:
+            return self.config_for(func_name, func_path)
+        except UnknownTaskFunction:
+            return None
+
+    async def delete(self, task_id: str) -> bool:
+        """Delete a final task with its logs; False if it is unknown or not final."""
+        self._require_loop()
+        return await self.db.delete_task(task_id)
+
+    # -- running: hooks used by the runner -------------------------------------------------
+
+    def log_sink(self, job: Job) -> Callable[[str, str, dict[str, Any]], None]:
+        """A thread-safe ``task_log`` target for ``job``."""
+        loop = self._loop
+        assert loop is not None
+
+        def sink(level: str, message: str, extra: dict[str, Any]) -> None:
+            if _running_loop() is loop:
+                self._log(job.task_id, level, message, extra, job)
+            else:
+                loop.call_soon_threadsafe(self._log, job.task_id, level, message, extra, job)
+
+        return sink
+
+    def _log(self, task_id: str, level: str, message: str, extra: dict[str, Any],
+             job: Job | None = None) -> None:
+        now = utcnow()
+        row = {"task_id": task_id, "at": now, "level": str(level)[:10],
+               "message": message, "extra": _json_safe(extra)}
+        try:
+            write = self.db.append_log(row)
+        except NotStarted:
+            return
+        write.add_done_callback(_report_log_failure)
+        if self.logger is not None:
+            self.logger.emit(LogEvent(
+                task_id=task_id, func_name=job.func_name if job else "", at=now, level=level,
+                message=message, extra=row["extra"], tags=job.tags if job else {},
+                attempt=0))
+
+    def schedule_retry(self, job: Job, delay: float) -> None:
+        """Start ``job`` again after ``delay`` seconds (it stays pending, owned by us)."""
+        assert self._loop is not None and self._dispatcher is not None
+        dispatcher = self._dispatcher
+
+        def fire() -> None:
+            self._timers.pop(job.task_id, None)
+            dispatcher.submit(job)
+
+        self._timers[job.task_id] = self._loop.call_later(delay, fire)
+
+    # -- background loops ------------------------------------------------------------------
+
+    async def _register_instance(self) -> None:
+        now = utcnow()
+        await self.db.register_instance({
+            "id": self.instance_id, "hostname": socket.gethostname(), "pid": os.getpid(),
+            "queues": list(self.queues), "started_at": now, "heartbeat_at": now,
+            "info": self._instance_info(),
+        })
+
+    def _instance_info(self) -> dict[str, Any]:
+        dispatcher = self._dispatcher
+        return {
+            "running": len(dispatcher.running) if dispatcher else 0,
+            "waiting": dispatcher.waiting() if dispatcher else 0,
+            "threads": self.executors.thread_workers,
+            "processes": self.executors.process_workers,
+            "max_concurrent_tasks": self.max_concurrent_tasks,
+        }
+
+    async def _rescue_dead(self) -> None:
+        hostname = socket.gethostname()
+        local = await self.db.host_instances(hostname=hostname, me=self.instance_id)
+        dead_pids = [row["pid"] for row in local if not _pid_alive(row["pid"])]
+        stale_before = utcnow() - timedelta(seconds=self.instance_timeout)
+        for instance in await self.db.dead_instances(
+            me=self.instance_id, stale_before=stale_before, hostname=hostname,
+            dead_pids=dead_pids,
+        ):
+            counts = await self.db.settle_instance(
+                instance, now=utcnow(), reason=f"instance {instance} stopped while it ran"
+            )
+            logger.warning("took over tasks of stopped instance %s: %s", instance, counts)
+            self._wake.set()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await _guard("heartbeat", self._beat)
+
+    async def _beat(self) -> None:
+        alive = await self.db.heartbeat(self.instance_id, now=utcnow(),
+                                        info=self._instance_info())
+        if not alive:
+            logger.error("instance %s was declared dead by another process; re-registering",
+                         self.instance_id)
+            await self._register_instance()
+        await self._rescue_dead()
+
+    async def _poll_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_interval):
+                    await self._wake.wait()
+            self._wake.clear()
+            self._release_stale_holds()
+            await _guard("claim", self._claim)
+
+    async def _claim(self) -> None:
+        assert self._dispatcher is not None
+        free = min(self._dispatcher.free_slots(), 100)
+        if free <= 0:
+            return
+        rows = await self.db.claim_tasks(instance=self.instance_id, queues=self.queues,
+                                         limit=free, now=utcnow())
+        for row in rows:
+            config = self._config_or_none(row["func_name"], row["func_path"])
+            job = job_from_row(row, config)
+            job.claimed_attempt = row["attempts"]
+            self._dispatcher.submit(job)
+        if len(rows) == free:
+            self._wake.set()
+
+    def _release_stale_holds(self) -> None:
+        cutoff = time.monotonic() - RELEASE_TIMEOUT
+        for task_id, held in list(self._held.items()):
+            if held.since < cutoff:
+                self._release_now(task_id)
+
+    async def _retention_loop(self) -> None:
+        assert self.retention_days is not None
+        while True:
+            await _guard("retention", lambda: retention.run_if_due(
+                self.db, days=self.retention_days or 0, interval=self.retention_interval))
+            await asyncio.sleep(min(self.retention_interval, 3600))
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+async def _guard(what: str, step: Callable[[], Any]) -> None:
+    """Run one step of a background loop; an error is logged and the loop carries on."""
+    try:
+        await step()
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # noqa: BLE001 - a background loop must never die
+        logger.exception("taskflow %s step failed; will retry", what)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _report_log_failure(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("a task log line was not stored: %s", future.exception())
+
+
+def _json_safe(extra: dict[str, Any]) -> dict[str, Any]:
+    import json
+
+    safe: dict[str, Any] = {}
+    for key, value in extra.items():
+        try:
+            json.dumps(value)
+            safe[str(key)] = value
+        except (TypeError, ValueError):
+            safe[str(key)] = str(value)
+    return safe
+
+
+def _check_positive(**values: int | None) -> None:
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise ConfigurationError(f"{name} must be >= 1 or None, got {value}")
+
+
+def _choose_url(database_url: str | None, snapshot_db: str | None,
+                snapshot_backend: Any) -> tuple[str, str | None]:
+    """The URL to use, and a temporary directory to delete at shutdown (or None)."""
+    url = database_url or _backend_url(snapshot_backend)
+    if url is None and snapshot_db is not None:
+        url = f"sqlite+aiosqlite:///{snapshot_db}"
+    if url is not None and not _is_memory(url):
+        from taskflow.store.engine import normalize_url
+
+        normalize_url(url)  # fail now, not at startup
+        return url, None
+    directory = tempfile.mkdtemp(prefix="taskflow-")
+    return f"sqlite+aiosqlite:///{directory}/tasks.db", directory
+
+
+def _is_memory(url: str) -> bool:
+    from taskflow.store.engine import is_memory_sqlite, normalize_url
+
+    return is_memory_sqlite(normalize_url(url))
+
+
+def _backend_url(backend: Any) -> str | None:
+    if backend is None:
+        return None
+    if isinstance(backend, str):
+        return backend
+    for attribute in ("url", "database_url", "dsn"):
+        value = getattr(backend, attribute, None)
+        if isinstance(value, str):
+            return value
+    raise ConfigurationError(
+        f"snapshot_backend {type(backend).__name__} is not supported: pass a database URL "
+        "(SQLite or PostgreSQL) as database_url="
+    )
+
+
+_ = threading  # imported for type checkers of sinks running in threads

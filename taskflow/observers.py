@@ -1,0 +1,572 @@
+"""Observers that receive task log lines and lifecycle transitions.
+
+A :class:`TaskObserver` is told about every ``task_log()`` line (:class:`LogEvent`) and every
+status change (:class:`LifecycleEvent`). Delivery goes through a :class:`LoggerChain`, which
+queues events and hands them to observers from a background asyncio task, so an observer
+that raises, hangs or is slow can never change a task's outcome or hold the task up.
+
+:class:`FileLogger` is the built-in observer that appends one line per event to a file,
+either rotating it by size or reopening it when an external tool (logrotate) moves it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import json
+import logging
+import logging.handlers
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from taskflow.errors import ConfigurationError
+
+__all__ = [
+    "FILE_LOG_MODES",
+    "FileLogger",
+    "LifecycleEvent",
+    "LogEvent",
+    "LoggerChain",
+    "TaskObserver",
+    "build_chain",
+]
+
+#: Values accepted for ``FileLogger(mode=...)`` and ``TaskManager(log_file_mode=...)``.
+FILE_LOG_MODES: tuple[str, ...] = ("rotate", "watched")
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_BACKUP_COUNT = 5
+
+# Warn about dropped events on the first drop and then once per this many, so a flood of
+# events cannot turn into a flood of warnings.
+_DROP_WARNING_EVERY = 1000
+
+_log = logging.getLogger("taskflow.observers")
+_taskflow_log = logging.getLogger("taskflow")
+
+# Lifecycle statuses that deserve more attention than INFO in a log file.
+_LIFECYCLE_LEVELS: dict[str, int] = {
+    "failed": logging.ERROR,
+    "retrying": logging.WARNING,
+    "interrupted": logging.WARNING,
+    "cancelled": logging.WARNING,
+}
+
+_file_logger_ids = itertools.count(1)
+
+_HOOKS = ("on_log", "on_lifecycle")
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    """One line written by a task through ``task_log()``.
+
+    Attributes:
+        task_id: Id of the task that logged the line.
+        func_name: Registered name of the task function.
+        at: When the line was logged (timezone-aware UTC preferred).
+        level: Level name such as ``"info"`` or ``"ERROR"``.
+        message: The logged text.
+        extra: Structured fields passed alongside the message.
+        tags: The task's tags.
+        attempt: Attempt number the line belongs to (1 for the first run).
+    """
+
+    task_id: str
+    func_name: str
+    at: datetime
+    level: str
+    message: str
+    extra: dict[str, Any]
+    tags: dict[str, str]
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """A task moved to a new status.
+
+    Attributes:
+        task_id: Id of the task.
+        func_name: Registered name of the task function.
+        at: When the transition happened.
+        status: One of ``"pending"``, ``"running"``, ``"success"``, ``"failed"``,
+            ``"retrying"``, ``"cancelled"`` or ``"interrupted"``.
+        attempt: Attempt number the transition belongs to.
+        tags: The task's tags.
+        error: Error text for failing transitions, otherwise ``None``.
+        duration: Seconds the attempt ran, when known.
+    """
+
+    task_id: str
+    func_name: str
+    at: datetime
+    status: str
+    attempt: int
+    tags: dict[str, str]
+    error: str | None = None
+    duration: float | None = None
+
+
+Event = LogEvent | LifecycleEvent
+
+
+class TaskObserver:
+    """Base class: override any of these. Default implementations do nothing.
+
+    Methods are awaited from a :class:`LoggerChain` drain task, one event at a time, each
+    bounded by the chain's ``observer_timeout``. Exceptions they raise are logged and
+    otherwise ignored.
+    """
+
+    async def on_log(self, event: LogEvent) -> None:
+        """Receive one ``task_log()`` line.
+
+        Args:
+            event: The logged line.
+        """
+
+    async def on_lifecycle(self, event: LifecycleEvent) -> None:
+        """Receive one status transition.
+
+        Args:
+            event: The transition.
+        """
+
+    async def close(self) -> None:
+        """Release resources; called once when the owning chain closes."""
+
+
+class FileLogger(TaskObserver):
+    """Append one line per event to a file.
+
+    Each line is ``<ISO-8601 UTC time> <LEVEL> <func_name> <task_id> <message>`` followed by
+    ``key=value`` pairs for ``extra`` and then ``tags``. String values are written as they
+    are; other values are JSON-encoded. Line breaks inside the message or values are escaped
+    as ``\\n`` / ``\\r`` so every event stays on exactly one line.
+
+    Writing goes through a private :class:`logging.Logger` that is not registered with the
+    logging module and does not propagate, so the application's logging config is neither
+    used nor disturbed. File I/O runs in a worker thread to keep the event loop free.
+
+    Attributes:
+        path: The file written to, as given.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        backup_count: int = DEFAULT_BACKUP_COUNT,
+        mode: str = "rotate",
+        log_lifecycle: bool = False,
+    ) -> None:
+        """Open the log file.
+
+        Args:
+            path: File to append to; its directory must exist.
+            max_bytes: Size at which the file is rotated (``"rotate"`` mode only).
+            backup_count: Number of rotated files kept (``"rotate"`` mode only).
+            mode: ``"rotate"`` rotates by size; ``"watched"`` reopens the file when it is
+                moved or deleted by an external tool, ignoring ``max_bytes``.
+            log_lifecycle: Also write a line for each status transition.
+
+        Raises:
+            ConfigurationError: ``mode`` is not one of :data:`FILE_LOG_MODES` (this is a
+                ``ValueError``).
+            OSError: The file cannot be opened.
+        """
+        self.path = path
+        self.mode = mode
+        self.log_lifecycle = log_lifecycle
+        self._handler = _open_handler(
+            path, mode=mode, max_bytes=max_bytes, backup_count=backup_count
+        )
+        # Instantiated directly rather than via logging.getLogger so it is never registered
+        # in the global logger tree (no leak per instance, nothing for dictConfig to touch).
+        self._logger = logging.Logger(f"taskflow.file_logger.{next(_file_logger_ids)}")
+        self._logger.propagate = False
+        self._logger.addHandler(self._handler)
+        # Serialises writes with close(): a write that outlived its observer timeout may
+        # still be running in its thread, and a FileHandler reopens a closed stream on emit.
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"FileLogger({self.path!r}, mode={self.mode!r})"
+
+    async def on_log(self, event: LogEvent) -> None:
+        """Write the log line to the file.
+
+        Args:
+            event: The logged line.
+        """
+        await asyncio.to_thread(self._write, _level_number(event.level), format_log_line(event))
+
+    async def on_lifecycle(self, event: LifecycleEvent) -> None:
+        """Write the transition to the file when ``log_lifecycle`` is enabled.
+
+        Args:
+            event: The transition.
+        """
+        if not self.log_lifecycle:
+            return
+        level = _LIFECYCLE_LEVELS.get(event.status, logging.INFO)
+        await asyncio.to_thread(self._write, level, format_lifecycle_line(event))
+
+    async def close(self) -> None:
+        """Close the file; later events are ignored."""
+        await asyncio.to_thread(self._close_now)
+
+    def _write(self, level: int, line: str) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            record = self._logger.makeRecord(
+                self._logger.name, level, self.path, 0, line, None, None
+            )
+            # handle() rather than log(): the file is explicit configuration, so it should
+            # not be silenced by logger levels or a global logging.disable().
+            self._logger.handle(record)
+
+    def _close_now(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._logger.removeHandler(self._handler)
+            self._handler.close()
+
+
+def _open_handler(
+    path: str, *, mode: str, max_bytes: int, backup_count: int
+) -> logging.FileHandler:
+    """Create the file handler for ``mode``.
+
+    Raises:
+        ConfigurationError: ``mode`` is unknown.
+    """
+    if mode == "rotate":
+        handler: logging.FileHandler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8"
+        )
+    elif mode == "watched":
+        handler = logging.handlers.WatchedFileHandler(path, encoding="utf-8")
+    else:
+        allowed = ", ".join(repr(m) for m in FILE_LOG_MODES)
+        raise ConfigurationError(f"log file mode must be one of {allowed}, got {mode!r}")
+    # The line is fully formatted by us; the handler only adds the newline.
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    return handler
+
+
+def format_log_line(event: LogEvent) -> str:
+    """Render a :class:`LogEvent` as one file line (without the trailing newline).
+
+    Args:
+        event: The logged line.
+
+    Returns:
+        The rendered line.
+    """
+    head = _line_head(event.at, event.level.upper(), event.func_name, event.task_id)
+    extra = _format_fields(event.extra)
+    return _join(head, _one_line(event.message), extra, _format_fields(event.tags))
+
+
+def format_lifecycle_line(event: LifecycleEvent) -> str:
+    """Render a :class:`LifecycleEvent` as one file line (without the trailing newline).
+
+    Args:
+        event: The transition.
+
+    Returns:
+        The rendered line.
+    """
+    level = logging.getLevelName(_LIFECYCLE_LEVELS.get(event.status, logging.INFO))
+    head = _line_head(event.at, level, event.func_name, event.task_id)
+    details: dict[str, Any] = {"status": event.status, "attempt": event.attempt}
+    if event.duration is not None:
+        details["duration"] = round(event.duration, 6)
+    if event.error is not None:
+        details["error"] = event.error
+    message = f"task {event.status}"
+    return _join(head, message, _format_fields(details), _format_fields(event.tags))
+
+
+def _line_head(at: datetime, level: str, func_name: str, task_id: str) -> str:
+    return f"{_utc_iso(at)} {level} {_one_line(func_name)} {_one_line(task_id)}"
+
+
+def _join(*parts: str) -> str:
+    return " ".join(part for part in parts if part)
+
+
+def _utc_iso(at: datetime) -> str:
+    # Naive datetimes come from utcnow()-style code paths, so treat them as UTC.
+    aware = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    return aware.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _format_fields(fields: dict[str, Any]) -> str:
+    return " ".join(
+        f"{_one_line(str(key))}={_format_value(value)}" for key, value in fields.items()
+    )
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, str):
+        return _one_line(value)
+    try:
+        return json.dumps(value, default=str, ensure_ascii=False)
+    except (TypeError, ValueError):
+        # Circular structures and the like: a best-effort rendering beats losing the line.
+        return _one_line(str(value))
+
+
+def _one_line(text: str) -> str:
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _level_number(level: str) -> int:
+    number = logging.getLevelName(level.upper())
+    # getLevelName returns "Level X" for unknown names; custom levels still get written.
+    return number if isinstance(number, int) else logging.INFO
+
+
+class LoggerChain:
+    """Fans events out to observers without ever blocking or failing the caller.
+
+    :meth:`emit` only puts the event on a bounded queue; a background task started by
+    :meth:`start` delivers queued events to each observer in order, bounding every call by
+    ``observer_timeout`` and logging (never raising) whatever goes wrong.
+
+    Attributes:
+        observers: The observers, in delivery order.
+        dropped: Events discarded because the queue was full.
+    """
+
+    def __init__(
+        self,
+        observers: Sequence[TaskObserver],
+        *,
+        queue_size: int = 10000,
+        observer_timeout: float = 5.0,
+    ) -> None:
+        """Create the chain; events may be emitted before :meth:`start`.
+
+        Args:
+            observers: Observers to deliver to, in this order.
+            queue_size: Maximum number of undelivered events kept; more are dropped.
+            observer_timeout: Seconds one observer may spend on one event.
+
+        Raises:
+            ValueError: ``queue_size`` or ``observer_timeout`` is not positive.
+        """
+        if queue_size <= 0:
+            raise ValueError(f"queue_size must be positive, got {queue_size!r}")
+        if observer_timeout <= 0:
+            raise ValueError(f"observer_timeout must be positive, got {observer_timeout!r}")
+        self.observers: list[TaskObserver] = list(observers)
+        self.observer_timeout = observer_timeout
+        self.dropped = 0
+        # Since Python 3.10 a Queue binds to a loop on first wait, not on creation, so it can
+        # be filled before start() runs on the loop.
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=queue_size)
+        self._drain_task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start(self) -> None:
+        """Start the background drain task; idempotent.
+
+        Raises:
+            RuntimeError: Not called from a running event loop, or the chain is closed.
+        """
+        if self._closed:
+            raise RuntimeError("LoggerChain is closed")
+        if self._drain_task is None:
+            self._drain_task = asyncio.get_running_loop().create_task(
+                self._drain(), name="taskflow-observers"
+            )
+
+    def emit(self, event: Event) -> None:
+        """Queue ``event`` for delivery without blocking; never raises.
+
+        Must be called from the event loop's thread (or before the loop runs). When the
+        queue is full the event is dropped and counted in :attr:`dropped`. Events emitted
+        after :meth:`close` are ignored.
+
+        Args:
+            event: The event to deliver.
+        """
+        if self._closed:
+            return
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self._count_drop()
+
+    def emit_threadsafe(self, loop: asyncio.AbstractEventLoop, event: Event) -> None:
+        """Queue ``event`` from a thread other than the loop's; never raises.
+
+        Args:
+            loop: The loop the chain was started on.
+            event: The event to deliver.
+        """
+        try:
+            loop.call_soon_threadsafe(self.emit, event)
+        except RuntimeError:
+            # The loop is already closed (shutdown raced a worker thread); nothing can
+            # deliver the event any more.
+            self._count_drop()
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Deliver what is queued, stop the drain task and close every observer.
+
+        Never raises for observer failures; they are logged. Idempotent.
+
+        Args:
+            timeout: Seconds to wait for queued events to be delivered; whatever is still
+                queued afterwards is discarded.
+        """
+        if self._closed:
+            return
+        if self._drain_task is None:
+            # Events queued before start() are still owed to the observers.
+            self.start()
+        self._closed = True
+        await self._wait_for_drain(timeout)
+        await self._stop_drain_task()
+        for observer in self.observers:
+            await self._call(observer, "close")
+
+    async def _wait_for_drain(self, timeout: float) -> None:
+        try:
+            await asyncio.wait_for(self._queue.join(), timeout)
+        except TimeoutError:
+            _log.warning(
+                "taskflow observers: %d event(s) not delivered within %.1fs of shutdown",
+                self._queue.qsize(),
+                timeout,
+            )
+
+    async def _stop_drain_task(self) -> None:
+        task = self._drain_task
+        if task is None or task.done():
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def _count_drop(self) -> None:
+        self.dropped += 1
+        if self.dropped % _DROP_WARNING_EVERY == 1:
+            _taskflow_log.warning(
+                "taskflow observer queue is full; dropped %d event(s) so far", self.dropped
+            )
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self._queue.get()
+            try:
+                await self._deliver(event)
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, event: Event) -> None:
+        method = "on_log" if isinstance(event, LogEvent) else "on_lifecycle"
+        for observer in self.observers:
+            await self._call(observer, method, event)
+
+    async def _call(self, observer: object, method: str, *args: Any) -> None:
+        """Run one observer method, containing every failure to a log record."""
+        name = type(observer).__name__
+        try:
+            # Looked up here so a duck-typed observer missing a hook is skipped, not fatal.
+            func = getattr(observer, method, None)
+            if func is None:
+                return
+            result = func(*args)
+            # Tolerate observers that override a hook with a plain (non-async) method.
+            if inspect.isawaitable(result):
+                await asyncio.wait_for(result, self.observer_timeout)
+        except TimeoutError:
+            _log.warning(
+                "taskflow observer %s.%s timed out after %.3gs",
+                name,
+                method,
+                self.observer_timeout,
+            )
+        except asyncio.CancelledError:
+            # Only our own cancellation (close()) may stop the drain; a CancelledError that
+            # an observer raised by itself is just another observer failure.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            _log.warning("taskflow observer %s.%s was cancelled", name, method)
+        except Exception:
+            _log.exception("taskflow observer %s.%s raised", name, method)
+
+
+def build_chain(
+    *,
+    loggers: Sequence[TaskObserver] | None = None,
+    log_file: str | None = None,
+    log_file_max_bytes: int = DEFAULT_MAX_BYTES,
+    log_file_backup_count: int = DEFAULT_BACKUP_COUNT,
+    log_file_mode: str = "rotate",
+    log_lifecycle: bool = False,
+) -> LoggerChain | None:
+    """Build the observer chain from ``TaskManager`` arguments.
+
+    ``log_file`` is shorthand for appending a :class:`FileLogger` for that path; it is
+    ignored when ``loggers`` already holds a FileLogger for the same file.
+
+    Args:
+        loggers: Observers supplied by the application.
+        log_file: Path of a log file to add, or ``None``.
+        log_file_max_bytes: ``max_bytes`` for the added FileLogger.
+        log_file_backup_count: ``backup_count`` for the added FileLogger.
+        log_file_mode: ``mode`` for the added FileLogger.
+        log_lifecycle: ``log_lifecycle`` for the added FileLogger.
+
+    Returns:
+        A chain (not yet started), or ``None`` when there are no observers at all.
+
+    Raises:
+        TypeError: An entry of ``loggers`` has neither ``on_log`` nor ``on_lifecycle``.
+        ConfigurationError: ``log_file_mode`` is invalid.
+        OSError: ``log_file`` cannot be opened.
+    """
+    observers = list(loggers or ())
+    for observer in observers:
+        # Duck typing is allowed (subclassing TaskObserver is not required), but an object
+        # with neither hook is certainly a mistake worth reporting at startup.
+        if not any(callable(getattr(observer, hook, None)) for hook in _HOOKS):
+            raise TypeError(f"loggers entries must be TaskObserver instances, got {observer!r}")
+    if log_file is not None and not _has_file_logger(observers, log_file):
+        observers.append(
+            FileLogger(
+                log_file,
+                max_bytes=log_file_max_bytes,
+                backup_count=log_file_backup_count,
+                mode=log_file_mode,
+                log_lifecycle=log_lifecycle,
+            )
+        )
+    return LoggerChain(observers) if observers else None
+
+
+def _has_file_logger(observers: Sequence[TaskObserver], path: str) -> bool:
+    target = os.path.abspath(path)
+    return any(
+        isinstance(observer, FileLogger) and os.path.abspath(observer.path) == target
+        for observer in observers
+    )

@@ -1,0 +1,200 @@
+"""One attempt of one task, as a short pipeline:
+start (claim) → execute with timeout → settle the outcome (finish, or schedule a retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from taskflow import context as task_context
+from taskflow.errors import DatabaseError, TaskArgumentError
+from taskflow.executors import Call
+from taskflow.observers import LifecycleEvent
+from taskflow.registry import ExecutorKind, TaskConfig
+from taskflow.retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from taskflow.manager import TaskManager
+
+logger = logging.getLogger("taskflow")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A task this process is about to run (or is running)."""
+
+    task_id: str
+    func_name: str
+    func_path: str
+    payload: str
+    encrypted: bool
+    priority: int
+    executor: ExecutorKind
+    tags: dict[str, str]
+    source: str
+    max_retries: int
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    claimed_attempt: int | None = None  # set when a claim already marked it running
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an attempt ended."""
+
+    result: str | None = None
+    error: BaseException | None = None
+    traceback: str | None = None
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled
+
+
+class Runner:
+    """Runs jobs for a :class:`~taskflow.manager.TaskManager`."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+
+    async def run(self, job: Job) -> None:
+        """Run one attempt of ``job`` and persist its outcome."""
+        attempt = await self._start(job)
+        if attempt is None:
+            return
+        started = utcnow()
+        self._lifecycle(job, "running", attempt)
+        outcome = await self._execute(job, attempt)
+        await self._settle(job, attempt, outcome, started)
+
+    # -- start -----------------------------------------------------------------------
+
+    async def _start(self, job: Job) -> int | None:
+        if job.claimed_attempt is not None:
+            attempt, job.claimed_attempt = job.claimed_attempt, None
+            return attempt
+        db = self.manager.db
+        return await self._durably(
+            lambda: db.start_task(job.task_id, instance=self.manager.instance_id, now=utcnow())
+        )
+
+    # -- execute -----------------------------------------------------------------------
+
+    async def _execute(self, job: Job, attempt: int) -> Outcome:
+        try:
+            call, config = self._prepare(job, attempt)
+            value = await self.manager.executors.run(job.executor, call)
+            return Outcome(result=self.manager.payloads.encode_result(value))
+        except asyncio.CancelledError:
+            if job.cancel_reason != "cancelled":
+                raise  # shutdown: the instance settles this task
+            return Outcome(cancelled=True)
+        except BaseException as exc:  # noqa: BLE001 - a task's failure is its outcome
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                logger.warning("task %s raised %s", job.task_id, type(exc).__name__)
+            return Outcome(error=exc, traceback=_format(exc))
+
+    def _prepare(self, job: Job, attempt: int) -> tuple[Call, TaskConfig]:
+        config = self.manager.config_for(job.func_name, job.func_path)
+        args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
+        context = task_context.TaskContext(
+            task_id=job.task_id, func_name=job.func_name, attempt=attempt,
+            max_retries=job.max_retries, tags=job.tags, source=job.source,
+            _sink=self.manager.log_sink(job), _cancelled=job.cancel,
+        )
+        call = Call(func=config.func, path=config.path, args=args, kwargs=kwargs,
+                    context=context, timeout=config.timeout)
+        return call, config
+
+    # -- settle ------------------------------------------------------------------------
+
+    async def _settle(self, job: Job, attempt: int, outcome: Outcome, started: datetime) -> None:
+        now = utcnow()
+        update: dict[str, Any] = {"id": job.task_id, "owner": self.manager.instance_id,
+                                  "attempt": attempt, "finished_at": now, "result": outcome.result}
+        retry_in = self._retry_delay(job, attempt, outcome)
+        if outcome.error is not None:
+            update["error"] = _describe(outcome.error)
+            update["traceback"] = outcome.traceback
+        if retry_in is not None:
+            update.update(status="pending", next_attempt_at=now + timedelta(seconds=retry_in))
+        else:
+            update["status"] = _final_status(job, outcome)
+        await self._durably(lambda: self.manager.db.finish_task(update))
+        self._lifecycle(job, "retrying" if retry_in is not None else update["status"], attempt,
+                        error=update.get("error"), duration=(now - started).total_seconds())
+        if retry_in is not None:
+            self.manager.schedule_retry(job, retry_in)
+
+    def _retry_delay(self, job: Job, attempt: int, outcome: Outcome) -> float | None:
+        if outcome.ok or outcome.cancelled or job.cancel_reason is not None:
+            return None
+        policy = self._policy(job)
+        assert outcome.error is not None
+        if not policy.should_retry(attempt, outcome.error):
+            return None
+        return policy.delay_before(attempt)
+
+    def _policy(self, job: Job) -> RetryPolicy:
+        try:
+            config = self.manager.config_for(job.func_name, job.func_path)
+        except Exception:  # noqa: BLE001 - an unknown function is not retried
+            return RetryPolicy()
+        return RetryPolicy(retries=job.max_retries, delay=config.delay, backoff=config.backoff,
+                           max_delay=config.max_delay, jitter=config.jitter,
+                           retry_on=config.retry_on)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _lifecycle(self, job: Job, status: str, attempt: int, *, error: str | None = None,
+                   duration: float | None = None) -> None:
+        chain = self.manager.logger
+        if chain is None:
+            return
+        chain.emit(LifecycleEvent(task_id=job.task_id, func_name=job.func_name, at=utcnow(),
+                                  status=status, attempt=attempt, tags=job.tags, error=error,
+                                  duration=duration))
+
+    async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a store write, retrying database errors with backoff: the outcome of a task
+        that ran must not be lost to a short outage."""
+        pause = 0.05
+        while True:
+            try:
+                return await write()
+            except DatabaseError as exc:
+                if self.manager.giving_up_writes:
+                    raise
+                logger.warning("task database write failed, retrying in %.2fs: %s", pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+
+def _final_status(job: Job, outcome: Outcome) -> str:
+    if outcome.cancelled or job.cancel_reason == "cancelled":
+        return "cancelled"
+    return "success" if outcome.error is None else "failed"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, TaskArgumentError) and "result" in text:
+        return f"result cannot be stored: {text}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _format(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))

@@ -1,0 +1,105 @@
+"""Engine creation: one place that knows each dialect's connection settings.
+
+SQLite gets WAL, foreign keys, a busy timeout and explicit ``BEGIN`` statements, so that
+write transactions can start with ``BEGIN IMMEDIATE`` (the write lock is taken up front
+and concurrent writers queue on the busy timeout instead of failing with
+"database is locked" when they upgrade a read lock).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from taskflow.errors import ConfigurationError
+
+WRITE_OPTION = "taskflow_write"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+_SUPPORTED = {"sqlite+aiosqlite", "postgresql+asyncpg"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Return ``url`` with taskflow's async driver, or raise for an unsupported database.
+
+    ``sqlite:///x.db`` and ``postgresql://...`` are accepted and mapped to aiosqlite and
+    asyncpg. Raises :class:`ConfigurationError` (a ``ValueError``) naming the masked URL.
+    """
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except sa.exc.ArgumentError as exc:
+        raise ConfigurationError(f"invalid database URL {str(url)!r}: {exc}") from exc
+    drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
+    if drivername not in _SUPPORTED:
+        raise ConfigurationError(
+            f"unsupported database URL {mask(parsed)}: taskflow supports "
+            "sqlite+aiosqlite:// and postgresql+asyncpg:// URLs"
+        )
+    return parsed.set(drivername=drivername)
+
+
+def mask(url: str | URL) -> str:
+    """The URL as text with its password replaced by ``***``."""
+    try:
+        parsed = make_url(url) if isinstance(url, str) else url
+    except sa.exc.ArgumentError:
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def is_memory_sqlite(url: URL) -> bool:
+    """True for an in-memory SQLite database (one connection must be shared)."""
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def create_engine(url: URL, *, pool_size: int = 10, synchronous: str = "FULL") -> AsyncEngine:
+    """Create the async engine for ``url`` with taskflow's per-dialect settings."""
+    if url.get_backend_name() == "sqlite":
+        return _create_sqlite_engine(url, synchronous=synchronous)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+    )
+
+
+def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    if is_memory_sqlite(url):
+        kwargs["poolclass"] = StaticPool
+    else:
+        kwargs.update(pool_size=5, max_overflow=5)
+    engine = create_async_engine(url, **kwargs)
+    memory = is_memory_sqlite(url)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let our "begin" listener issue BEGIN itself (pysqlite would defer it).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        if not memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        write = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+async def write_options(conn: AsyncConnection) -> AsyncConnection:
+    """Mark ``conn`` so that its next transaction is a write transaction."""
+    return await conn.execution_options(**{WRITE_OPTION: True})

@@ -1,0 +1,154 @@
+"""Shared fixtures: every storage test runs on SQLite and on PostgreSQL.
+
+PostgreSQL tests use ``TASKFLOW_TEST_DATABASE_URL`` (``scripts/test`` sets it up). The
+schema is migrated once per session; each test starts from empty tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taskflow import TaskManager, migrate
+from taskflow.store.schema import metadata
+
+PG_URL = os.environ.get("TASKFLOW_TEST_DATABASE_URL")
+IN_CI = os.environ.get("CI") == "true"
+PG_SKIP_REASON = (
+    "PostgreSQL tests skipped: set TASKFLOW_TEST_DATABASE_URL="
+    "postgresql+asyncpg://postgres@127.0.0.1:5432/taskflow_test (scripts/test does this)"
+)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if PG_URL:
+        return f"taskflow: PostgreSQL tests use {migrate.mask_url(PG_URL)}"
+    return f"taskflow: {PG_SKIP_REASON}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if IN_CI and not PG_URL:
+        raise pytest.UsageError("CI=true but TASKFLOW_TEST_DATABASE_URL is not set")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- databases ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating each time is slow)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrate.upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pg_migrated() -> str:
+    """The PostgreSQL test database, rebuilt at head once per session."""
+    if not PG_URL:
+        pytest.skip(PG_SKIP_REASON)
+    asyncio.run(_drop_taskflow_tables(PG_URL))
+    migrate.upgrade(PG_URL)
+    return PG_URL
+
+
+async def _drop_taskflow_tables(url: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+            await conn.execute(sa.text("DROP TABLE IF EXISTS taskflow_alembic_version"))
+    finally:
+        await engine.dispose()
+
+
+async def _truncate(url: str) -> None:
+    engine = create_async_engine(url)
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(f"TRUNCATE {names} CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated, empty database URL: a SQLite file, then PostgreSQL."""
+    if request.param == "sqlite":
+        target = tmp_path / "tasks.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        return f"sqlite+aiosqlite:///{target}"
+    url = request.getfixturevalue("pg_migrated")
+    asyncio.run(_truncate(url))
+    return url
+
+
+@pytest.fixture
+async def manager_factory(db_url: str) -> AsyncIterator[Callable[..., TaskManager]]:
+    """Build TaskManagers on the test database; started ones are shut down afterwards."""
+    made: list[TaskManager] = []
+
+    def make(**kwargs: Any) -> TaskManager:
+        kwargs.setdefault("poll_interval", 0.05)
+        kwargs.setdefault("shutdown_timeout", 5.0)
+        manager = TaskManager(database_url=db_url, **kwargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        await manager.shutdown()
+
+
+# -- waiting without sleeping blindly ------------------------------------------------------
+
+
+async def wait_for_status(
+    manager: TaskManager, task_id: str, *statuses: str, timeout: float = 10.0
+) -> Any:
+    """Poll the database until the task reaches one of ``statuses`` (default: final)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        record = await manager.get_task(task_id)
+        if record is not None and (
+            record.status.value in statuses if statuses else record.status.is_final
+        ):
+            return record
+        if time.monotonic() > deadline:
+            state = record.status.value if record else "missing"
+            raise AssertionError(f"task {task_id} is {state}, wanted {statuses or 'final'}")
+        await asyncio.sleep(0.02)
+
+
+def wait_until(condition: Callable[[], bool], *, timeout: float = 10.0, what: str = "") -> None:
+    """Poll ``condition`` until it is true or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or condition}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def free_port() -> Iterator[int]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    yield port

@@ -1,0 +1,120 @@
+"""The FastAPI integration over HTTP: the fastapi-taskflow examples, the durability
+barrier, eager tasks in sync routes, injection patterns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+import sqlalchemy as sa
+from fastapi.testclient import TestClient
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.apps.web import build_app, events
+
+
+def wait_final(client: TestClient, task_id: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        body = client.get(f"/report/{task_id}").json()
+        if body["status"] in ("success", "failed", "cancelled", "interrupted"):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.02)
+
+
+def row_count(url: str, task_id: str) -> int:
+    async def count() -> int:
+        engine = create_async_engine(url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.scalar(
+                    sa.text("SELECT count(*) FROM taskflow_tasks WHERE id = :id"), {"id": task_id}
+                )
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(count())
+
+
+def test_spec_example_sync_route_and_store_get(db_url):
+    app, _ = build_app(db_url)
+    with TestClient(app) as client:
+        task_id = client.post("/signup", params={"email": "a@b.c"}).json()["task_id"]
+        body = wait_final(client, task_id)
+        assert body["status"] == "success"
+        assert body["result"] == "sent a@b.c"
+        assert body["args"] == ["a@b.c"]
+        assert client.get("/report/nope").status_code == 404
+        assert client.get(f"/async-report/{task_id}").json()["status"] == "success"
+
+
+@pytest.mark.parametrize("route", ["/signup", "/async-signup"])
+def test_task_row_is_committed_before_the_response(db_url, route):
+    app, _ = build_app(db_url)
+    with TestClient(app) as client:
+        for i in range(5):
+            task_id = client.post(route, params={"email": f"{i}@x"}).json()["task_id"]
+            assert row_count(db_url, task_id) == 1
+
+
+@pytest.mark.parametrize("route", ["/invoice/7/send", "/async-invoice/7"])
+def test_idempotency_key_in_routes(db_url, route):
+    app, _ = build_app(db_url)
+    with TestClient(app) as client:
+        ids = {client.post(route).json()["task_id"] for _ in range(3)}
+        assert len(ids) == 1
+        assert wait_final(client, ids.pop())["status"] == "success"
+
+
+def test_eager_task_in_sync_route(db_url):
+    import threading
+
+    app, _ = build_app(db_url)
+    events["sync-eager"] = threading.Event()
+    with TestClient(app) as client:
+        response = client.post("/eager/sync-eager")
+        assert response.status_code == 200
+        assert events["sync-eager"].wait(10)
+        assert wait_final(client, response.json()["task_id"])["status"] == "success"
+
+
+def test_install_makes_bare_background_tasks_managed(db_url):
+    app, _ = build_app(db_url, install=True)
+    with TestClient(app) as client:
+        body = client.post("/bare", params={"email": "z@z"}).json()
+        assert body["managed"] is True
+        assert wait_final(client, body["task_id"])["result"] == "sent z@z"
+
+
+def test_many_tasks_in_one_request(db_url):
+    app, _ = build_app(db_url)
+    with TestClient(app) as client:
+        ids = client.post("/batch", params={"count": 100}).json()["task_ids"]
+        assert len(set(ids)) == 100
+        assert all(wait_final(client, task_id)["status"] == "success" for task_id in ids[::10])
+
+
+def test_task_enqueued_before_an_error_still_runs(db_url):
+    app, manager = build_app(db_url)
+    with TestClient(app) as client:
+        assert client.post("/fails-after-enqueue").status_code == 409
+        deadline = time.monotonic() + 10
+        while True:
+            records = client.portal.call(manager.list_tasks)
+            if records and records[0].status == "success":
+                break
+            assert time.monotonic() < deadline, records
+            time.sleep(0.02)
+        assert records[0].result == 42
+
+
+def test_add_task_before_startup_is_a_clear_error(db_url):
+    from taskflow import ManagedBackgroundTasks, NotStarted
+
+    _, manager = build_app(db_url)
+    from tests.apps import tasks as app_tasks
+
+    with pytest.raises(NotStarted, match="init_app"):
+        ManagedBackgroundTasks(manager).add_task(app_tasks.add, 1, 2)

@@ -1,0 +1,299 @@
+"""Migrations: one history for SQLite and PostgreSQL, the startup check, and the CLI.
+
+PostgreSQL tests use a throwaway database on 127.0.0.1:5432 (user postgres, trust auth).
+They are skipped when the server is unreachable, unless CI=true, where that is a failure.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from taskflow import migrate
+from taskflow.cli import main
+from taskflow.errors import SchemaOutOfDate
+from taskflow.store import schema
+from taskflow.store.engine import create_engine, normalize_url
+
+PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+T = TypeVar("T")
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def on_connection(url: str, fn: Callable[[sa.Connection], T], *, commit: bool = False) -> T:
+    """Run ``fn`` on a sync connection to ``url`` through taskflow's async engine."""
+
+    async def body() -> T:
+        engine = create_engine(normalize_url(url))
+        try:
+            async with engine.connect() as conn:
+                result = await conn.run_sync(fn)
+                if commit:
+                    await conn.commit()
+                return result
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(body())
+
+
+async def prepare(url: str, *, auto_upgrade: bool) -> None:
+    """Call prepare_schema the way TaskManager startup does, on a fresh engine."""
+    engine = create_engine(normalize_url(url))
+    try:
+        await migrate.prepare_schema(
+            engine, auto_upgrade=auto_upgrade, display_url=migrate.mask_url(url)
+        )
+    finally:
+        await engine.dispose()
+
+
+def schema_diff(conn: sa.Connection) -> list[Any]:
+    """Differences between the live schema and schema.metadata, ignoring the version table."""
+
+    def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+        return not (type_ == "table" and name == migrate.VERSION_TABLE)
+
+    context = MigrationContext.configure(
+        conn, opts={"include_name": include_name, "compare_type": True}
+    )
+    return list(compare_metadata(context, schema.metadata))
+
+
+def table_names(conn: sa.Connection) -> set[str]:
+    """Tables present in the database."""
+    return set(sa.inspect(conn).get_table_names())
+
+
+def insert_rows(conn: sa.Connection) -> None:
+    """One row in taskflow_meta and one in taskflow_tasks (defaults fill the rest)."""
+    now = datetime.now(UTC)
+    conn.execute(schema.meta.insert().values(key="k", value="v", updated_at=now))
+    conn.execute(
+        schema.tasks.insert().values(
+            id=secrets.token_hex(16),
+            func_name="f",
+            func_path="m:f",
+            status="pending",
+            payload="{}",
+            created_at=now,
+            next_attempt_at=now,
+        )
+    )
+
+
+def count_rows(conn: sa.Connection) -> tuple[int, int]:
+    """(rows in taskflow_meta, rows in taskflow_tasks)."""
+    meta = conn.execute(sa.select(sa.func.count()).select_from(schema.meta)).scalar_one()
+    tasks = conn.execute(sa.select(sa.func.count()).select_from(schema.tasks)).scalar_one()
+    return meta, tasks
+
+
+async def admin(sql: str) -> None:
+    """Run one statement outside a transaction on the PostgreSQL maintenance database."""
+    engine = create_async_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+# --- fixtures ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards."""
+    name = f"taskflow_mig_{secrets.token_hex(6)}"
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(f"{reason} (set CI=true to fail instead)")
+    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    # FORCE: a failed test must not leave the database undroppable.
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """An empty database of each supported dialect."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'taskflow.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+# --- revision history ----------------------------------------------------------------
+
+
+def test_exactly_one_head_and_it_is_head() -> None:
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    assert script.get_heads() == [migrate.head()]
+    # Applications address our history through the branch label.
+    assert script.get_revision("taskflow@head").revision == migrate.head()
+
+
+def test_resource_path_finds_checkout_files_and_names_both_places() -> None:
+    assert (migrate.resource_path("migrations") / "env.py").is_file()
+    assert migrate.resource_path("alembic.ini").is_file()
+    with pytest.raises(FileNotFoundError) as info:
+        migrate.resource_path("no-such-resource")
+    assert "_resources" in str(info.value)
+    assert str(migrate.resource_path("alembic.ini").parent) in str(info.value)
+
+
+def test_alembic_config_escapes_percent_in_url() -> None:
+    url = "postgresql+asyncpg://u:p%40ss@h/db"
+    config = migrate.alembic_config(url)
+    assert config.get_main_option("sqlalchemy.url") == url
+    assert os.path.isabs(config.get_main_option("script_location") or "")
+
+
+def test_async_url_and_mask_url() -> None:
+    assert migrate.async_url("sqlite:///x.db") == "sqlite+aiosqlite:///x.db"
+    assert migrate.async_url("postgresql://u:pw@h/db") == "postgresql+asyncpg://u:pw@h/db"
+    assert migrate.mask_url("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
+
+
+# --- migrations on both dialects -----------------------------------------------------
+
+
+def test_upgrade_matches_metadata(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    assert migrate.current(db_url) == migrate.head()
+    assert on_connection(db_url, schema_diff) == []
+
+
+def test_downgrade_to_base_then_upgrade_again(db_url: str) -> None:
+    migrate.upgrade(db_url)
+    on_connection(db_url, insert_rows, commit=True)
+    assert on_connection(db_url, count_rows) == (1, 1)
+
+    migrate.downgrade(db_url, "base")
+    assert migrate.current(db_url) is None
+    assert on_connection(db_url, table_names) - {migrate.VERSION_TABLE} == set()
+
+    migrate.upgrade(db_url)
+    on_connection(db_url, insert_rows, commit=True)
+    assert on_connection(db_url, count_rows) == (1, 1)
+
+
+# --- prepare_schema ------------------------------------------------------------------
+
+
+def test_prepare_schema_refuses_empty_db_without_auto_upgrade(db_url: str) -> None:
+    with pytest.raises(SchemaOutOfDate) as info:
+        asyncio.run(prepare(db_url, auto_upgrade=False))
+    message = str(info.value)
+    assert "taskflow db upgrade --url" in message
+    assert migrate.head() in message
+    assert migrate.current(db_url) is None
+
+
+def test_prepare_schema_auto_upgrades_once(db_url: str) -> None:
+    asyncio.run(prepare(db_url, auto_upgrade=True))
+    assert migrate.current(db_url) == migrate.head()
+    # At head: a second start (even without auto_upgrade) is a no-op.
+    asyncio.run(prepare(db_url, auto_upgrade=False))
+
+
+def test_prepare_schema_rejects_revision_from_newer_code(db_url: str) -> None:
+    migrate.upgrade(db_url)
+
+    def pretend_newer(conn: sa.Connection) -> None:
+        conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999_future'"))
+
+    on_connection(db_url, pretend_newer, commit=True)
+    with pytest.raises(SchemaOutOfDate) as info:
+        asyncio.run(prepare(db_url, auto_upgrade=True))
+    assert "9999_future" in str(info.value)
+    assert migrate.head() in str(info.value)
+
+
+def test_prepare_schema_concurrent_starts_upgrade_once(db_url: str) -> None:
+    async def start_four() -> None:
+        await asyncio.gather(*(prepare(db_url, auto_upgrade=True) for _ in range(4)))
+
+    asyncio.run(start_four())
+    assert migrate.current(db_url) == migrate.head()
+    assert on_connection(db_url, schema_diff) == []
+
+
+# --- CLI -----------------------------------------------------------------------------
+
+
+def test_cli_check_upgrade_current(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "check", "--url", db_url]) == 1
+    assert "taskflow db upgrade --url" in capsys.readouterr().out
+
+    assert main(["db", "upgrade", "--url", db_url]) == 0
+    capsys.readouterr()
+
+    assert main(["db", "current", "--url", db_url]) == 0
+    assert capsys.readouterr().out.strip() == migrate.head()
+
+    assert main(["db", "check", "--url", db_url]) == 0
+    assert capsys.readouterr().out.strip() == "up to date"
+
+
+def test_cli_downgrade_to_base(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "upgrade", "--url", db_url]) == 0
+    assert main(["db", "downgrade", "--revision", "base", "--url", db_url]) == 0
+    capsys.readouterr()
+    assert main(["db", "current", "--url", db_url]) == 0
+    assert capsys.readouterr().out.strip() == "none"
+
+
+def test_cli_url_from_environment(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TASKFLOW_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
+    assert main(["db", "upgrade"]) == 0
+    capsys.readouterr()
+    assert main(["db", "current"]) == 0
+    assert capsys.readouterr().out.strip() == migrate.head()
+
+
+def test_cli_downgrade_requires_revision(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["db", "downgrade", "--url", "sqlite://"])
+    assert info.value.code == 2
+    assert "--revision" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("url", "secret"),
+    [
+        ("nosuch://x", None),
+        # Nothing listens on port 1: a connection error, whose line must hide the password.
+        ("postgresql://postgres:s3cret@127.0.0.1:1/x", "s3cret"),
+    ],
+)
+def test_cli_error_is_one_masked_line(
+    url: str, secret: str | None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "current", "--url", url]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("taskflow: error: ")
+    if secret:
+        assert secret not in captured.err
+        assert "***" in captured.err
