@@ -120,9 +120,7 @@ async def _check(url: str) -> None:
     """Run the startup check without upgrading; always dispose of the engine."""
     engine = create_engine(normalize_url(url))
     try:
-        await migrate.prepare_schema(
-            engine, auto_upgrade=False, display_url=migrate.mask_url(url)
-        )
+        await migrate.prepare_schema(engine, auto_upgrade=False, display_url=migrate.mask_url(url))
     finally:
         await engine.dispose()
 

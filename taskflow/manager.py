@@ -31,9 +31,11 @@ from taskflow.records import TaskRecord
 from taskflow.registry import TaskConfig, TaskRegistry, detect_executor, import_path, resolve
 from taskflow.retry import validate as validate_retry
 from taskflow.runner import Job, Runner, utcnow
+from taskflow.scheduler import DEFAULT_MISFIRE_GRACE, Scheduler, ScheduleSpec
 from taskflow.store.sql import SQLStore
 from taskflow.submission import build_row, clean_tags, job_from_row, new_task_id
 from taskflow.taskstore import TaskStore, record_from_row
+from taskflow.triggers import make_trigger
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -170,6 +172,7 @@ class TaskManager:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: SyncBridge | None = None
         self._runner = Runner(self)
+        self.scheduler = Scheduler(self)
         self._dispatcher: Dispatcher | None = None
         self._held: dict[str, _Held] = {}
         self._queued_keys: dict[str, str] = {}
@@ -248,6 +251,58 @@ class TaskManager:
                 eager=eager, priority=priority, queue=queue,
             )
             self.registry.register(config)
+            return func
+
+        return register
+
+    def schedule(
+        self,
+        every: float | None = None,
+        cron: str | None = None,
+        retries: int | None = None,
+        delay: float | None = None,
+        backoff: float | None = None,
+        name: str | None = None,
+        run_on_startup: bool = False,
+        timezone: str = "UTC",
+        executor: str | None = None,
+        *,
+        timeout: float | None = None,
+        misfire_grace: float | None = DEFAULT_MISFIRE_GRACE,
+        queue: str = "default",
+    ) -> Callable[[F], F]:
+        """Register a function as a task and run it periodically.
+
+        Exactly one of ``every`` (seconds) or ``cron`` (five fields, evaluated in
+        ``timezone``) is required. Schedules are rows in the database: their next run
+        time survives restarts, and with many processes each slot fires once.
+
+        Args:
+            every: interval in seconds; its phase is kept across restarts.
+            cron: a five-field cron expression.
+            retries, delay, backoff, name, executor, timeout, queue: as for :meth:`task`.
+            run_on_startup: also run once each time the app starts.
+            timezone: IANA timezone for ``cron`` (ignored for ``every``).
+            misfire_grace: a slot missed while no process ran (a deploy, an outage) still
+                fires once if it is at most this many seconds late; older missed slots
+                are skipped. None: always fire once. Never more than one catch-up run.
+
+        Raises:
+            ValueError: neither or both of ``every``/``cron``, an invalid cron
+                expression, an unknown timezone or an incompatible executor.
+        """
+        trigger = make_trigger(every=every, cron=cron, timezone=timezone)
+        if misfire_grace is not None and misfire_grace < 0:
+            raise ConfigurationError(f"misfire_grace must be >= 0, got {misfire_grace}")
+        register_task = self.task(retries=retries, delay=delay, backoff=backoff, name=name,
+                                  executor=executor, timeout=timeout, queue=queue)
+
+        def register(func: F) -> F:
+            register_task(func)
+            task_name = name or func.__name__
+            self.scheduler.add(ScheduleSpec(name=task_name, task_name=task_name,
+                                            trigger=trigger, run_on_startup=run_on_startup,
+                                            misfire_grace=misfire_grace))
             return func
 
         return register
@@ -371,9 +426,11 @@ class TaskManager:
         if self.logger is not None:
             self.logger.start()
         self._started = True
+        await self.scheduler.sync_static()
         self._loops = [
             asyncio.create_task(self._poll_loop(), name="taskflow-poll"),
             asyncio.create_task(self._heartbeat_loop(), name="taskflow-heartbeat"),
+            asyncio.create_task(self.scheduler.run(), name="taskflow-scheduler"),
         ]
         if self.retention_days is not None:
             self._loops.append(asyncio.create_task(self._retention_loop(),
@@ -564,9 +621,33 @@ class TaskManager:
         self._require_loop()
         stored = await self.db.insert_task(row)
         if stored == job.task_id:
-            self._held[job.task_id] = _Held(job, None, time.monotonic())
-            self._release_now(job.task_id)
+            self.hold_and_release(job)
         return stored
+
+    def hold_and_release(self, job: Job) -> None:
+        """Start a job whose row is already committed (or queued before it in the same
+        group commit)."""
+        self._held[job.task_id] = _Held(job, None, time.monotonic())
+        self._release_now(job.task_id)
+
+    async def trigger_schedule(self, name: str) -> str:
+        """Run schedule ``name`` now (``source="manual"``) without moving its next slot.
+
+        Raises:
+            TaskNotFound: there is no schedule with this name.
+        """
+        self._require_loop()
+        task_id = await self.scheduler.trigger(name)
+        if task_id is None:
+            from taskflow.errors import TaskNotFound
+
+            raise TaskNotFound(f"no schedule named {name!r}")
+        return task_id
+
+    async def list_schedules(self) -> list[dict[str, Any]]:
+        """Every stored schedule with its trigger and next run time."""
+        self._require_loop()
+        return [dict(row) for row in await self.db.list_schedules()]
 
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if not self._started or self._loop is None:
@@ -637,8 +718,7 @@ class TaskManager:
         stored = await self.db.copy_task(task_id, row=copy)
         if stored == copy["id"]:
             config = self._config_or_none(copy["func_name"], copy["func_path"])
-            self._held[stored] = _Held(job_from_row(copy, config), None, time.monotonic())
-            self._release_now(stored)
+            self.hold_and_release(job_from_row(copy, config))
         return stored
 
     def _config_or_none(self, func_name: str, func_path: str) -> TaskConfig | None:

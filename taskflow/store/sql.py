@@ -27,6 +27,7 @@ from taskflow.store.schema import (
     TERMINAL_STATUSES,
     instances,
     meta,
+    schedules,
     task_aliases,
     task_attempts,
     task_logs,
@@ -494,6 +495,83 @@ class SQLStore:
             "released": released.rowcount,
         }
 
+    # -- schedules -------------------------------------------------------------------------
+
+    async def upsert_static_schedule(self, row: dict[str, Any]) -> RowMapping:
+        """Create a static schedule, or refresh an existing one from code.
+
+        An existing schedule keeps its ``next_run_at`` (and so its phase) unless its
+        trigger changed; ``enabled`` (paused or not) is left as the database has it.
+        """
+        async with self.write() as conn:
+            query = sa.select(schedules).where(schedules.c.name == row["name"])
+            existing = (await conn.execute(query)).mappings().first()
+            if existing is None:
+                await conn.execute(schedules.insert(), [row])
+            else:
+                await conn.execute(
+                    schedules.update()
+                    .where(schedules.c.id == existing["id"])
+                    .values(**_refreshed(existing, row))
+                )
+            return (await conn.execute(query)).mappings().one()
+
+    async def due_schedules(self, *, now: datetime, limit: int = 100) -> list[RowMapping]:
+        """Enabled schedules whose next run is due, earliest first."""
+        query = (
+            sa.select(schedules)
+            .where(schedules.c.enabled.is_(True), schedules.c.next_run_at <= now)
+            .order_by(schedules.c.next_run_at)
+            .limit(limit)
+        )
+        async with self.read() as conn:
+            return list((await conn.execute(query)).mappings())
+
+    async def next_schedule_due(self) -> datetime | None:
+        """The earliest ``next_run_at`` of any enabled schedule."""
+        query = sa.select(sa.func.min(schedules.c.next_run_at)).where(
+            schedules.c.enabled.is_(True)
+        )
+        async with self.read() as conn:
+            return await conn.scalar(query)
+
+    async def fire_schedule(
+        self, *, schedule_id: str, slot: datetime, next_run_at: datetime, now: datetime,
+        task_row: dict[str, Any] | None,
+    ) -> bool:
+        """Advance a schedule from ``slot`` to ``next_run_at`` and insert the slot's task
+        (None: the slot is skipped), in one transaction.
+
+        The update only matches while ``next_run_at`` still equals ``slot``, so among
+        any number of processes exactly one fires each slot. Returns True for that one.
+        """
+        values: dict[str, Any] = {"next_run_at": next_run_at, "updated_at": now}
+        if task_row is not None:
+            values.update(last_run_at=now, last_task_id=task_row["id"])
+        async with self.write() as conn:
+            result = await conn.execute(
+                schedules.update()
+                .where(schedules.c.id == schedule_id, schedules.c.next_run_at == slot)
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return False
+            if task_row is not None:
+                await conn.execute(tasks.insert(), [task_row])
+        return True
+
+    async def get_schedule(self, name: str) -> RowMapping | None:
+        """The schedule called ``name``, or None."""
+        async with self.read() as conn:
+            query = sa.select(schedules).where(schedules.c.name == name)
+            return (await conn.execute(query)).mappings().first()
+
+    async def list_schedules(self) -> list[RowMapping]:
+        """Every schedule, by name."""
+        async with self.read() as conn:
+            query = sa.select(schedules).order_by(schedules.c.name)
+            return list((await conn.execute(query)).mappings())
+
     # -- retention and meta ------------------------------------------------------------
 
     async def prune_finished(self, *, before: datetime, batch_size: int = 500) -> int:
@@ -532,6 +610,19 @@ async def _maybe(lock: asyncio.Lock | None) -> AsyncIterator[None]:
         return
     async with lock:
         yield
+
+
+_TRIGGER_FIELDS = ("cron", "every", "timezone")
+
+
+def _refreshed(existing: RowMapping, row: dict[str, Any]) -> dict[str, Any]:
+    """Columns to update when code re-declares an existing schedule."""
+    values = {key: row[key] for key in ("func_name", "kind", "payload", "options",
+                                         "description", "tags", "group_name", "updated_at")}
+    values.update({key: row[key] for key in _TRIGGER_FIELDS})
+    if any(existing[key] != row[key] for key in _TRIGGER_FIELDS) or existing["next_run_at"] is None:
+        values["next_run_at"] = row["next_run_at"]
+    return values
 
 
 def _without_flags(row: dict[str, Any]) -> dict[str, Any]:
