@@ -158,7 +158,9 @@ class TaskManager:
             log_file_backup_count=log_file_backup_count, log_file_mode=log_file_mode,
             log_lifecycle=log_lifecycle,
         )
-        self._url, self._ephemeral_dir = _choose_url(database_url, snapshot_db, snapshot_backend)
+        self._configured_url = _choose_url(database_url, snapshot_db, snapshot_backend)
+        self._url = self._configured_url or "sqlite+aiosqlite:///:memory:"
+        self._ephemeral_dir: str | None = None
         self._pool_size = pool_size
         self._sqlite_synchronous = sqlite_synchronous
         self._auto_upgrade = auto_upgrade
@@ -408,6 +410,9 @@ class TaskManager:
             return
         self._loop = asyncio.get_running_loop()
         self.giving_up_writes = False
+        if self._configured_url is None:
+            self._ephemeral_dir = tempfile.mkdtemp(prefix="taskflow-")
+            self._url = f"sqlite+aiosqlite:///{self._ephemeral_dir}/tasks.db"
         auto = self._auto_upgrade
         if auto is None:
             auto = self._url.startswith("sqlite")
@@ -487,6 +492,7 @@ class TaskManager:
             self._bridge = None
         if self._ephemeral_dir is not None:
             shutil.rmtree(self._ephemeral_dir, ignore_errors=True)
+            self._ephemeral_dir = None
 
     # -- enqueueing --------------------------------------------------------------------
 
@@ -653,7 +659,7 @@ class TaskManager:
         if not self._started or self._loop is None:
             raise NotStarted(
                 "the TaskManager is not started: call task_manager.init_app(app) "
-                "(or mount TaskAdmin), or await task_manager.startup()"
+                "or await task_manager.startup()"
             )
         return self._loop
 
@@ -916,24 +922,18 @@ def _check_positive(**values: int | None) -> None:
 
 
 def _choose_url(database_url: str | None, snapshot_db: str | None,
-                snapshot_backend: Any) -> tuple[str, str | None]:
-    """The URL to use, and a temporary directory to delete at shutdown (or None)."""
+                snapshot_backend: Any) -> str | None:
+    """The configured URL, or None for a private temporary database."""
     url = database_url or _backend_url(snapshot_backend)
     if url is None and snapshot_db is not None:
         url = f"sqlite+aiosqlite:///{snapshot_db}"
-    if url is not None and not _is_memory(url):
-        from taskflow.store.engine import normalize_url
-
-        normalize_url(url)  # fail now, not at startup
-        return url, None
-    directory = tempfile.mkdtemp(prefix="taskflow-")
-    return f"sqlite+aiosqlite:///{directory}/tasks.db", directory
-
-
-def _is_memory(url: str) -> bool:
+    if url is None:
+        return None
     from taskflow.store.engine import is_memory_sqlite, normalize_url
 
-    return is_memory_sqlite(normalize_url(url))
+    # An in-memory database cannot be shared by the connections taskflow uses, so it
+    # becomes a private temporary file, deleted at shutdown.
+    return None if is_memory_sqlite(normalize_url(url)) else url
 
 
 def _backend_url(backend: Any) -> str | None:
