@@ -63,8 +63,9 @@ class ManagedBackgroundTasks(BackgroundTasks):
 
     _bound_manager: TaskManager | None = None  # set on the class by install()
 
-    def __init__(self, task_manager: TaskManager | None = None,
-                 tasks: list[BackgroundTask] | None = None) -> None:
+    def __init__(
+        self, task_manager: TaskManager | None = None, tasks: list[BackgroundTask] | None = None
+    ) -> None:
         super().__init__()
         if tasks is not None:
             self.tasks = tasks
@@ -100,8 +101,13 @@ class ManagedBackgroundTasks(BackgroundTasks):
             super().add_task(func, *args, **kwargs)
             return None
         task_id, write, created = manager.submit(
-            func, args, kwargs, idempotency_key=idempotency_key, tags=tags,
-            priority=priority, config=config,
+            func,
+            args,
+            kwargs,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            priority=priority,
+            config=config,
         )
         if created:
             self._track(task_id, write)
@@ -124,8 +130,9 @@ async def _release(manager: TaskManager, task_id: str) -> None:
     manager.release(task_id)
 
 
-def managed_for_request(manager: TaskManager, request: Any,
-                        native: BackgroundTasks) -> ManagedBackgroundTasks:
+def managed_for_request(
+    manager: TaskManager, request: Any, native: BackgroundTasks
+) -> ManagedBackgroundTasks:
     """The ManagedBackgroundTasks for a request, sharing its native task list; without
     the middleware, its writes are awaited before the response is sent."""
     if isinstance(native, ManagedBackgroundTasks) and native.task_manager is manager:
@@ -189,9 +196,16 @@ async def _send_unavailable(send: Send, problem: BaseException) -> None:
     logger.error("tasks of a request were not stored: %s", problem)
     reason = str(problem) if isinstance(problem, DatabaseError) else type(problem).__name__
     body = json.dumps({"detail": f"task could not be stored: {reason}"}).encode()
-    await send({"type": "http.response.start", "status": 503,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 

@@ -61,7 +61,9 @@ class Dispatcher:
             _, _, job = heapq.heappop(queue)
             self._busy[kind] += 1
             self._idle.clear()
-            task = asyncio.get_running_loop().create_task(self._run(job), name=f"taskflow-{job.task_id}")
+            task = asyncio.get_running_loop().create_task(
+                self._run(job), name=f"taskflow-{job.task_id}"
+            )
             self.running[job.task_id] = task
             self._jobs[job.task_id] = job
             task.add_done_callback(lambda _t, job=job: self._done(job))

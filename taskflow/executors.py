@@ -76,8 +76,11 @@ class ExecutorPool:
     async def run(self, kind: ExecutorKind, call: Call) -> Any:
         """Run ``call`` on executor ``kind``; raises what the function raises, or
         :class:`TaskTimeout` after ``call.timeout`` seconds."""
-        runner = {"async": self._run_async, "thread": self._run_thread,
-                  "process": self._run_process}[kind]
+        runner = {
+            "async": self._run_async,
+            "thread": self._run_thread,
+            "process": self._run_process,
+        }[kind]
         if call.timeout is None:
             return await runner(call)
         try:
@@ -141,8 +144,12 @@ class _ProcessBackend:
         self._pool = self._new_pool()
         self._route_log = route_log
         self._in_flight: set[asyncio.Future[Any]] = set()
-        self._drain = threading.Thread(target=self._drain_logs, args=(asyncio.get_running_loop(),),
-                                       name="taskflow-process-logs", daemon=True)
+        self._drain = threading.Thread(
+            target=self._drain_logs,
+            args=(asyncio.get_running_loop(),),
+            name="taskflow-process-logs",
+            daemon=True,
+        )
         self._drain.start()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -150,12 +157,22 @@ class _ProcessBackend:
 
     async def run(self, call: Call) -> Any:
         ctx = call.context
-        spec = (call.path, call.args, call.kwargs, ctx.task_id, ctx.func_name, ctx.attempt,
-                ctx.max_retries, ctx.tags, ctx.source)
+        spec = (
+            call.path,
+            call.args,
+            call.kwargs,
+            ctx.task_id,
+            ctx.func_name,
+            ctx.attempt,
+            ctx.max_retries,
+            ctx.tags,
+            ctx.source,
+        )
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(ctx))
         try:
-            future = asyncio.wrap_future(self._pool.submit(_child_run, spec, self.logs,
-                                                           self.cancelled))
+            future = asyncio.wrap_future(
+                self._pool.submit(_child_run, spec, self.logs, self.cancelled)
+            )
             self._in_flight.add(future)
             try:
                 return await asyncio.shield(future)
@@ -226,8 +243,14 @@ def _child_run(spec: tuple[Any, ...], logs: Any, cancelled: Any) -> Any:
         logs.put((task_id, level, message, extra))
 
     ctx = task_context.TaskContext(
-        task_id=task_id, func_name=func_name, attempt=attempt, max_retries=max_retries,
-        tags=tags, source=source, _sink=sink, _cancelled=_RemoteFlag(cancelled, task_id),
+        task_id=task_id,
+        func_name=func_name,
+        attempt=attempt,
+        max_retries=max_retries,
+        tags=tags,
+        source=source,
+        _sink=sink,
+        _cancelled=_RemoteFlag(cancelled, task_id),
     )
     func = resolve(path)
     token = task_context.bind(ctx)

@@ -133,8 +133,11 @@ class TaskManager:
         pool_size: int = 10,
         sqlite_synchronous: str = "FULL",
     ) -> None:
-        _check_positive(max_concurrent_tasks=max_concurrent_tasks,
-                        max_sync_threads=max_sync_threads, max_process_workers=max_process_workers)
+        _check_positive(
+            max_concurrent_tasks=max_concurrent_tasks,
+            max_sync_threads=max_sync_threads,
+            max_process_workers=max_process_workers,
+        )
         validate_retry(retries=retries, delay=delay, backoff=backoff, max_delay=None, jitter=0.0)
         if retention_days is not None and retention_days <= 0:
             raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
@@ -154,8 +157,11 @@ class TaskManager:
         self._cipher = make_cipher(encrypt_args_key)
         self.payloads = Payloads(self._cipher)
         self.logger = build_chain(
-            loggers=loggers, log_file=log_file, log_file_max_bytes=log_file_max_bytes,
-            log_file_backup_count=log_file_backup_count, log_file_mode=log_file_mode,
+            loggers=loggers,
+            log_file=log_file,
+            log_file_max_bytes=log_file_max_bytes,
+            log_file_backup_count=log_file_backup_count,
+            log_file_mode=log_file_mode,
             log_lifecycle=log_lifecycle,
         )
         self._configured_url = _choose_url(database_url, snapshot_db, snapshot_backend)
@@ -165,8 +171,10 @@ class TaskManager:
         self._sqlite_synchronous = sqlite_synchronous
         self._auto_upgrade = auto_upgrade
         self.executors = ExecutorPool(
-            max_sync_threads=max_sync_threads, max_process_workers=max_process_workers,
-            process_shutdown_timeout=process_shutdown_timeout, route_log=self._log,
+            max_sync_threads=max_sync_threads,
+            max_process_workers=max_process_workers,
+            process_shutdown_timeout=process_shutdown_timeout,
+            route_log=self._log,
         )
         self.store = TaskStore(self)
         self.instance_id = new_task_id()
@@ -247,10 +255,21 @@ class TaskManager:
 
         def register(func: F) -> F:
             config = self._make_config(
-                func, name=name, executor=executor, retries=retries, delay=delay,
-                backoff=backoff, max_delay=max_delay, jitter=jitter, retry_on=retry_on,
-                timeout=timeout, persist=persist, requeue_on_interrupt=requeue_on_interrupt,
-                eager=eager, priority=priority, queue=queue,
+                func,
+                name=name,
+                executor=executor,
+                retries=retries,
+                delay=delay,
+                backoff=backoff,
+                max_delay=max_delay,
+                jitter=jitter,
+                retry_on=retry_on,
+                timeout=timeout,
+                persist=persist,
+                requeue_on_interrupt=requeue_on_interrupt,
+                eager=eager,
+                priority=priority,
+                queue=queue,
             )
             self.registry.register(config)
             return func
@@ -296,37 +315,56 @@ class TaskManager:
         trigger = make_trigger(every=every, cron=cron, timezone=timezone)
         if misfire_grace is not None and misfire_grace < 0:
             raise ConfigurationError(f"misfire_grace must be >= 0, got {misfire_grace}")
-        register_task = self.task(retries=retries, delay=delay, backoff=backoff, name=name,
-                                  executor=executor, timeout=timeout, queue=queue)
+        register_task = self.task(
+            retries=retries,
+            delay=delay,
+            backoff=backoff,
+            name=name,
+            executor=executor,
+            timeout=timeout,
+            queue=queue,
+        )
 
         def register(func: F) -> F:
             register_task(func)
             task_name = name or func.__name__
-            self.scheduler.add(ScheduleSpec(name=task_name, task_name=task_name,
-                                            trigger=trigger, run_on_startup=run_on_startup,
-                                            misfire_grace=misfire_grace))
+            self.scheduler.add(
+                ScheduleSpec(
+                    name=task_name,
+                    task_name=task_name,
+                    trigger=trigger,
+                    run_on_startup=run_on_startup,
+                    misfire_grace=misfire_grace,
+                )
+            )
             return func
 
         return register
 
-    def _make_config(self, func: Callable[..., Any], *, name: str | None,
-                     executor: str | None, **options: Any) -> TaskConfig:
+    def _make_config(
+        self, func: Callable[..., Any], *, name: str | None, executor: str | None, **options: Any
+    ) -> TaskConfig:
         if not callable(func):
             raise ConfigurationError(f"@task needs a function, got {type(func).__name__}")
         for key in ("retries", "delay", "backoff"):
             if options[key] is None:
                 options[key] = self.defaults[key]
-        validate_retry(retries=options["retries"], delay=options["delay"],
-                       backoff=options["backoff"], max_delay=options["max_delay"],
-                       jitter=options["jitter"])
+        validate_retry(
+            retries=options["retries"],
+            delay=options["delay"],
+            backoff=options["backoff"],
+            max_delay=options["max_delay"],
+            jitter=options["jitter"],
+        )
         if options["timeout"] is not None and options["timeout"] <= 0:
             raise ConfigurationError(f"timeout must be > 0, got {options['timeout']}")
         retry_on = options.pop("retry_on")
         options["retry_on"] = retry_on if isinstance(retry_on, tuple) else (retry_on,)
         kind = detect_executor(func, executor)
         path = import_path(func) or f"{getattr(func, '__module__', '?')}:{func!r}"
-        return TaskConfig(name=name or func.__name__, func=func, path=path, executor=kind,
-                          **options)
+        return TaskConfig(
+            name=name or func.__name__, func=func, path=path, executor=kind, **options
+        )
 
     def config_for(self, func_name: str, func_path: str) -> TaskConfig:
         """The configuration to run a stored task with.
@@ -355,10 +393,21 @@ class TaskManager:
         with contextlib.suppress(Exception):
             if resolve(import_path(func) or "") is func:
                 return self._make_config(
-                    func, name=import_path(func), executor=None, retries=None, delay=None,
-                    backoff=None, max_delay=None, jitter=0.0, retry_on=(Exception,),
-                    timeout=None, persist=False, requeue_on_interrupt=False, eager=False,
-                    priority=None, queue="default",
+                    func,
+                    name=import_path(func),
+                    executor=None,
+                    retries=None,
+                    delay=None,
+                    backoff=None,
+                    max_delay=None,
+                    jitter=0.0,
+                    retry_on=(Exception,),
+                    timeout=None,
+                    persist=False,
+                    requeue_on_interrupt=False,
+                    eager=False,
+                    priority=None,
+                    queue="default",
                 )
         return None
 
@@ -416,15 +465,19 @@ class TaskManager:
         auto = self._auto_upgrade
         if auto is None:
             auto = self._url.startswith("sqlite")
-        self.db = SQLStore(self._url, pool_size=self._pool_size,
-                           sqlite_synchronous=self._sqlite_synchronous)
+        self.db = SQLStore(
+            self._url, pool_size=self._pool_size, sqlite_synchronous=self._sqlite_synchronous
+        )
         await self.db.open(auto_upgrade=auto)
         self._bridge = SyncBridge(self._url)
-        self._dispatcher = Dispatcher(run=self._runner.run, capacity={
-            "async": self.max_concurrent_tasks,
-            "thread": self.executors.capacity("thread"),
-            "process": self.executors.capacity("process"),
-        })
+        self._dispatcher = Dispatcher(
+            run=self._runner.run,
+            capacity={
+                "async": self.max_concurrent_tasks,
+                "thread": self.executors.capacity("thread"),
+                "process": self.executors.capacity("process"),
+            },
+        )
         self._wake = asyncio.Event()
         await self._register_instance()
         await self._rescue_dead()
@@ -438,8 +491,9 @@ class TaskManager:
             asyncio.create_task(self.scheduler.run(), name="taskflow-scheduler"),
         ]
         if self.retention_days is not None:
-            self._loops.append(asyncio.create_task(self._retention_loop(),
-                                                   name="taskflow-retention"))
+            self._loops.append(
+                asyncio.create_task(self._retention_loop(), name="taskflow-retention")
+            )
 
     async def shutdown(self) -> None:
         """Stop taking work, let running tasks finish for ``shutdown_timeout`` seconds,
@@ -522,8 +576,15 @@ class TaskManager:
         config = config or self.config_for_callable(func)
         if config is None:
             raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
-        row, job = self._new_row(config, args, kwargs, idempotency_key=idempotency_key,
-                                 tags=tags, priority=priority, source=source)
+        row, job = self._new_row(
+            config,
+            args,
+            kwargs,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            priority=priority,
+            source=source,
+        )
         loop = self._require_loop()
         if _running_loop() is loop:
             return self._submit_on_loop(row, job)
@@ -563,15 +624,30 @@ class TaskManager:
         self._held[job.task_id] = _Held(job, write, time.monotonic())
         return job.task_id, write, True
 
-    def _new_row(self, config: TaskConfig, args: tuple[Any, ...], kwargs: dict[str, Any], *,
-                 idempotency_key: str | None, tags: dict[str, Any] | None,
-                 priority: int | None, source: str) -> tuple[dict[str, Any], Job]:
+    def _new_row(
+        self,
+        config: TaskConfig,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        idempotency_key: str | None,
+        tags: dict[str, Any] | None,
+        priority: int | None,
+        source: str,
+    ) -> tuple[dict[str, Any], Job]:
         clean = clean_tags(tags)
         row = build_row(
-            config, task_id=new_task_id(), payload=self.payloads.encode_call(args, kwargs),
-            encrypted=self.payloads.encrypted, tags=clean, priority=priority,
-            idempotency_key=idempotency_key, source=source, now=utcnow(),
-            max_retries=config.retries, owner=self.instance_id,
+            config,
+            task_id=new_task_id(),
+            payload=self.payloads.encode_call(args, kwargs),
+            encrypted=self.payloads.encrypted,
+            tags=clean,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            source=source,
+            now=utcnow(),
+            max_retries=config.retries,
+            owner=self.instance_id,
         )
         job = job_from_row(row, config)
         return row, job
@@ -622,8 +698,15 @@ class TaskManager:
         config = self.config_for_callable(func)
         if config is None:
             raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
-        row, job = self._new_row(config, args, kwargs, idempotency_key=idempotency_key,
-                                 tags=tags, priority=priority, source="manual")
+        row, job = self._new_row(
+            config,
+            args,
+            kwargs,
+            idempotency_key=idempotency_key,
+            tags=tags,
+            priority=priority,
+            source="manual",
+        )
         self._require_loop()
         stored = await self.db.insert_task(row)
         if stored == job.task_id:
@@ -676,8 +759,9 @@ class TaskManager:
         attempts = await self.db.get_attempts(row["id"])
         return record_from_row(row, self.payloads, log_rows, attempts)
 
-    async def list_tasks(self, *, status: str | None = None, func_name: str | None = None,
-                         limit: int = 100) -> list[TaskRecord]:
+    async def list_tasks(
+        self, *, status: str | None = None, func_name: str | None = None, limit: int = 100
+    ) -> list[TaskRecord]:
         """Newest tasks first (without logs)."""
         self._require_loop()
         rows = await self.db.list_tasks(status=status, func_name=func_name, limit=limit)
@@ -716,11 +800,23 @@ class TaskManager:
         row = await self.db.get_task(task_id)
         if row is None:
             return None
-        copy = {**dict(row), "id": new_task_id(), "status": "pending", "attempts": 0,
-                "result": None, "error": None, "traceback": None, "source": "retry",
-                "owner": self.instance_id, "cancel_requested": False, "created_at": utcnow(),
-                "started_at": None, "finished_at": None, "next_attempt_at": utcnow(),
-                "schedule_slot": None}
+        copy = {
+            **dict(row),
+            "id": new_task_id(),
+            "status": "pending",
+            "attempts": 0,
+            "result": None,
+            "error": None,
+            "traceback": None,
+            "source": "retry",
+            "owner": self.instance_id,
+            "cancel_requested": False,
+            "created_at": utcnow(),
+            "started_at": None,
+            "finished_at": None,
+            "next_attempt_at": utcnow(),
+            "schedule_slot": None,
+        }
         stored = await self.db.copy_task(task_id, row=copy)
         if stored == copy["id"]:
             config = self._config_or_none(copy["func_name"], copy["func_path"])
@@ -753,21 +849,35 @@ class TaskManager:
 
         return sink
 
-    def _log(self, task_id: str, level: str, message: str, extra: dict[str, Any],
-             job: Job | None = None) -> None:
+    def _log(
+        self, task_id: str, level: str, message: str, extra: dict[str, Any], job: Job | None = None
+    ) -> None:
         now = utcnow()
-        row = {"task_id": task_id, "at": now, "level": str(level)[:10],
-               "message": message, "extra": _json_safe(extra)}
+        row = {
+            "task_id": task_id,
+            "at": now,
+            "level": str(level)[:10],
+            "message": message,
+            "extra": _json_safe(extra),
+        }
         try:
             write = self.db.append_log(row)
         except NotStarted:
             return
         write.add_done_callback(_report_log_failure)
         if self.logger is not None:
-            self.logger.emit(LogEvent(
-                task_id=task_id, func_name=job.func_name if job else "", at=now, level=level,
-                message=message, extra=row["extra"], tags=job.tags if job else {},
-                attempt=0))
+            self.logger.emit(
+                LogEvent(
+                    task_id=task_id,
+                    func_name=job.func_name if job else "",
+                    at=now,
+                    level=level,
+                    message=message,
+                    extra=row["extra"],
+                    tags=job.tags if job else {},
+                    attempt=0,
+                )
+            )
 
     def schedule_retry(self, job: Job, delay: float) -> None:
         """Start ``job`` again after ``delay`` seconds (it stays pending, owned by us)."""
@@ -784,11 +894,17 @@ class TaskManager:
 
     async def _register_instance(self) -> None:
         now = utcnow()
-        await self.db.register_instance({
-            "id": self.instance_id, "hostname": socket.gethostname(), "pid": os.getpid(),
-            "queues": list(self.queues), "started_at": now, "heartbeat_at": now,
-            "info": self._instance_info(),
-        })
+        await self.db.register_instance(
+            {
+                "id": self.instance_id,
+                "hostname": socket.gethostname(),
+                "pid": os.getpid(),
+                "queues": list(self.queues),
+                "started_at": now,
+                "heartbeat_at": now,
+                "info": self._instance_info(),
+            }
+        )
 
     def _instance_info(self) -> dict[str, Any]:
         dispatcher = self._dispatcher
@@ -806,7 +922,9 @@ class TaskManager:
         dead_pids = [row["pid"] for row in local if not _pid_alive(row["pid"])]
         stale_before = utcnow() - timedelta(seconds=self.instance_timeout)
         for instance in await self.db.dead_instances(
-            me=self.instance_id, stale_before=stale_before, hostname=hostname,
+            me=self.instance_id,
+            stale_before=stale_before,
+            hostname=hostname,
             dead_pids=dead_pids,
         ):
             counts = await self.db.settle_instance(
@@ -821,11 +939,11 @@ class TaskManager:
             await _guard("heartbeat", self._beat)
 
     async def _beat(self) -> None:
-        alive = await self.db.heartbeat(self.instance_id, now=utcnow(),
-                                        info=self._instance_info())
+        alive = await self.db.heartbeat(self.instance_id, now=utcnow(), info=self._instance_info())
         if not alive:
-            logger.error("instance %s was declared dead by another process; re-registering",
-                         self.instance_id)
+            logger.error(
+                "instance %s was declared dead by another process; re-registering", self.instance_id
+            )
             await self._register_instance()
         await self._rescue_dead()
 
@@ -843,8 +961,9 @@ class TaskManager:
         free = min(self._dispatcher.free_slots(), 100)
         if free <= 0:
             return
-        rows = await self.db.claim_tasks(instance=self.instance_id, queues=self.queues,
-                                         limit=free, now=utcnow())
+        rows = await self.db.claim_tasks(
+            instance=self.instance_id, queues=self.queues, limit=free, now=utcnow()
+        )
         for row in rows:
             config = self._config_or_none(row["func_name"], row["func_path"])
             job = job_from_row(row, config)
@@ -862,8 +981,12 @@ class TaskManager:
     async def _retention_loop(self) -> None:
         assert self.retention_days is not None
         while True:
-            await _guard("retention", lambda: retention.run_if_due(
-                self.db, days=self.retention_days or 0, interval=self.retention_interval))
+            await _guard(
+                "retention",
+                lambda: retention.run_if_due(
+                    self.db, days=self.retention_days or 0, interval=self.retention_interval
+                ),
+            )
             await asyncio.sleep(min(self.retention_interval, 3600))
 
 
@@ -921,8 +1044,9 @@ def _check_positive(**values: int | None) -> None:
             raise ConfigurationError(f"{name} must be >= 1 or None, got {value}")
 
 
-def _choose_url(database_url: str | None, snapshot_db: str | None,
-                snapshot_backend: Any) -> str | None:
+def _choose_url(
+    database_url: str | None, snapshot_db: str | None, snapshot_backend: Any
+) -> str | None:
     """The configured URL, or None for a private temporary database."""
     url = database_url or _backend_url(snapshot_backend)
     if url is None and snapshot_db is not None:

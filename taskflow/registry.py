@@ -75,9 +75,13 @@ def detect_executor(func: Callable[..., Any], requested: str | None) -> Executor
     if requested not in _EXECUTORS:
         raise ConfigurationError(f"executor must be one of {_EXECUTORS}, got {requested!r}")
     if requested == "async" and not is_async:
-        raise ConfigurationError(f"executor='async' needs a coroutine function; {_name(func)} is sync")
+        raise ConfigurationError(
+            f"executor='async' needs a coroutine function; {_name(func)} is sync"
+        )
     if requested == "thread" and is_async:
-        raise ConfigurationError(f"executor='thread' needs a plain function; {_name(func)} is async")
+        raise ConfigurationError(
+            f"executor='thread' needs a plain function; {_name(func)} is async"
+        )
     if requested == "process":
         _check_process_target(func)
     return requested  # type: ignore[return-value]

@@ -40,8 +40,9 @@ class RetryPolicy:
         return max(wait, 0.0)
 
 
-def validate(*, retries: int, delay: float, backoff: float, max_delay: float | None,
-             jitter: float) -> None:
+def validate(
+    *, retries: int, delay: float, backoff: float, max_delay: float | None, jitter: float
+) -> None:
     """Raise ``ValueError`` for retry settings that make no sense."""
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")

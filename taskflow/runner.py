@@ -111,20 +111,36 @@ class Runner:
         config = self.manager.config_for(job.func_name, job.func_path)
         args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
         context = task_context.TaskContext(
-            task_id=job.task_id, func_name=job.func_name, attempt=attempt,
-            max_retries=job.max_retries, tags=job.tags, source=job.source,
-            _sink=self.manager.log_sink(job), _cancelled=job.cancel,
+            task_id=job.task_id,
+            func_name=job.func_name,
+            attempt=attempt,
+            max_retries=job.max_retries,
+            tags=job.tags,
+            source=job.source,
+            _sink=self.manager.log_sink(job),
+            _cancelled=job.cancel,
         )
-        call = Call(func=config.func, path=config.path, args=args, kwargs=kwargs,
-                    context=context, timeout=config.timeout)
+        call = Call(
+            func=config.func,
+            path=config.path,
+            args=args,
+            kwargs=kwargs,
+            context=context,
+            timeout=config.timeout,
+        )
         return call, config
 
     # -- settle ------------------------------------------------------------------------
 
     async def _settle(self, job: Job, attempt: int, outcome: Outcome, started: datetime) -> None:
         now = utcnow()
-        update: dict[str, Any] = {"id": job.task_id, "owner": self.manager.instance_id,
-                                  "attempt": attempt, "finished_at": now, "result": outcome.result}
+        update: dict[str, Any] = {
+            "id": job.task_id,
+            "owner": self.manager.instance_id,
+            "attempt": attempt,
+            "finished_at": now,
+            "result": outcome.result,
+        }
         retry_in = self._retry_delay(job, attempt, outcome)
         if outcome.error is not None:
             update["error"] = _describe(outcome.error)
@@ -134,8 +150,13 @@ class Runner:
         else:
             update["status"] = _final_status(job, outcome)
         await self._durably(lambda: self.manager.db.finish_task(update))
-        self._lifecycle(job, "retrying" if retry_in is not None else update["status"], attempt,
-                        error=update.get("error"), duration=(now - started).total_seconds())
+        self._lifecycle(
+            job,
+            "retrying" if retry_in is not None else update["status"],
+            attempt,
+            error=update.get("error"),
+            duration=(now - started).total_seconds(),
+        )
         if retry_in is not None:
             self.manager.schedule_retry(job, retry_in)
 
@@ -153,20 +174,41 @@ class Runner:
             config = self.manager.config_for(job.func_name, job.func_path)
         except Exception:  # noqa: BLE001 - an unknown function is not retried
             return RetryPolicy()
-        return RetryPolicy(retries=job.max_retries, delay=config.delay, backoff=config.backoff,
-                           max_delay=config.max_delay, jitter=config.jitter,
-                           retry_on=config.retry_on)
+        return RetryPolicy(
+            retries=job.max_retries,
+            delay=config.delay,
+            backoff=config.backoff,
+            max_delay=config.max_delay,
+            jitter=config.jitter,
+            retry_on=config.retry_on,
+        )
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _lifecycle(self, job: Job, status: str, attempt: int, *, error: str | None = None,
-                   duration: float | None = None) -> None:
+    def _lifecycle(
+        self,
+        job: Job,
+        status: str,
+        attempt: int,
+        *,
+        error: str | None = None,
+        duration: float | None = None,
+    ) -> None:
         chain = self.manager.logger
         if chain is None:
             return
-        chain.emit(LifecycleEvent(task_id=job.task_id, func_name=job.func_name, at=utcnow(),
-                                  status=status, attempt=attempt, tags=job.tags, error=error,
-                                  duration=duration))
+        chain.emit(
+            LifecycleEvent(
+                task_id=job.task_id,
+                func_name=job.func_name,
+                at=utcnow(),
+                status=status,
+                attempt=attempt,
+                tags=job.tags,
+                error=error,
+                duration=duration,
+            )
+        )
 
     async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
         """Run a store write, retrying database errors with backoff: the outcome of a task

@@ -65,14 +65,24 @@ class Scheduler:
     def _static_row(self, spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
         trigger = spec.trigger
         return {
-            "id": new_task_id(), "name": spec.name, "group_name": None,
-            "func_name": spec.task_name, "kind": "static", "cron": trigger.cron,
-            "every": trigger.every, "timezone": trigger.timezone,
+            "id": new_task_id(),
+            "name": spec.name,
+            "group_name": None,
+            "func_name": spec.task_name,
+            "kind": "static",
+            "cron": trigger.cron,
+            "every": trigger.every,
+            "timezone": trigger.timezone,
             "payload": self.manager.payloads.encode_call((), {}),
             "options": {"misfire_grace": spec.misfire_grace, **spec.options},
-            "description": None, "tags": [], "enabled": True,
-            "next_run_at": trigger.first_after(now), "last_run_at": None,
-            "last_task_id": None, "created_at": now, "updated_at": now,
+            "description": None,
+            "tags": [],
+            "enabled": True,
+            "next_run_at": trigger.first_after(now),
+            "last_run_at": None,
+            "last_task_id": None,
+            "created_at": now,
+            "updated_at": now,
         }
 
     async def run(self) -> None:
@@ -105,7 +115,10 @@ class Scheduler:
         next_run_at = trigger.next_after(slot, now)
         task_row = self._slot_task(row, slot, now)
         fired = await self.manager.db.fire_schedule(
-            schedule_id=row["id"], slot=slot, next_run_at=next_run_at, now=now,
+            schedule_id=row["id"],
+            slot=slot,
+            next_run_at=next_run_at,
+            now=now,
             task_row=task_row,
         )
         if fired and task_row is not None:
@@ -115,24 +128,46 @@ class Scheduler:
     def _slot_task(self, row: RowMapping, slot: datetime, now: datetime) -> dict[str, Any] | None:
         grace = (row["options"] or {}).get("misfire_grace", DEFAULT_MISFIRE_GRACE)
         if grace is not None and now - slot > timedelta(seconds=grace):
-            logger.warning("schedule %s missed its %s slot by more than %ss; skipping it",
-                           row["name"], slot.isoformat(), grace)
+            logger.warning(
+                "schedule %s missed its %s slot by more than %ss; skipping it",
+                row["name"],
+                slot.isoformat(),
+                grace,
+            )
             return None
         config = self._config(row)
         if config is None:
-            logger.warning("schedule %s names unknown task %r; skipping its slot",
-                           row["name"], row["func_name"])
+            logger.warning(
+                "schedule %s names unknown task %r; skipping its slot",
+                row["name"],
+                row["func_name"],
+            )
             return None
         return self._task_row(row, config, source="scheduled", slot=slot, now=now)
 
-    def _task_row(self, row: RowMapping, config: TaskConfig, *, source: str,
-                  slot: datetime | None, now: datetime) -> dict[str, Any]:
+    def _task_row(
+        self,
+        row: RowMapping,
+        config: TaskConfig,
+        *,
+        source: str,
+        slot: datetime | None,
+        now: datetime,
+    ) -> dict[str, Any]:
         return build_row(
-            config, task_id=new_task_id(), payload=row["payload"],
-            encrypted=self.manager.payloads.encrypted, tags={"schedule": row["name"]},
-            priority=None, idempotency_key=None, source=source, now=now,
-            max_retries=config.retries, owner=self.manager.instance_id,
-            schedule_id=row["id"], schedule_slot=slot,
+            config,
+            task_id=new_task_id(),
+            payload=row["payload"],
+            encrypted=self.manager.payloads.encrypted,
+            tags={"schedule": row["name"]},
+            priority=None,
+            idempotency_key=None,
+            source=source,
+            now=now,
+            max_retries=config.retries,
+            owner=self.manager.instance_id,
+            schedule_id=row["id"],
+            schedule_slot=slot,
         )
 
     def _config(self, row: RowMapping) -> TaskConfig | None:

@@ -61,14 +61,26 @@ def build_row(
     if idempotency_key is not None and not isinstance(idempotency_key, str):
         raise TaskArgumentError("idempotency_key must be a string")
     return {
-        "id": task_id, "func_name": config.name, "func_path": config.path,
-        "status": "pending", "payload": payload, "encrypted": encrypted,
-        "attempts": 0, "max_retries": max_retries,
+        "id": task_id,
+        "func_name": config.name,
+        "func_path": config.path,
+        "status": "pending",
+        "payload": payload,
+        "encrypted": encrypted,
+        "attempts": 0,
+        "max_retries": max_retries,
         "priority": _priority(priority if priority is not None else config.priority),
-        "queue": config.queue, "tags": tags, "idempotency_key": idempotency_key,
-        "source": source, "schedule_id": schedule_id, "schedule_slot": schedule_slot,
-        "owner": owner, "requeue_on_interrupt": config.requeue_on_interrupt,
-        "cancel_requested": False, "created_at": now, "next_attempt_at": now,
+        "queue": config.queue,
+        "tags": tags,
+        "idempotency_key": idempotency_key,
+        "source": source,
+        "schedule_id": schedule_id,
+        "schedule_slot": schedule_slot,
+        "owner": owner,
+        "requeue_on_interrupt": config.requeue_on_interrupt,
+        "cancel_requested": False,
+        "created_at": now,
+        "next_attempt_at": now,
     }
 
 
@@ -83,8 +95,14 @@ def _priority(value: int | None) -> int:
 def job_from_row(row: Mapping[str, Any], config: TaskConfig | None) -> Job:
     """A runnable job from a stored row (``config`` None: the function is unknown here)."""
     return Job(
-        task_id=row["id"], func_name=row["func_name"], func_path=row["func_path"],
-        payload=row["payload"], encrypted=bool(row["encrypted"]), priority=row["priority"],
+        task_id=row["id"],
+        func_name=row["func_name"],
+        func_path=row["func_path"],
+        payload=row["payload"],
+        encrypted=bool(row["encrypted"]),
+        priority=row["priority"],
         executor=config.executor if config is not None else "async",
-        tags=dict(row["tags"] or {}), source=row["source"], max_retries=row["max_retries"],
+        tags=dict(row["tags"] or {}),
+        source=row["source"],
+        max_retries=row["max_retries"],
     )

@@ -48,7 +48,8 @@ class TaskStore:
         if _on(loop):
             raise RuntimeError("use `await task_manager.list_tasks()` in async code")
         future = asyncio.run_coroutine_threadsafe(
-            manager.list_tasks(status=status, limit=limit), loop)
+            manager.list_tasks(status=status, limit=limit), loop
+        )
         return future.result(SYNC_TIMEOUT)
 
 
@@ -63,8 +64,9 @@ async def _read_record(db: Any, payloads: Payloads, task_id: str) -> TaskRecord 
     row = await db.get_task(task_id)
     if row is None:
         return None
-    return record_from_row(row, payloads, await db.get_logs(row["id"]),
-                           await db.get_attempts(row["id"]))
+    return record_from_row(
+        row, payloads, await db.get_logs(row["id"]), await db.get_attempts(row["id"])
+    )
 
 
 def record_from_row(
@@ -76,21 +78,52 @@ def record_from_row(
     """A :class:`TaskRecord` from stored rows, decoding what the configured keys allow."""
     args, kwargs, result = _decoded(row, payloads)
     return TaskRecord(
-        task_id=row["id"], func_name=row["func_name"], func_path=row["func_path"],
-        status=TaskStatus(row["status"]), args=args, kwargs=kwargs, result=result,
-        created_at=row["created_at"], start_time=row["started_at"],
-        end_time=row["finished_at"], error=row["error"], stacktrace=row["traceback"],
-        attempts=row["attempts"], max_retries=row["max_retries"], priority=row["priority"],
-        queue=row["queue"], tags=dict(row["tags"] or {}),
-        idempotency_key=row["idempotency_key"], source=row["source"],
-        schedule_id=row["schedule_id"], schedule_slot=row["schedule_slot"],
-        owner=row["owner"], encrypted=bool(row["encrypted"]),
-        next_attempt_at=row["next_attempt_at"], cancel_requested=bool(row["cancel_requested"]),
-        logs=[LogLine(at=line["at"], level=line["level"], message=line["message"],
-                      extra=dict(line["extra"] or {})) for line in logs],
-        history=[Attempt(attempt=a["attempt"], started_at=a["started_at"],
-                         finished_at=a["finished_at"], status=a["status"], error=a["error"],
-                         traceback=a["traceback"], instance=a["instance"]) for a in attempts],
+        task_id=row["id"],
+        func_name=row["func_name"],
+        func_path=row["func_path"],
+        status=TaskStatus(row["status"]),
+        args=args,
+        kwargs=kwargs,
+        result=result,
+        created_at=row["created_at"],
+        start_time=row["started_at"],
+        end_time=row["finished_at"],
+        error=row["error"],
+        stacktrace=row["traceback"],
+        attempts=row["attempts"],
+        max_retries=row["max_retries"],
+        priority=row["priority"],
+        queue=row["queue"],
+        tags=dict(row["tags"] or {}),
+        idempotency_key=row["idempotency_key"],
+        source=row["source"],
+        schedule_id=row["schedule_id"],
+        schedule_slot=row["schedule_slot"],
+        owner=row["owner"],
+        encrypted=bool(row["encrypted"]),
+        next_attempt_at=row["next_attempt_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        logs=[
+            LogLine(
+                at=line["at"],
+                level=line["level"],
+                message=line["message"],
+                extra=dict(line["extra"] or {}),
+            )
+            for line in logs
+        ],
+        history=[
+            Attempt(
+                attempt=a["attempt"],
+                started_at=a["started_at"],
+                finished_at=a["finished_at"],
+                status=a["status"],
+                error=a["error"],
+                traceback=a["traceback"],
+                instance=a["instance"],
+            )
+            for a in attempts
+        ],
     )
 
 

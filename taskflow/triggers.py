@@ -44,8 +44,11 @@ class Trigger:
         assert self.cron is not None
         zone = ZoneInfo(self.timezone)
         candidate = croniter(self.cron, moment.astimezone(zone)).get_next(datetime)
-        if (previous is not None and _fixed_hours(self.cron)
-                and _same_wall_time(candidate, previous.astimezone(zone))):
+        if (
+            previous is not None
+            and _fixed_hours(self.cron)
+            and _same_wall_time(candidate, previous.astimezone(zone))
+        ):
             candidate = croniter(self.cron, candidate).get_next(datetime)
         return candidate.astimezone(UTC)
 
@@ -67,15 +70,15 @@ def make_trigger(*, every: float | None, cron: str | None, timezone: str = "UTC"
         raise ConfigurationError("give exactly one of every= or cron=")
     if every is not None and (isinstance(every, bool) or not every > 0):
         raise ConfigurationError(f"every must be a positive number of seconds, got {every!r}")
-    if cron is not None and (not isinstance(cron, str) or len(cron.split()) != 5
-                             or not croniter.is_valid(cron)):
+    if cron is not None and (
+        not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron)
+    ):
         raise ConfigurationError(f"invalid cron expression {cron!r}: expected five fields")
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
         raise ConfigurationError(f"unknown timezone {timezone!r}") from exc
-    return Trigger(every=float(every) if every is not None else None, cron=cron,
-                   timezone=timezone)
+    return Trigger(every=float(every) if every is not None else None, cron=cron, timezone=timezone)
 
 
 def _fixed_hours(cron: str) -> bool:

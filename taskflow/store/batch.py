@@ -101,8 +101,9 @@ class GroupCommitter:
             if len(batch) == 1:
                 _fail(batch[0], exc)
                 return
-            logger.warning("group commit of %d operations failed (%s); retrying one by one",
-                           len(batch), exc)
+            logger.warning(
+                "group commit of %d operations failed (%s); retrying one by one", len(batch), exc
+            )
             for op in batch:
                 await self._commit([op])
             return

@@ -60,10 +60,8 @@ class SQLStore:
         self._pool_size = pool_size
         self._synchronous = sqlite_synchronous
         self.engine: Any = None
-        # SQLite allows one writer: queue our own writers here rather than on the file
-        # lock. An in-memory database has one shared connection, so readers queue too.
+        # SQLite allows one writer: queue our own writers here rather than on the file lock.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        self._read_lock = asyncio.Lock() if engines.is_memory_sqlite(self.url) else None
         self._committer = GroupCommitter(
             handlers={
                 "insert": self._insert_batch,
@@ -113,18 +111,16 @@ class SQLStore:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read transaction; driver errors leave as :class:`DatabaseError`."""
-        async with _maybe(self._read_lock), self._translated():
-            async with self.engine.connect() as conn, conn.begin():
-                yield conn
+        async with self._translated(), self.engine.connect() as conn, conn.begin():
+            yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        async with _maybe(self._write_lock), _maybe(self._read_lock), self._translated():
-            async with self.engine.connect() as conn:
-                conn = await engines.write_options(conn)
-                async with conn.begin():
-                    yield conn
+        async with _maybe(self._write_lock), self._translated(), self.engine.connect() as conn:
+            conn = await engines.write_options(conn)
+            async with conn.begin():
+                yield conn
 
     @asynccontextmanager
     async def _translated(self) -> AsyncIterator[None]:
@@ -197,8 +193,13 @@ class SQLStore:
             rows = await conn.execute(
                 tasks.update()
                 .where(tasks.c.id.in_(ids), tasks.c.status == "pending")
-                .values(status="running", owner=instance, started_at=now,
-                        finished_at=None, attempts=tasks.c.attempts + 1)
+                .values(
+                    status="running",
+                    owner=instance,
+                    started_at=now,
+                    finished_at=None,
+                    attempts=tasks.c.attempts + 1,
+                )
                 .returning(tasks.c.id, tasks.c.attempts)
             )
             fresh = {row.id: row.attempts for row in rows}
@@ -255,7 +256,9 @@ class SQLStore:
             if row is not None:
                 return row
             target = sa.select(task_aliases.c.task_id).where(task_aliases.c.alias == task_id)
-            result = await conn.execute(sa.select(tasks).where(tasks.c.id == target.scalar_subquery()))
+            result = await conn.execute(
+                sa.select(tasks).where(tasks.c.id == target.scalar_subquery())
+            )
             return result.mappings().first()
 
     async def get_logs(self, task_id: str, *, limit: int = 1000) -> list[RowMapping]:
@@ -357,8 +360,13 @@ class SQLStore:
             rows = await conn.execute(
                 tasks.update()
                 .where(tasks.c.id.in_(candidates.scalar_subquery()))
-                .values(status="running", owner=instance, started_at=now,
-                        finished_at=None, attempts=tasks.c.attempts + 1)
+                .values(
+                    status="running",
+                    owner=instance,
+                    started_at=now,
+                    finished_at=None,
+                    attempts=tasks.c.attempts + 1,
+                )
                 .returning(*tasks.c)
             )
             claimed = list(rows.mappings())
@@ -529,14 +537,17 @@ class SQLStore:
 
     async def next_schedule_due(self) -> datetime | None:
         """The earliest ``next_run_at`` of any enabled schedule."""
-        query = sa.select(sa.func.min(schedules.c.next_run_at)).where(
-            schedules.c.enabled.is_(True)
-        )
+        query = sa.select(sa.func.min(schedules.c.next_run_at)).where(schedules.c.enabled.is_(True))
         async with self.read() as conn:
             return await conn.scalar(query)
 
     async def fire_schedule(
-        self, *, schedule_id: str, slot: datetime, next_run_at: datetime, now: datetime,
+        self,
+        *,
+        schedule_id: str,
+        slot: datetime,
+        next_run_at: datetime,
+        now: datetime,
         task_row: dict[str, Any] | None,
     ) -> bool:
         """Advance a schedule from ``slot`` to ``next_run_at`` and insert the slot's task
@@ -617,8 +628,19 @@ _TRIGGER_FIELDS = ("cron", "every", "timezone")
 
 def _refreshed(existing: RowMapping, row: dict[str, Any]) -> dict[str, Any]:
     """Columns to update when code re-declares an existing schedule."""
-    values = {key: row[key] for key in ("func_name", "kind", "payload", "options",
-                                         "description", "tags", "group_name", "updated_at")}
+    values = {
+        key: row[key]
+        for key in (
+            "func_name",
+            "kind",
+            "payload",
+            "options",
+            "description",
+            "tags",
+            "group_name",
+            "updated_at",
+        )
+    }
     values.update({key: row[key] for key in _TRIGGER_FIELDS})
     if any(existing[key] != row[key] for key in _TRIGGER_FIELDS) or existing["next_run_at"] is None:
         values["next_run_at"] = row["next_run_at"]
@@ -651,8 +673,13 @@ async def _record_attempt_starts(
     if not attempts:
         return
     rows = [
-        {"task_id": task_id, "attempt": attempt, "instance": instance,
-         "started_at": now, "status": "running"}
+        {
+            "task_id": task_id,
+            "attempt": attempt,
+            "instance": instance,
+            "started_at": now,
+            "status": "running",
+        }
         for task_id, attempt in attempts.items()
     ]
     await conn.execute(task_attempts.insert(), rows)
