@@ -115,6 +115,23 @@ async def manager_factory(db_url: str) -> AsyncIterator[Callable[..., TaskManage
         await manager.shutdown()
 
 
+async def abandon(manager: TaskManager) -> None:
+    """Stop a manager the way ``kill -9`` would, as far as the database can tell: its
+    loops stop and its connections close, but nothing is settled and its instance row
+    stays behind."""
+    for loop_task in manager._loops:
+        loop_task.cancel()
+    await asyncio.gather(*manager._loops, return_exceptions=True)
+    for running in list(manager._dispatcher.running.values()):
+        running.cancel()
+    await manager._dispatcher.wait_idle(5)
+    manager._started = False
+    await manager.executors.shutdown()
+    await manager.db.close()
+    if manager._bridge is not None:
+        await asyncio.to_thread(manager._bridge.close)
+
+
 # -- waiting without sleeping blindly ------------------------------------------------------
 
 

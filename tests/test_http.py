@@ -118,3 +118,46 @@ def test_add_task_before_startup_is_a_clear_error(db_url):
 
     with pytest.raises(NotStarted, match="init_app"):
         ManagedBackgroundTasks(manager).add_task(app_tasks.add, 1, 2)
+
+
+def test_spec_example_adding_tasks_outside_a_route(db_url):
+    """fastapi-taskflow's "Adding tasks outside a route" example, as written."""
+    import asyncio as aio
+
+    from fastapi import FastAPI
+
+    from taskflow import ManagedBackgroundTasks, TaskManager
+    from taskflow.executor import make_background_func
+    from tests.apps import tasks as app_tasks
+
+    from contextlib import asynccontextmanager
+
+    task_manager = TaskManager(database_url=db_url)
+    task_manager.task()(app_tasks.add)
+    started: dict[str, str] = {}
+
+    async def on_startup():
+        tasks = ManagedBackgroundTasks(task_manager)
+        started["id"] = tasks.add_task(app_tasks.add, 20, 22)
+        aio.ensure_future(tasks.tasks[-1]())
+        started["other"] = await make_background_func(task_manager, app_tasks.add, 1, 1)()
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await on_startup()
+        yield
+
+    app = FastAPI(lifespan=lifespan)
+    task_manager.init_app(app)
+
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 10
+        while True:
+            record = client.portal.call(task_manager.get_task, started["id"])
+            if record.status == "success":
+                break
+            assert time.monotonic() < deadline, record
+            time.sleep(0.02)
+        assert record.result == 42
+        other = client.portal.call(task_manager.get_task, started["other"])
+        assert other is not None

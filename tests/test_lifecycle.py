@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from taskflow import DatabaseError, SchemaOutOfDate, TaskManager, task_log
 from taskflow.retention import run_if_due
 from tests.apps import tasks as app_tasks
-from tests.conftest import wait_for_status
+from tests.conftest import abandon, wait_for_status
 
 pytestmark = pytest.mark.anyio
 
@@ -74,8 +74,9 @@ async def _status(manager: TaskManager, task_id: str) -> str:
     engine = create_async_engine(manager._url)
     try:
         async with engine.connect() as conn:
-            return await conn.scalar(sa.text("SELECT status FROM taskflow_tasks WHERE id=:i"),
-                                     {"i": task_id})
+            return await conn.scalar(
+                sa.text("SELECT status FROM taskflow_tasks WHERE id=:i"), {"i": task_id}
+            )
     finally:
         await engine.dispose()
 
@@ -91,8 +92,7 @@ async def test_tasks_of_a_dead_process_are_rescued_at_start(manager_factory, db_
     async with engine.begin() as conn:
         await conn.execute(sa.text("UPDATE taskflow_instances SET pid = 999999999"))
     await engine.dispose()
-    crashed._started = False  # abandon it without a clean shutdown
-    await crashed.db.close()
+    await abandon(crashed)
     survivor = manager_factory()
     survivor.task(requeue_on_interrupt=True)(app_tasks.add)
     await survivor.startup()
@@ -161,8 +161,9 @@ async def test_retention_prunes_old_final_tasks_only(manager_factory, db_url):
     engine = create_async_engine(db_url)
     async with engine.begin() as conn:
         value = long_ago.replace(tzinfo=None) if db_url.startswith("sqlite") else long_ago
-        await conn.execute(sa.text("UPDATE taskflow_tasks SET finished_at=:t WHERE id=:i"),
-                           {"t": value, "i": old})
+        await conn.execute(
+            sa.text("UPDATE taskflow_tasks SET finished_at=:t WHERE id=:i"), {"t": value, "i": old}
+        )
     await engine.dispose()
     assert await run_if_due(manager.db, days=7, interval=3600) == 1
     assert await manager.get_task(old) is None
@@ -189,7 +190,9 @@ async def test_sqlite_auto_upgrades_by_default(tmp_path):
     manager.task()(app_tasks.add)
     await manager.startup()
     try:
-        assert (await wait_for_status(manager, await manager.enqueue(app_tasks.add, 3, 4))).result == 7
+        assert (
+            await wait_for_status(manager, await manager.enqueue(app_tasks.add, 3, 4))
+        ).result == 7
     finally:
         await manager.shutdown()
 
@@ -204,12 +207,15 @@ async def _coroutine_function() -> None:
     return None
 
 
-@pytest.mark.parametrize("executor, func", [
-    ("async", app_tasks.add),
-    ("thread", _coroutine_function),
-    ("process", lambda: None),
-    ("fiber", app_tasks.add),
-])
+@pytest.mark.parametrize(
+    "executor, func",
+    [
+        ("async", app_tasks.add),
+        ("thread", _coroutine_function),
+        ("process", lambda: None),
+        ("fiber", app_tasks.add),
+    ],
+)
 def test_incompatible_executor_is_refused_at_decoration(executor, func):
     with pytest.raises(ValueError, match="executor"):
         TaskManager().task(executor=executor)(func)
