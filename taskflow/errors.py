@@ -12,10 +12,15 @@ Every exception derives from :class:`TaskflowError`, so one ``except`` catches t
     ├── UnknownTaskFunction       a stored task names a function that is not registered
     ├── TaskArgumentError         an argument or result cannot be stored faithfully
     ├── DecryptionError           a payload cannot be decrypted with the configured keys
-    └── TaskTimeout               a task ran longer than its ``timeout``
+    ├── TaskTimeout               a task ran longer than its ``timeout``
+    └── ScheduleError             a schedule cannot be created, changed or removed
+        ├── ScheduleNotFound      no schedule (or task group, or function) by that name
+        ├── DuplicateScheduleName a schedule with that name exists already
+        └── StaticScheduleError   static schedules come from code and cannot be deleted
 
 ``ValueError`` is still raised for invalid decorator arguments, as fastapi-taskflow does,
-so code written against it keeps working.
+and ``ScheduleError`` is a ``RuntimeError``, as fastapi-task-manager raises, so code
+written against them keeps working.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ class TaskflowError(Exception):
 
 
 class ConfigurationError(TaskflowError, ValueError):
-    """A constructor or decorator argument is invalid."""
+    """A constructor or decorator argument is invalid; ``field`` names it when known."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class NotStarted(TaskflowError, RuntimeError):
@@ -63,3 +72,19 @@ class DecryptionError(TaskflowError):
 
 class TaskTimeout(TaskflowError, TimeoutError):
     """A task attempt ran longer than its ``timeout``."""
+
+
+class ScheduleError(TaskflowError, RuntimeError):
+    """A schedule cannot be created, changed or removed."""
+
+
+class ScheduleNotFound(ScheduleError, LookupError):
+    """No schedule, task group or registered function has that name."""
+
+
+class DuplicateScheduleName(ScheduleError):
+    """A schedule with that name exists already."""
+
+
+class StaticScheduleError(ScheduleError):
+    """Static schedules are declared in code; only dynamic ones can be deleted."""

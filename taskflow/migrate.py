@@ -43,10 +43,14 @@ def resource_path(name: str) -> pathlib.Path:
         repository checkout that holds the ``taskflow`` package.
     :raises FileNotFoundError: neither place has it; the message names both.
     """
-    candidates = (_PACKAGE_DIR / "_resources" / name, _PACKAGE_DIR.parent / name)
-    for candidate in candidates:
-        if candidate.exists():
-            return candidate
+    checkout = _PACKAGE_DIR.parent
+    candidates = (_PACKAGE_DIR / "_resources" / name, checkout / name)
+    if candidates[0].exists():
+        return candidates[0]
+    # Only a real checkout counts: in site-packages a top-level "migrations" folder
+    # would belong to some other package.
+    if (checkout / "pyproject.toml").exists() and candidates[1].exists():
+        return candidates[1]
     raise FileNotFoundError(
         f"taskflow resource {name!r} not found; looked in {candidates[0]} and {candidates[1]}"
     )

@@ -119,7 +119,9 @@ class TaskRegistry:
                 "pass name=... to tell them apart"
             )
         self._by_name[config.name] = config
-        self._by_func[config.func] = config
+        # add_task(func) uses the first registration of a function object.
+        if self._by_func.get(config.func, config).name == config.name:
+            self._by_func[config.func] = config
 
     def get(self, name: str) -> TaskConfig | None:
         """The config registered under ``name``, or None."""

@@ -48,6 +48,8 @@ class Job:
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     claimed_attempt: int | None = None  # set when a claim already marked it running
+    retry_delay: float | None = None  # overrides of the function's retry delays
+    retry_max_delay: float | None = None
 
 
 @dataclass(slots=True)
@@ -176,9 +178,9 @@ class Runner:
             return RetryPolicy()
         return RetryPolicy(
             retries=job.max_retries,
-            delay=config.delay,
+            delay=_first(job.retry_delay, config.delay),
             backoff=config.backoff,
-            max_delay=config.max_delay,
+            max_delay=_first(job.retry_max_delay, config.max_delay),
             jitter=config.jitter,
             retry_on=config.retry_on,
         )
@@ -223,6 +225,10 @@ class Runner:
                 logger.warning("task database write failed, retrying in %.2fs: %s", pause, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+
+def _first(override: float | None, default: Any) -> Any:
+    return default if override is None else override
 
 
 def _final_status(job: Job, outcome: Outcome) -> str:

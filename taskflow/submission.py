@@ -56,6 +56,8 @@ def build_row(
     owner: str | None,
     schedule_id: str | None = None,
     schedule_slot: datetime | None = None,
+    retry_delay: float | None = None,
+    retry_max_delay: float | None = None,
 ) -> dict[str, Any]:
     """The ``taskflow_tasks`` row for a new task."""
     if idempotency_key is not None and not isinstance(idempotency_key, str):
@@ -81,6 +83,8 @@ def build_row(
         "cancel_requested": False,
         "created_at": now,
         "next_attempt_at": now,
+        "retry_delay": retry_delay,
+        "retry_max_delay": retry_max_delay,
     }
 
 
@@ -105,4 +109,6 @@ def job_from_row(row: Mapping[str, Any], config: TaskConfig | None) -> Job:
         tags=dict(row["tags"] or {}),
         source=row["source"],
         max_retries=row["max_retries"],
+        retry_delay=row.get("retry_delay"),
+        retry_max_delay=row.get("retry_max_delay"),
     )

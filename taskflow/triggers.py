@@ -67,17 +67,23 @@ def make_trigger(*, every: float | None, cron: str | None, timezone: str = "UTC"
             invalid cron expression or an unknown timezone (the message quotes it).
     """
     if (every is None) == (cron is None):
-        raise ConfigurationError("give exactly one of every= or cron=")
-    if every is not None and (isinstance(every, bool) or not every > 0):
-        raise ConfigurationError(f"every must be a positive number of seconds, got {every!r}")
+        raise ConfigurationError("give exactly one of every= or cron=", field="cron")
+    if every is not None and (
+        isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
+    ):
+        raise ConfigurationError(
+            f"every must be a positive number of seconds, got {every!r}", field="every"
+        )
     if cron is not None and (
         not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron)
     ):
-        raise ConfigurationError(f"invalid cron expression {cron!r}: expected five fields")
+        raise ConfigurationError(
+            f"invalid cron expression {cron!r}: expected five fields", field="cron"
+        )
     try:
         ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise ConfigurationError(f"unknown timezone {timezone!r}") from exc
+        raise ConfigurationError(f"unknown timezone {timezone!r}", field="timezone") from exc
     return Trigger(every=float(every) if every is not None else None, cron=cron, timezone=timezone)
 
 

@@ -10,7 +10,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from taskflow import TaskManager, TaskNotFound
+from taskflow import TaskManager
+from taskflow.errors import ScheduleNotFound
 from taskflow.triggers import make_trigger
 from tests.conftest import wait_for_status
 
@@ -67,8 +68,7 @@ async def test_next_run_keeps_its_phase_across_restarts(manager_factory):
     declare(second)
     await second.startup()
     [again] = await second.list_schedules()
-    assert again["next_run_at"] == schedule["next_run_at"]
-    assert again["id"] == schedule["id"]
+    assert again.next_run_at == schedule.next_run_at
 
 
 async def test_changed_trigger_is_recomputed(manager_factory):
@@ -81,9 +81,9 @@ async def test_changed_trigger_is_recomputed(manager_factory):
     second.schedule(cron="0 9 * * *", timezone="Europe/Paris", name="report")(_noop)
     await second.startup()
     [after] = await second.list_schedules()
-    assert after["cron"] == "0 9 * * *" and after["every"] is None
-    assert after["next_run_at"] != before["next_run_at"]
-    assert after["next_run_at"].astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris")).hour == 9
+    assert after.cron_expression == "0 9 * * *" and after.every is None
+    assert after.next_run_at != before.next_run_at
+    assert after.next_run_at.astimezone(__import__("zoneinfo").ZoneInfo("Europe/Paris")).hour == 9
 
 
 async def _noop() -> None:
@@ -112,8 +112,8 @@ async def test_manual_trigger_does_not_move_the_next_slot(manager_factory):
     record = await wait_for_status(manager, task_id)
     assert (record.status, record.source) == ("success", "manual")
     [after] = await manager.list_schedules()
-    assert after["next_run_at"] == before["next_run_at"]
-    with pytest.raises(TaskNotFound):
+    assert after.next_run_at == before.next_run_at
+    with pytest.raises(ScheduleNotFound):
         await manager.trigger_schedule("nope")
 
 
@@ -122,12 +122,14 @@ async def test_missed_slot_within_grace_fires_once(manager_factory, db_url):
     manager.schedule(every=60, name="minutely", misfire_grace=3600)(_noop)
     await manager.startup()
     past = datetime.now(UTC) - timedelta(minutes=30)
-    await execute(db_url, "UPDATE taskflow_schedules SET next_run_at = :t", t=_db_time(db_url, past))
+    await execute(
+        db_url, "UPDATE taskflow_schedules SET next_run_at = :t", t=_db_time(db_url, past)
+    )
     [record] = await wait_for_tasks(manager, 1, func_name="minutely")
     [schedule] = await manager.list_schedules()
-    assert schedule["next_run_at"] > datetime.now(UTC)
+    assert schedule.next_run_at > datetime.now(UTC)
     # the phase is kept: the next slot is the missed one plus whole minutes
-    assert (schedule["next_run_at"] - record.schedule_slot).total_seconds() % 60 == 0
+    assert (schedule.next_run_at - record.schedule_slot).total_seconds() % 60 == 0
 
 
 async def test_missed_slot_beyond_grace_is_skipped(manager_factory, db_url):
@@ -135,9 +137,11 @@ async def test_missed_slot_beyond_grace_is_skipped(manager_factory, db_url):
     manager.schedule(every=60, name="strict", misfire_grace=10)(_noop)
     await manager.startup()
     past = datetime.now(UTC) - timedelta(minutes=30)
-    await execute(db_url, "UPDATE taskflow_schedules SET next_run_at = :t", t=_db_time(db_url, past))
+    await execute(
+        db_url, "UPDATE taskflow_schedules SET next_run_at = :t", t=_db_time(db_url, past)
+    )
     deadline = time.monotonic() + 10
-    while (await manager.list_schedules())[0]["next_run_at"] < datetime.now(UTC):
+    while (await manager.list_schedules())[0].next_run_at < datetime.now(UTC):
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     assert await manager.list_tasks(func_name="strict") == []
@@ -153,25 +157,29 @@ async def test_a_broken_schedule_does_not_stop_the_others(manager_factory, db_ur
         "INSERT INTO taskflow_schedules (id, name, func_name, kind, every, timezone, payload,"
         " options, tags, enabled, next_run_at, created_at, updated_at) VALUES ('b1', 'broken',"
         " 'gone', 'dynamic', 0.1, 'UTC', '{}', '{}', '[]', :yes, :t, :t, :t)",
-        t=_db_time(db_url, now), yes=True,
+        t=_db_time(db_url, now),
+        yes=True,
     )
     await wait_for_tasks(manager, 5, func_name="healthy")
-    broken = next(s for s in await manager.list_schedules() if s["name"] == "broken")
-    assert broken["next_run_at"] > now  # advanced, not re-fired on every poll
+    broken = next(s for s in await manager.list_schedules() if s.name == "broken")
+    assert broken.next_run_at > now  # advanced, not re-fired on every poll
 
 
 def _db_time(url: str, moment: datetime):
     return moment.replace(tzinfo=None) if url.startswith("sqlite") else moment
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({}, "exactly one"),
-    ({"every": 5, "cron": "* * * * *"}, "exactly one"),
-    ({"cron": "61 * * * *"}, "'61 \\* \\* \\* \\*'"),
-    ({"cron": "* * *"}, "five fields"),
-    ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "Mars/Olympus"),
-    ({"every": -1}, "positive"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({}, "exactly one"),
+        ({"every": 5, "cron": "* * * * *"}, "exactly one"),
+        ({"cron": "61 * * * *"}, "'61 \\* \\* \\* \\*'"),
+        ({"cron": "* * *"}, "five fields"),
+        ({"cron": "0 9 * * *", "timezone": "Mars/Olympus"}, "Mars/Olympus"),
+        ({"every": -1}, "positive"),
+    ],
+)
 def test_invalid_schedules_fail_at_decoration(kwargs, message):
     manager = TaskManager()
     with pytest.raises(ValueError, match=message):

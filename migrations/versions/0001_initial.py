@@ -85,6 +85,8 @@ def create_tasks() -> None:
         sa.Column("traceback", sa.Text(), nullable=True),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("max_retries", sa.Integer(), nullable=False),
+        sa.Column("retry_delay", sa.Float(), nullable=True),
+        sa.Column("retry_max_delay", sa.Float(), nullable=True),
         sa.Column("priority", sa.Integer(), nullable=False),
         sa.Column("queue", sa.String(100), nullable=False),
         sa.Column("tags", sa.JSON(), nullable=False),

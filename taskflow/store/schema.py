@@ -60,6 +60,9 @@ tasks = sa.Table(
     sa.Column("traceback", sa.Text),
     sa.Column("attempts", sa.Integer, nullable=False, default=0),
     sa.Column("max_retries", sa.Integer, nullable=False, default=0),
+    # Per-task overrides of the function's retry delays (set by dynamic schedules).
+    sa.Column("retry_delay", sa.Float),
+    sa.Column("retry_max_delay", sa.Float),
     sa.Column("priority", sa.Integer, nullable=False, default=0),
     sa.Column("queue", sa.String(100), nullable=False, default="default"),
     sa.Column("tags", sa.JSON, nullable=False, default=dict),

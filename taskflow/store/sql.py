@@ -549,27 +549,67 @@ class SQLStore:
         next_run_at: datetime,
         now: datetime,
         task_row: dict[str, Any] | None,
-    ) -> bool:
+        skip_if_active: bool = False,
+    ) -> tuple[bool, bool]:
         """Advance a schedule from ``slot`` to ``next_run_at`` and insert the slot's task
         (None: the slot is skipped), in one transaction.
 
         The update only matches while ``next_run_at`` still equals ``slot``, so among
-        any number of processes exactly one fires each slot. Returns True for that one.
+        any number of processes exactly one fires each slot. With ``skip_if_active`` the
+        task is not inserted while an earlier run of the schedule is pending or running.
+        Returns ``(advanced, inserted)``.
         """
-        values: dict[str, Any] = {"next_run_at": next_run_at, "updated_at": now}
-        if task_row is not None:
-            values.update(last_run_at=now, last_task_id=task_row["id"])
         async with self.write() as conn:
             result = await conn.execute(
                 schedules.update()
                 .where(schedules.c.id == schedule_id, schedules.c.next_run_at == slot)
-                .values(**values)
+                .values(next_run_at=next_run_at, updated_at=now)
             )
             if result.rowcount != 1:
+                return False, False
+            if task_row is None or (skip_if_active and await _has_active_run(conn, schedule_id)):
+                return True, False
+            await conn.execute(tasks.insert(), [task_row])
+            await conn.execute(
+                schedules.update()
+                .where(schedules.c.id == schedule_id)
+                .values(last_run_at=now, last_task_id=task_row["id"])
+            )
+        return True, True
+
+    async def create_schedule(self, row: dict[str, Any]) -> bool:
+        """Insert a schedule; False when its name is taken."""
+        async with self.write() as conn:
+            taken = await conn.scalar(
+                sa.select(schedules.c.id).where(schedules.c.name == row["name"])
+            )
+            if taken is not None:
                 return False
-            if task_row is not None:
-                await conn.execute(tasks.insert(), [task_row])
+            await conn.execute(schedules.insert(), [row])
         return True
+
+    async def delete_schedule(self, name: str) -> RowMapping | None:
+        """Delete the dynamic schedule ``name``; returns the row as it was (a static row
+        is returned but not deleted), or None when there is no such schedule."""
+        async with self.write() as conn:
+            query = sa.select(schedules).where(schedules.c.name == name)
+            row = (await conn.execute(query)).mappings().first()
+            if row is not None and row["kind"] == "dynamic":
+                await conn.execute(schedules.delete().where(schedules.c.id == row["id"]))
+            return row
+
+    async def set_schedule_enabled(
+        self, name: str, *, enabled: bool, next_run_at: datetime | None, now: datetime
+    ) -> bool:
+        """Pause or resume a schedule (resuming sets a fresh ``next_run_at``)."""
+        values: dict[str, Any] = {"enabled": enabled, "updated_at": now}
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+        async with self.write() as conn:
+            result = await conn.execute(
+                schedules.update().where(schedules.c.name == name).values(**values)
+            )
+            return result.rowcount == 1
 
     async def get_schedule(self, name: str) -> RowMapping | None:
         """The schedule called ``name``, or None."""
@@ -645,6 +685,19 @@ def _refreshed(existing: RowMapping, row: dict[str, Any]) -> dict[str, Any]:
     if any(existing[key] != row[key] for key in _TRIGGER_FIELDS) or existing["next_run_at"] is None:
         values["next_run_at"] = row["next_run_at"]
     return values
+
+
+async def _has_active_run(conn: AsyncConnection, schedule_id: str) -> bool:
+    active = await conn.scalar(
+        sa.select(tasks.c.id)
+        .where(
+            tasks.c.schedule_id == schedule_id,
+            tasks.c.source == "scheduled",  # matches the partial (schedule, slot) index
+            tasks.c.status.in_(("pending", "running")),
+        )
+        .limit(1)
+    )
+    return active is not None
 
 
 def _without_flags(row: dict[str, Any]) -> dict[str, Any]:
