@@ -27,6 +27,8 @@ from taskflow.manager import TaskManager
 from taskflow.observers import FileLogger, LifecycleEvent, LogEvent, LoggerChain, TaskObserver
 from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
 from taskflow.registry import TaskConfig, TaskRegistry
+from taskflow.tasks_api import Tasks, add_tasks
+from taskflow.timing import Task, TaskOptions
 
 __version__ = "0.1.0"
 
@@ -56,13 +58,17 @@ __all__ = [
     "TaskManager",
     "TaskNotFound",
     "TaskObserver",
+    "TaskOptions",
     "TaskRecord",
     "TaskRegistry",
     "TaskStatus",
     "TaskTimeout",
     "TaskflowError",
+    "Task",
+    "Tasks",
     "UnknownTaskFunction",
     "__version__",
+    "add_tasks",
     "get_task_context",
     "task_log",
 ]

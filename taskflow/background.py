@@ -1,10 +1,16 @@
-"""``ManagedBackgroundTasks`` and the FastAPI wiring: lifespan, durability middleware
-and ``BackgroundTasks`` injection.
+"""``ManagedBackgroundTasks`` (and ``Tasks``) and the FastAPI wiring: lifespan,
+durability middleware and ``BackgroundTasks`` injection.
 
 Durability barrier: on the event loop, ``add_task`` queues its row for the next group
 commit and returns at once; the middleware holds the response's first byte until every
 row queued by the request is committed. If the commit fails, the client gets a 503
 instead of a success for work that was not stored.
+
+Timing: tasks start now (``schedule``), when the endpoint returns (``after_route``, before
+the response is sent) or after the response (``after_response``, ``add_task``). If the
+endpoint raises or the request is cancelled, tasks that have not started yet run anyway
+(``endpoint_error="run"``, the default) or end ``cancelled`` with the reason
+(``endpoint_error="cancel"``).
 """
 
 from __future__ import annotations
@@ -15,12 +21,16 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskflow.errors import DatabaseError
+from taskflow.errors import DatabaseError, TaskflowError
+from taskflow.registry import TaskConfig, detect_executor
+from taskflow.runner import JobHooks
+from taskflow.timing import ConfiguredScheduler, Task, TaskOptions, TimingBatch, When, merge
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,15 +39,19 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskflow")
 
-_RESERVED = ("idempotency_key", "tags", "priority", "eager")
+AFTER_ROUTE_START_TIMEOUT = 5.0  # seconds the response waits for after-route tasks to start
 
 
-class RequestWrites:
-    """Writes and task ids queued while handling one request."""
+@dataclass(slots=True)
+class RequestContext:
+    """What one HTTP request (or WebSocket session) enqueued."""
 
-    def __init__(self) -> None:
-        self.writes: list[asyncio.Future[Any]] = []
-        self.task_ids: list[str] = []
+    manager: TaskManager | None = None
+    scope: Scope | None = None
+    writes: list[asyncio.Future[Any]] = field(default_factory=list)
+    task_ids: list[str] = field(default_factory=list)
+    after_route: list[Task] = field(default_factory=list)
+    hooked: bool = False
 
     async def wait(self) -> BaseException | None:
         """Wait for every queued write; the first failure, or None."""
@@ -46,22 +60,23 @@ class RequestWrites:
         return next((r for r in results if isinstance(r, BaseException)), None)
 
 
-_request: ContextVar[RequestWrites | None] = ContextVar("taskflow_request", default=None)
+_request: ContextVar[RequestContext | None] = ContextVar("taskflow_request", default=None)
 
 
 class ManagedBackgroundTasks(BackgroundTasks):
     """FastAPI ``BackgroundTasks`` whose tasks are durable taskflow tasks.
 
-    ``add_task`` stores the task and returns its id; the task starts after the response
-    is sent (or at once with ``eager=True``). Callables that cannot be imported back
-    (lambdas, closures) run as plain in-memory background tasks, as FastAPI would.
+    ``add_task`` stores the task and returns its id; it starts after the response is
+    sent (or at once with ``eager=True``). ``schedule``, ``after_route`` and
+    ``after_response`` give fastapi-tasks' three timing modes on the same object.
 
     Args:
-        task_manager: the manager that stores and runs the tasks.
+        task_manager: the manager that stores and runs the tasks (default: the one
+            serving the current request).
         tasks: an existing task list to share (the request's native one).
     """
 
-    _bound_manager: TaskManager | None = None  # set on the class by install()
+    _bound_manager: TaskManager | None = None  # set by install()/add_tasks()
 
     def __init__(
         self, task_manager: TaskManager | None = None, tasks: list[BackgroundTask] | None = None
@@ -69,11 +84,16 @@ class ManagedBackgroundTasks(BackgroundTasks):
         super().__init__()
         if tasks is not None:
             self.tasks = tasks
-        manager = task_manager or self._bound_manager
+        current = _request.get()
+        manager = task_manager or (current.manager if current else None) or self._bound_manager
         if manager is None:
             raise TypeError("ManagedBackgroundTasks needs a TaskManager")
         self.task_manager = manager
-        self.writes = RequestWrites()
+        self.context = current if current is not None else RequestContext(manager=manager)
+        self.after_route = TimingBatch(self, "after_route")
+        self.after_response = TimingBatch(self, "after_response")
+
+    # -- fastapi-taskflow style --------------------------------------------------------
 
     def add_task(  # type: ignore[override]
         self,
@@ -89,7 +109,9 @@ class ManagedBackgroundTasks(BackgroundTasks):
 
         With ``idempotency_key``, a task with the same key that has not failed is reused
         and its id returned. ``tags`` label the task; ``priority`` orders waiting tasks;
-        ``eager`` starts it before the response is sent.
+        ``eager`` starts it before the response is sent. Callables that cannot be
+        imported back (lambdas, closures) run as plain in-memory background tasks, as
+        FastAPI would run them.
 
         Raises:
             TaskArgumentError: an argument cannot be stored faithfully.
@@ -111,23 +133,138 @@ class ManagedBackgroundTasks(BackgroundTasks):
         )
         if created:
             self._track(task_id, write)
-            if eager if eager is not None else config.eager:
-                manager.release(task_id)
-            else:
-                self.tasks.append(BackgroundTask(_release, manager, task_id))
+            when: When = (
+                "now" if (eager if eager is not None else config.eager) else "after_response"
+            )
+            self._release_at(when, task_id)
         return task_id
 
+    # -- fastapi-tasks style -----------------------------------------------------------
+
+    def schedule(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Task:
+        """Store a task and start it now, concurrently with the endpoint."""
+        return self.schedule_at("now", func, args, kwargs, None)
+
+    def task(
+        self,
+        *,
+        name: str | None = None,
+        shield: bool | None = None,
+        on_error: Callable[[Task, BaseException], Any] | None = None,
+    ) -> ConfiguredScheduler:
+        """The three timing modes with these options (``tasks.task(on_error=h).schedule(f)``)."""
+        options = merge(self.default_options(), name=name, shield=shield, on_error=on_error)
+        return ConfiguredScheduler(self, options)
+
+    def default_options(self) -> TaskOptions:
+        """The options set by ``add_tasks(app, config=...)`` (or the defaults)."""
+        return self.task_manager.task_options
+
+    def schedule_at(
+        self,
+        when: When,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions | None,
+    ) -> Task:
+        """Store a task and start it at ``when``; returns its :class:`Task`."""
+        manager = self.task_manager
+        options = options or self.default_options()
+        config = manager.config_for_callable(func) or _adhoc_config(func)
+        hooks = JobHooks(
+            started=manager.new_event(), on_error=options.on_error, done=None, shield=options.shield
+        )
+        tags = {"name": options.name} if options.name else None
+        task_id, write, _ = manager.submit(
+            func, args, kwargs, tags=tags, config=config, hooks=hooks
+        )
+        handle = Task(
+            task_id=task_id,
+            func=func,
+            args=args,
+            kwargs=kwargs,
+            config=options,
+            started=hooks.started,
+            manager=manager,
+        )
+        hooks.handle = handle
+        manager.attach_done(task_id, hooks, handle)
+        self._track(task_id, write)
+        if when == "after_route":
+            self.context.after_route.append(handle)
+        self._release_at(when, task_id)
+        return handle
+
+    # -- plumbing -------------------------------------------------------------------
+
     def _track(self, task_id: str, write: asyncio.Future[Any] | None) -> None:
-        shared = _request.get()
-        for holder in (self.writes, shared):
-            if holder is not None:
-                holder.task_ids.append(task_id)
-                if write is not None:
-                    holder.writes.append(write)
+        self.context.task_ids.append(task_id)
+        if write is not None:
+            self.context.writes.append(write)
+        self._hook_endpoint_exit()
+
+    def _release_at(self, when: When, task_id: str) -> None:
+        if when == "now":
+            self.task_manager.release(task_id)
+        elif when == "after_response":
+            self.tasks.append(BackgroundTask(_release, self.task_manager, task_id))
+
+    def _hook_endpoint_exit(self) -> None:
+        """Once per request: run after-route tasks (and apply the endpoint-error policy)
+        when the endpoint's dependency scope closes, before the response is sent."""
+        context = self.context
+        stack = (context.scope or {}).get("fastapi_function_astack")
+        if context.hooked or stack is None:
+            return
+        context.hooked = True
+        stack.push_async_exit(_EndpointExit(self.task_manager, context))
+
+
+class _EndpointExit:
+    """Exit callback of FastAPI's per-endpoint exit stack."""
+
+    def __init__(self, manager: TaskManager, context: RequestContext) -> None:
+        self.manager = manager
+        self.context = context
+
+    async def __call__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
+        if exc is not None and self.manager.endpoint_error == "cancel":
+            await self._cancel_unstarted(exc)
+            return False
+        await self._start_after_route()
+        return False
+
+    async def _start_after_route(self) -> None:
+        handles, self.context.after_route = self.context.after_route, []
+        for handle in handles:
+            self.manager.release(handle.task_id)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(AFTER_ROUTE_START_TIMEOUT):
+                await asyncio.gather(*(h.started.wait() for h in handles))
+
+    async def _cancel_unstarted(self, exc: BaseException) -> None:
+        reason = f"the endpoint raised {type(exc).__name__}: {exc}"[:500]
+        if isinstance(exc, asyncio.CancelledError):
+            reason = "the request was cancelled before the task started"
+        for task_id in self.manager.held_ids(self.context.task_ids):
+            await self.manager.cancel(task_id, reason=reason)
 
 
 async def _release(manager: TaskManager, task_id: str) -> None:
     manager.release(task_id)
+
+
+def _adhoc_config(func: Callable[..., Any]) -> TaskConfig:
+    """A configuration for a callable that cannot be imported back by name: its task is
+    stored and visible, but only this process can run it."""
+    if not callable(func):
+        raise TaskflowError(f"cannot schedule {func!r}: not callable")
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    path = f"{getattr(func, '__module__', '?')}:{name}"
+    return TaskConfig(
+        name=name, func=func, path=path, executor=detect_executor(func, None), registered=False
+    )
 
 
 def managed_for_request(
@@ -138,14 +275,17 @@ def managed_for_request(
     if isinstance(native, ManagedBackgroundTasks) and native.task_manager is manager:
         return native
     managed = ManagedBackgroundTasks(manager, tasks=native.tasks)
-    stack = getattr(request, "scope", {}).get("fastapi_function_astack")
-    if _request.get() is None and stack is not None:
-        stack.push_async_callback(_barrier, managed.writes)
+    scope = getattr(request, "scope", None)
+    if managed.context.scope is None and scope is not None:
+        managed.context.scope = scope
+        stack = scope.get("fastapi_function_astack")
+        if stack is not None:
+            stack.push_async_callback(_barrier, managed.context)
     return managed
 
 
-async def _barrier(writes: RequestWrites) -> None:
-    problem = await writes.wait()
+async def _barrier(context: RequestContext) -> None:
+    problem = await context.wait()
     if problem is not None:
         from fastapi import HTTPException
 
@@ -153,28 +293,29 @@ async def _barrier(writes: RequestWrites) -> None:
 
 
 class DurabilityMiddleware:
-    """Holds each HTTP response until the tasks its request enqueued are committed,
-    and releases a request's tasks even when the endpoint raised."""
+    """Holds each HTTP response until the tasks its request enqueued are committed, and
+    releases a request's (or WebSocket session's) tasks when it ends, even on errors."""
 
     def __init__(self, app: ASGIApp, manager: TaskManager) -> None:
         self.app = app
         self.manager = manager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        writes = RequestWrites()
-        token = _request.set(writes)
+        context = RequestContext(manager=self.manager, scope=scope)
+        token = _request.set(context)
         try:
-            await self.app(scope, receive, _guarded(send, writes))
+            guarded = _guarded(send, context) if scope["type"] == "http" else send
+            await self.app(scope, receive, guarded)
         finally:
             _request.reset(token)
-            for task_id in writes.task_ids:
+            for task_id in context.task_ids:
                 self.manager.release(task_id)
 
 
-def _guarded(send: Send, writes: RequestWrites) -> Send:
+def _guarded(send: Send, context: RequestContext) -> Send:
     failed = False
 
     async def guarded_send(message: Message) -> None:
@@ -182,7 +323,7 @@ def _guarded(send: Send, writes: RequestWrites) -> Send:
         if failed:
             return
         if message["type"] == "http.response.start":
-            problem = await writes.wait()
+            problem = await context.wait()
             if problem is not None:
                 failed = True
                 await _send_unavailable(send, problem)
@@ -213,6 +354,7 @@ def install_on_app(manager: TaskManager, app: FastAPI) -> None:
     """Add the durability middleware and wrap the app's lifespan so the manager starts
     before the app's own startup code and drains before its teardown."""
     app.add_middleware(DurabilityMiddleware, manager=manager)
+    app.state.taskflow_manager = manager
     original = app.router.lifespan_context
 
     @contextlib.asynccontextmanager
@@ -231,8 +373,9 @@ def install_on_app(manager: TaskManager, app: FastAPI) -> None:
 
 
 def patch_fastapi(manager: TaskManager) -> None:
-    """Make FastAPI build ManagedBackgroundTasks (bound to ``manager``) wherever it
-    builds ``BackgroundTasks`` for a route parameter. Process-wide."""
+    """Make FastAPI build a ManagedBackgroundTasks wherever it builds ``BackgroundTasks``
+    for a route or dependency parameter (process-wide). Each request gets the manager of
+    the app serving it; ``manager`` is the fallback outside any taskflow app."""
     from fastapi.dependencies import utils
 
     bound = type("ManagedBackgroundTasks", (ManagedBackgroundTasks,), {"_bound_manager": manager})

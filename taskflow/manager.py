@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 from starlette.background import BackgroundTasks
 from starlette.requests import Request
 
@@ -40,7 +41,7 @@ from taskflow.payloads import Payloads
 from taskflow.records import TaskRecord
 from taskflow.registry import TaskConfig, TaskRegistry, detect_executor, import_path, resolve
 from taskflow.retry import validate as validate_retry
-from taskflow.runner import Job, Runner, utcnow
+from taskflow.runner import Job, JobHooks, Runner, utcnow
 from taskflow.scheduler import (
     DEFAULT_MISFIRE_GRACE,
     ScheduleOptions,
@@ -51,6 +52,7 @@ from taskflow.scheduler import (
 from taskflow.store.sql import SQLStore
 from taskflow.submission import build_row, clean_tags, job_from_row, new_task_id
 from taskflow.taskstore import TaskStore, record_from_row
+from taskflow.timing import TaskOptions
 from taskflow.triggers import make_trigger
 
 if TYPE_CHECKING:
@@ -111,6 +113,9 @@ class TaskManager:
         retention_interval: seconds between retention passes.
         pool_size: database connections kept open (PostgreSQL).
         sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
+        endpoint_error: what happens to a request's tasks that have not started when its
+            endpoint raises or the request is cancelled: ``"run"`` (they run anyway) or
+            ``"cancel"`` (they end ``cancelled`` with the reason).
 
     Raises:
         ValueError: an argument is invalid (bad key, bad URL, negative sizes).
@@ -149,6 +154,7 @@ class TaskManager:
         retention_interval: float = 6 * 3600,
         pool_size: int = 10,
         sqlite_synchronous: str = "FULL",
+        endpoint_error: str = "run",
     ) -> None:
         _check_positive(
             max_concurrent_tasks=max_concurrent_tasks,
@@ -156,6 +162,10 @@ class TaskManager:
             max_process_workers=max_process_workers,
         )
         validate_retry(retries=retries, delay=delay, backoff=backoff, max_delay=None, jitter=0.0)
+        if endpoint_error not in ("run", "cancel"):
+            raise ConfigurationError(
+                f"endpoint_error must be 'run' or 'cancel', got {endpoint_error!r}"
+            )
         if retention_days is not None and retention_days <= 0:
             raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
         self.registry = TaskRegistry()
@@ -201,6 +211,8 @@ class TaskManager:
         self._runner = Runner(self)
         self.scheduler = Scheduler(self)
         self.task_groups: dict[str, TaskGroup] = {}
+        self.task_options = TaskOptions()
+        self.endpoint_error = endpoint_error
         self._background_tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: Dispatcher | None = None
         self._held: dict[str, _Held] = {}
@@ -547,12 +559,21 @@ class TaskManager:
                     await held.write
         self._held.clear()
         self._dispatcher.close()
+        self._cancel_unshielded()
         if not await self._dispatcher.wait_idle(self.shutdown_timeout):
             for job_id, running in list(self._dispatcher.running.items()):
                 logger.warning("task %s still running at shutdown; settling it", job_id)
                 running.cancel()
             await self._dispatcher.wait_idle(5.0)
         await self.executors.shutdown()
+
+    def _cancel_unshielded(self) -> None:
+        """Tasks started with ``shield=False`` stop as soon as shutdown begins."""
+        assert self._dispatcher is not None
+        for task_id, running in list(self._dispatcher.running.items()):
+            job = self._dispatcher.job(task_id)
+            if job is not None and job.hooks is not None and not job.hooks.shield:
+                running.cancel()
 
     async def _settle_self(self) -> None:
         self.giving_up_writes = True
@@ -587,6 +608,7 @@ class TaskManager:
         priority: int | None = None,
         source: str = "manual",
         config: TaskConfig | None = None,
+        hooks: JobHooks | None = None,
     ) -> tuple[str, asyncio.Future[str] | None, bool]:
         """Store a new task from any thread; the row is committed (or queued for the next
         group commit on the loop thread) and held until :meth:`release`.
@@ -611,6 +633,9 @@ class TaskManager:
             priority=priority,
             source=source,
         )
+        job.hooks = hooks
+        if not config.registered:
+            job.config = config
         loop = self._require_loop()
         if _running_loop() is loop:
             return self._submit_on_loop(row, job)
@@ -677,6 +702,29 @@ class TaskManager:
         )
         job = job_from_row(row, config)
         return row, job
+
+    def held_ids(self, task_ids: list[str]) -> list[str]:
+        """Those of ``task_ids`` that are stored but not started yet."""
+        return [task_id for task_id in task_ids if task_id in self._held]
+
+    def new_event(self) -> Any:
+        """An ``anyio.Event`` made on the manager's loop (callable from any thread)."""
+        return self._on_loop(anyio.Event)
+
+    def attach_done(self, task_id: str, hooks: JobHooks, handle: Any) -> None:
+        """Give a held task a future that resolves when it ends."""
+        hooks.done = self._on_loop(lambda: asyncio.get_running_loop().create_future())
+        handle.done = hooks.done
+
+    def _on_loop(self, factory: Callable[[], Any]) -> Any:
+        loop = self._require_loop()
+        if _running_loop() is loop:
+            return factory()
+
+        async def make() -> Any:
+            return factory()
+
+        return asyncio.run_coroutine_threadsafe(make(), loop).result(SYNC_TIMEOUT)
 
     def release(self, task_id: str) -> None:
         """Let a held task start (thread-safe); called when its response has been sent."""
@@ -922,13 +970,16 @@ class TaskManager:
         rows = await self.db.list_tasks(status=status, func_name=func_name, limit=limit)
         return [record_from_row(row, self.payloads, [], []) for row in rows]
 
-    async def cancel(self, task_id: str) -> bool:
+    async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
         """Cancel a task. A pending task never runs; a running async task is cancelled;
         a running thread or process task is flagged (``get_task_context().is_cancelled()``)
         and ends ``cancelled``. Returns False when the task is already final or unknown."""
         self._require_loop()
-        previous = await self.db.cancel_task(task_id, now=utcnow())
-        self._held.pop(task_id, None)
+        held = self._held.pop(task_id, None)
+        if held is not None and held.write is not None:
+            with contextlib.suppress(Exception):  # a failed write leaves nothing to cancel
+                await held.write  # the row may still be waiting for its group commit
+        previous = await self.db.cancel_task(task_id, now=utcnow(), reason=reason)
         timer = self._timers.pop(task_id, None)
         if timer is not None:
             timer.cancel()

@@ -5,6 +5,7 @@ start (claim) → execute with timeout → settle the outcome (finish, or schedu
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import threading
 import traceback
@@ -31,6 +32,18 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+@dataclass(slots=True)
+class JobHooks:
+    """In-process extras of a task started through the ``Tasks`` API (not persisted:
+    they only apply while this process runs the task)."""
+
+    started: Any = None  # an event with set(), set when the attempt starts
+    on_error: Callable[[Any, BaseException], Any] | None = None
+    handle: Any = None  # what on_error receives as the task
+    done: asyncio.Future[str] | None = None  # resolves to the final status
+    shield: bool = True  # False: cancelled as soon as shutdown begins
+
+
 @dataclass(slots=True, eq=False)
 class Job:
     """A task this process is about to run (or is running)."""
@@ -50,6 +63,8 @@ class Job:
     claimed_attempt: int | None = None  # set when a claim already marked it running
     retry_delay: float | None = None  # overrides of the function's retry delays
     retry_max_delay: float | None = None
+    config: TaskConfig | None = None  # for callables that cannot be imported by name
+    hooks: JobHooks | None = None
 
 
 @dataclass(slots=True)
@@ -75,9 +90,13 @@ class Runner:
     async def run(self, job: Job) -> None:
         """Run one attempt of ``job`` and persist its outcome."""
         attempt = await self._start(job)
-        if attempt is None:
+        if attempt is None:  # cancelled, or taken by another process
+            if job.hooks is not None and job.hooks.done is not None and not job.hooks.done.done():
+                job.hooks.done.set_result("not started")
             return
         started = utcnow()
+        if job.hooks is not None and job.hooks.started is not None:
+            job.hooks.started.set()
         self._lifecycle(job, "running", attempt)
         outcome = await self._execute(job, attempt)
         await self._settle(job, attempt, outcome, started)
@@ -110,7 +129,7 @@ class Runner:
             return Outcome(error=exc, traceback=_format(exc))
 
     def _prepare(self, job: Job, attempt: int) -> tuple[Call, TaskConfig]:
-        config = self.manager.config_for(job.func_name, job.func_path)
+        config = self._config(job)
         args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
         context = task_context.TaskContext(
             task_id=job.task_id,
@@ -161,6 +180,17 @@ class Runner:
         )
         if retry_in is not None:
             self.manager.schedule_retry(job, retry_in)
+        else:
+            await self._after_final(job, update["status"], outcome)
+
+    async def _after_final(self, job: Job, status: str, outcome: Outcome) -> None:
+        hooks = job.hooks
+        if hooks is None:
+            return
+        if hooks.done is not None and not hooks.done.done():
+            hooks.done.set_result(status)
+        if status == "failed" and hooks.on_error is not None and outcome.error is not None:
+            await _call_error_handler(hooks, outcome.error)
 
     def _retry_delay(self, job: Job, attempt: int, outcome: Outcome) -> float | None:
         if outcome.ok or outcome.cancelled or job.cancel_reason is not None:
@@ -171,9 +201,14 @@ class Runner:
             return None
         return policy.delay_before(attempt)
 
+    def _config(self, job: Job) -> TaskConfig:
+        if job.config is not None:
+            return job.config
+        return self.manager.config_for(job.func_name, job.func_path)
+
     def _policy(self, job: Job) -> RetryPolicy:
         try:
-            config = self.manager.config_for(job.func_name, job.func_path)
+            config = self._config(job)
         except Exception:  # noqa: BLE001 - an unknown function is not retried
             return RetryPolicy()
         return RetryPolicy(
@@ -225,6 +260,19 @@ class Runner:
                 logger.warning("task database write failed, retrying in %.2fs: %s", pause, exc)
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 5.0)
+
+
+async def _call_error_handler(hooks: JobHooks, error: BaseException) -> None:
+    """Run an ``on_error`` handler; whatever it raises is logged and contained."""
+    assert hooks.on_error is not None
+    try:
+        result = hooks.on_error(hooks.handle, error)
+        if inspect.isawaitable(result):
+            await result
+    except asyncio.CancelledError:
+        raise
+    except BaseException:  # noqa: BLE001 - a broken handler must not break the runner
+        logger.exception("the on_error handler of a task raised")
 
 
 def _first(override: float | None, default: Any) -> Any:

@@ -315,7 +315,9 @@ class SQLStore:
                 return str(row["id"])
             return await self._insert_keyed(conn, row)
 
-    async def cancel_task(self, task_id: str, *, now: datetime) -> str | None:
+    async def cancel_task(
+        self, task_id: str, *, now: datetime, reason: str | None = None
+    ) -> str | None:
         """Cancel a task: pending ones end ``cancelled``; running ones get a request flag.
 
         Returns the status the task had, or None if there is no such task.
@@ -326,7 +328,11 @@ class SQLStore:
                 await conn.execute(
                     tasks.update()
                     .where(tasks.c.id == task_id)
-                    .values(status="cancelled", finished_at=now, error="cancelled before start")
+                    .values(
+                        status="cancelled",
+                        finished_at=now,
+                        error=reason or "cancelled before start",
+                    )
                 )
             elif status == "running":
                 await conn.execute(
