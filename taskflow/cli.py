@@ -4,6 +4,7 @@
     taskflow db downgrade --revision REV [--url URL]
     taskflow db current   [--url URL]
     taskflow db check     [--url URL]
+    taskflow worker MODULE:ATTRIBUTE [--queues a,b] [--concurrency N]
 
 The URL defaults to ``TASKFLOW_DATABASE_URL``, else ``sqlite+aiosqlite:///taskflow.db``.
 Exit codes: 0 success, 1 ``db check`` found the schema out of date, 2 error (one line on
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     :raises SystemExit: only from argparse, for ``--help`` or malformed arguments.
     """
     args = build_parser().parse_args(argv)
+    if args.command == "worker":
+        return run_worker(args)
     url = args.url or os.environ.get("TASKFLOW_DATABASE_URL") or migrate.DEFAULT_URL
     handler: Handler = args.handler
     try:
@@ -48,7 +51,35 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="taskflow", description="taskflow administration")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_db_commands(commands)
+    add_worker_command(commands)
     return parser
+
+
+def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``taskflow worker``: run tasks of an app's TaskManager without a web server."""
+    worker = commands.add_parser("worker", help="run tasks without a web server")
+    worker.add_argument("target", help="the TaskManager to run, as module:attribute")
+    worker.add_argument(
+        "--queues", default=None, help="comma-separated queues to serve (default: the manager's)"
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="async tasks running at once (default: the manager's)",
+    )
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """``worker``: serve until SIGTERM/SIGINT; errors are one line and exit code 2."""
+    from taskflow import worker
+
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    try:
+        return worker.main(args.target, queues=queues, concurrency=args.concurrency)
+    except Exception as exc:  # the CLI promises one line, never a traceback
+        print(f"taskflow: error: {exc}", file=sys.stderr)
+        return 2
 
 
 def add_db_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -20,8 +18,8 @@ import anyio
 from starlette.background import BackgroundTasks
 from starlette.requests import Request
 
-from taskflow import retention
 from taskflow.bridge import SyncBridge
+from taskflow.coordination import Coordinator
 from taskflow.crypto import make_cipher
 from taskflow.dispatcher import Dispatcher
 from taskflow.errors import (
@@ -217,9 +215,8 @@ class TaskManager:
         self._dispatcher: Dispatcher | None = None
         self._held: dict[str, _Held] = {}
         self._queued_keys: dict[str, str] = {}
-        self._loops: list[asyncio.Task[None]] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
-        self._wake = asyncio.Event()
+        self.coordinator = Coordinator(self)
         self._apps: set[int] = set()
         self._started = False
         self.giving_up_writes = False
@@ -516,22 +513,11 @@ class TaskManager:
                 "process": self.executors.capacity("process"),
             },
         )
-        self._wake = asyncio.Event()
-        await self._register_instance()
-        await self._rescue_dead()
         if self.logger is not None:
             self.logger.start()
         self._started = True
         await self.scheduler.sync_static()
-        self._loops = [
-            asyncio.create_task(self._poll_loop(), name="taskflow-poll"),
-            asyncio.create_task(self._heartbeat_loop(), name="taskflow-heartbeat"),
-            asyncio.create_task(self.scheduler.run(), name="taskflow-scheduler"),
-        ]
-        if self.retention_days is not None:
-            self._loops.append(
-                asyncio.create_task(self._retention_loop(), name="taskflow-retention")
-            )
+        await self.coordinator.start()
 
     async def shutdown(self) -> None:
         """Stop taking work, let running tasks finish for ``shutdown_timeout`` seconds,
@@ -541,9 +527,7 @@ class TaskManager:
         if not self._started:
             return
         self._started = False
-        for loop_task in self._loops:
-            loop_task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await self.coordinator.stop()
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
@@ -672,7 +656,8 @@ class TaskManager:
     def _hold(self, job: Job, stored_id: str, write: Any) -> tuple[str, Any, bool]:
         if stored_id != job.task_id:
             return stored_id, None, False
-        self._held[job.task_id] = _Held(job, write, time.monotonic())
+        if job.config is not None or job.queue in self.queues:
+            self._held[job.task_id] = _Held(job, write, time.monotonic())
         return job.task_id, write, True
 
     def _new_row(
@@ -698,10 +683,15 @@ class TaskManager:
             source=source,
             now=utcnow(),
             max_retries=config.retries,
-            owner=self.instance_id,
+            owner=self.owner_for(config),
         )
         job = job_from_row(row, config)
         return row, job
+
+    def owner_for(self, config: TaskConfig) -> str | None:
+        """This instance for tasks on a queue it runs; None (claimable by any instance
+        running the queue, e.g. a standalone worker) otherwise."""
+        return self.instance_id if config.queue in self.queues else None
 
     def held_ids(self, task_ids: list[str]) -> list[str]:
         """Those of ``task_ids`` that are stored but not started yet."""
@@ -736,6 +726,14 @@ class TaskManager:
         else:
             loop.call_soon_threadsafe(self._release_now, task_id)
 
+    def release_stale_holds(self) -> None:
+        """Start tasks whose request never released them (no middleware, or a response
+        that never finished) after ``RELEASE_TIMEOUT`` seconds."""
+        cutoff = time.monotonic() - RELEASE_TIMEOUT
+        for task_id, held in list(self._held.items()):
+            if held.since < cutoff:
+                self._release_now(task_id)
+
     def _release_now(self, task_id: str) -> None:
         held = self._held.pop(task_id, None)
         if held is None or self._dispatcher is None:
@@ -762,9 +760,15 @@ class TaskManager:
         idempotency_key: str | None = None,
         tags: dict[str, Any] | None = None,
         priority: int | None = None,
+        queue: str | None = None,
+        defer: float | None = None,
         **kwargs: Any,
     ) -> str:
         """Store a task and start it, from async code outside a request.
+
+        ``queue`` overrides the function's queue; a task on a queue this process does
+        not run waits for a process that does (a standalone worker). ``defer`` delays
+        the start by that many seconds (any process running the queue may take it).
 
         Returns the task id once the row is committed (the existing task's id when
         ``idempotency_key`` matches a task that has not failed).
@@ -781,9 +785,10 @@ class TaskManager:
             priority=priority,
             source="manual",
         )
+        _route(row, job, queue=queue, defer=defer, served=self.queues)
         self._require_loop()
         stored = await self.db.insert_task(row)
-        if stored == job.task_id:
+        if stored == job.task_id and row["owner"] is not None:
             self.hold_and_release(job)
         return stored
 
@@ -984,10 +989,12 @@ class TaskManager:
         if timer is not None:
             timer.cancel()
         if previous == "running":
-            self._cancel_running(task_id)
+            self.cancel_running(task_id)
         return previous in ("pending", "running")
 
-    def _cancel_running(self, task_id: str) -> None:
+    def cancel_running(self, task_id: str) -> None:
+        """Stop a task running in this process (async: cancelled; thread and process:
+        flagged for ``is_cancelled()``)."""
         assert self._dispatcher is not None
         running = self._dispatcher.running.get(task_id)
         job = self._dispatcher.job(task_id)
@@ -1015,7 +1022,7 @@ class TaskManager:
             "error": None,
             "traceback": None,
             "source": "retry",
-            "owner": self.instance_id,
+            "owner": self.instance_id if row["queue"] in self.queues else None,
             "cancel_requested": False,
             "created_at": utcnow(),
             "started_at": None,
@@ -1024,12 +1031,13 @@ class TaskManager:
             "schedule_slot": None,
         }
         stored = await self.db.copy_task(task_id, row=copy)
-        if stored == copy["id"]:
-            config = self._config_or_none(copy["func_name"], copy["func_path"])
+        if stored == copy["id"] and copy["owner"] is not None:
+            config = self.config_or_none(copy["func_name"], copy["func_path"])
             self.hold_and_release(job_from_row(copy, config))
         return stored
 
-    def _config_or_none(self, func_name: str, func_path: str) -> TaskConfig | None:
+    def config_or_none(self, func_name: str, func_path: str) -> TaskConfig | None:
+        """:meth:`config_for`, or None when the function is unknown here."""
         try:
             return self.config_for(func_name, func_path)
         except UnknownTaskFunction:
@@ -1098,115 +1106,8 @@ class TaskManager:
 
     # -- background loops ------------------------------------------------------------------
 
-    async def _register_instance(self) -> None:
-        now = utcnow()
-        await self.db.register_instance(
-            {
-                "id": self.instance_id,
-                "hostname": socket.gethostname(),
-                "pid": os.getpid(),
-                "queues": list(self.queues),
-                "started_at": now,
-                "heartbeat_at": now,
-                "info": self._instance_info(),
-            }
-        )
-
-    def _instance_info(self) -> dict[str, Any]:
-        dispatcher = self._dispatcher
-        return {
-            "running": len(dispatcher.running) if dispatcher else 0,
-            "waiting": dispatcher.waiting() if dispatcher else 0,
-            "threads": self.executors.thread_workers,
-            "processes": self.executors.process_workers,
-            "max_concurrent_tasks": self.max_concurrent_tasks,
-        }
-
-    async def _rescue_dead(self) -> None:
-        hostname = socket.gethostname()
-        local = await self.db.host_instances(hostname=hostname, me=self.instance_id)
-        dead_pids = [row["pid"] for row in local if not _pid_alive(row["pid"])]
-        stale_before = utcnow() - timedelta(seconds=self.instance_timeout)
-        for instance in await self.db.dead_instances(
-            me=self.instance_id,
-            stale_before=stale_before,
-            hostname=hostname,
-            dead_pids=dead_pids,
-        ):
-            counts = await self.db.settle_instance(
-                instance, now=utcnow(), reason=f"instance {instance} stopped while it ran"
-            )
-            logger.warning("took over tasks of stopped instance %s: %s", instance, counts)
-            self._wake.set()
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            await _guard("heartbeat", self._beat)
-
-    async def _beat(self) -> None:
-        alive = await self.db.heartbeat(self.instance_id, now=utcnow(), info=self._instance_info())
-        if not alive:
-            logger.error(
-                "instance %s was declared dead by another process; re-registering", self.instance_id
-            )
-            await self._register_instance()
-        await self._rescue_dead()
-
-    async def _poll_loop(self) -> None:
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.poll_interval):
-                    await self._wake.wait()
-            self._wake.clear()
-            self._release_stale_holds()
-            await _guard("claim", self._claim)
-
-    async def _claim(self) -> None:
-        assert self._dispatcher is not None
-        free = min(self._dispatcher.free_slots(), 100)
-        if free <= 0:
-            return
-        rows = await self.db.claim_tasks(
-            instance=self.instance_id, queues=self.queues, limit=free, now=utcnow()
-        )
-        for row in rows:
-            config = self._config_or_none(row["func_name"], row["func_path"])
-            job = job_from_row(row, config)
-            job.claimed_attempt = row["attempts"]
-            self._dispatcher.submit(job)
-        if len(rows) == free:
-            self._wake.set()
-
-    def _release_stale_holds(self) -> None:
-        cutoff = time.monotonic() - RELEASE_TIMEOUT
-        for task_id, held in list(self._held.items()):
-            if held.since < cutoff:
-                self._release_now(task_id)
-
-    async def _retention_loop(self) -> None:
-        assert self.retention_days is not None
-        while True:
-            await _guard(
-                "retention",
-                lambda: retention.run_if_due(
-                    self.db, days=self.retention_days or 0, interval=self.retention_interval
-                ),
-            )
-            await asyncio.sleep(min(self.retention_interval, 3600))
-
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-async def _guard(what: str, step: Callable[[], Any]) -> None:
-    """Run one step of a background loop; an error is logged and the loop carries on."""
-    try:
-        await step()
-    except asyncio.CancelledError:
-        raise
-    except Exception:  # noqa: BLE001 - a background loop must never die
-        logger.exception("taskflow %s step failed; will retry", what)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
@@ -1216,14 +1117,23 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def _route(
+    row: dict[str, Any],
+    job: Job,
+    *,
+    queue: str | None,
+    defer: float | None,
+    served: tuple[str, ...],
+) -> None:
+    """Apply ``enqueue``'s queue and defer options to a new row and its job."""
+    if queue is not None:
+        row["queue"] = job.queue = queue
+    if defer is not None:
+        if defer < 0:
+            raise ConfigurationError(f"defer must be >= 0 seconds, got {defer}")
+        row["next_attempt_at"] = row["created_at"] + timedelta(seconds=defer)
+    if defer or row["queue"] not in served:
+        row["owner"] = None
 
 
 def _report_log_failure(future: asyncio.Future[Any]) -> None:

@@ -58,6 +58,7 @@ class Job:
     tags: dict[str, str]
     source: str
     max_retries: int
+    queue: str = "default"
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
     claimed_attempt: int | None = None  # set when a claim already marked it running

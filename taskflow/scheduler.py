@@ -200,7 +200,7 @@ class Scheduler:
             task_row=task_row,
             skip_if_active=not options.overlap,
         )
-        if inserted and task_row is not None:
+        if inserted and task_row is not None and task_row["owner"] is not None:
             self.manager.hold_and_release(job_from_row(task_row, self._config(row)))
         return int(inserted)
 
@@ -251,7 +251,7 @@ class Scheduler:
             source=source,
             now=now,
             max_retries=retries,
-            owner=self.manager.instance_id,
+            owner=self.manager.owner_for(config),
             schedule_id=row["id"],
             schedule_slot=slot,
             retry_delay=options.retry_delay,
@@ -268,7 +268,8 @@ class Scheduler:
         options = ScheduleOptions.from_json(row["options"])
         task_row = self._task_row(row, config, options, source=source, slot=None, now=utcnow())
         await self.manager.db.insert_task(task_row)
-        self.manager.hold_and_release(job_from_row(task_row, config))
+        if task_row["owner"] is not None:
+            self.manager.hold_and_release(job_from_row(task_row, config))
         return str(task_row["id"])
 
     async def trigger(self, name: str) -> str | None:

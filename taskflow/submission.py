@@ -109,6 +109,7 @@ def job_from_row(row: Mapping[str, Any], config: TaskConfig | None) -> Job:
         tags=dict(row["tags"] or {}),
         source=row["source"],
         max_retries=row["max_retries"],
+        queue=row["queue"],
         retry_delay=row.get("retry_delay"),
         retry_max_delay=row.get("retry_max_delay"),
     )

@@ -119,9 +119,7 @@ async def abandon(manager: TaskManager) -> None:
     """Stop a manager the way ``kill -9`` would, as far as the database can tell: its
     loops stop and its connections close, but nothing is settled and its instance row
     stays behind."""
-    for loop_task in manager._loops:
-        loop_task.cancel()
-    await asyncio.gather(*manager._loops, return_exceptions=True)
+    await manager.coordinator.stop()
     for running in list(manager._dispatcher.running.values()):
         running.cancel()
     await manager._dispatcher.wait_idle(5)

@@ -9,7 +9,9 @@ log) go through :class:`~taskflow.store.batch.GroupCommitter`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Any
@@ -33,6 +35,9 @@ from taskflow.store.schema import (
     task_logs,
     tasks,
 )
+
+NOTIFY_CHANNEL = "taskflow"
+LISTEN_RETRY = 1.0  # seconds between attempts to re-open a lost listening connection
 
 _IDEMPOTENCY_WHERE = sa.text(
     "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
@@ -164,6 +169,7 @@ class SQLStore:
         plain = [_without_flags(op.data) for op in ops if op.data.get("idempotency_key") is None]
         if plain:
             await conn.execute(tasks.insert(), plain)
+        await self._notify(conn, {op.data["queue"] for op in ops if op.data.get("owner") is None})
         return [
             await self._insert_keyed(conn, op.data)
             if op.data.get("idempotency_key") is not None
@@ -246,6 +252,23 @@ class SQLStore:
         )
         return [None] * len(ops)
 
+    async def _notify(self, conn: AsyncConnection, queues: set[str]) -> None:
+        """Tell listening instances (PostgreSQL) that tasks became claimable; delivered
+        at commit. SQLite has no notifications: instances poll."""
+        if self.dialect != "postgresql":
+            return
+        for queue in sorted(queues):
+            await conn.execute(sa.select(sa.func.pg_notify(NOTIFY_CHANNEL, queue)))
+
+    async def listen(self, on_notify: Callable[[str], None]) -> Listener | None:
+        """Call ``on_notify(payload)`` for every notification (PostgreSQL only; None on
+        SQLite). The listener reconnects by itself after a connection loss."""
+        if self.dialect != "postgresql":
+            return None
+        listener = Listener(self, on_notify)
+        await listener.start()
+        return listener
+
     # -- direct reads ----------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> RowMapping | None:
@@ -307,6 +330,14 @@ class SQLStore:
 
     # -- direct writes -----------------------------------------------------------------
 
+    async def cancel_requests(self, *, owner: str) -> list[str]:
+        """Ids of running tasks of ``owner`` whose cancellation was requested."""
+        query = sa.select(tasks.c.id).where(
+            tasks.c.owner == owner, tasks.c.status == "running", tasks.c.cancel_requested.is_(True)
+        )
+        async with self.read() as conn:
+            return [row.id for row in await conn.execute(query)]
+
     async def insert_task_now(self, row: dict[str, Any]) -> str:
         """Insert one task in its own transaction (bypassing group commit)."""
         async with self.write() as conn:
@@ -338,6 +369,7 @@ class SQLStore:
                 await conn.execute(
                     tasks.update().where(tasks.c.id == task_id).values(cancel_requested=True)
                 )
+                await self._notify(conn, {"cancel"})
             return status
 
     async def claim_tasks(
@@ -503,6 +535,7 @@ class SQLStore:
             )
             if remove:
                 await conn.execute(instances.delete().where(instances.c.id == instance))
+            await self._notify(conn, {"rescue"})
         return {
             "interrupted": len(interrupted_rows),
             "requeued": len(requeued_rows),
@@ -775,3 +808,60 @@ def _finish_params(update: dict[str, Any]) -> dict[str, Any]:
         "b_next_attempt_at": update.get("next_attempt_at") or update["finished_at"],
         "b_owner": update["owner"],
     }
+
+
+class Listener:
+    """A PostgreSQL connection kept open for ``LISTEN``, reopened when it drops."""
+
+    def __init__(self, store: SQLStore, on_notify: Callable[[str], None]) -> None:
+        self._store = store
+        self._on_notify = on_notify
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def start(self) -> None:
+        """Start listening; returns once the first connection listens (or failed once)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="taskflow-listen")
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                await self._ready.wait()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._listen_until_lost()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reconnect below
+                _log.warning("taskflow listener lost its connection (%s); reconnecting", exc)
+            self._ready.set()
+            await asyncio.sleep(LISTEN_RETRY)
+            self._on_notify("reconnected")  # anything may have been missed meanwhile
+
+    async def _listen_until_lost(self) -> None:
+        lost = asyncio.Event()
+        async with self._store.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            raw.add_termination_listener(lambda _c: lost.set())
+            await raw.add_listener(NOTIFY_CHANNEL, self._deliver)
+            self._ready.set()
+            try:
+                await lost.wait()
+            finally:
+                with contextlib.suppress(Exception):
+                    await raw.remove_listener(NOTIFY_CHANNEL, self._deliver)
+        raise ConnectionError("listening connection closed")
+
+    def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+        self._on_notify(payload)
+
+    async def close(self) -> None:
+        """Stop listening and release the connection."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+
+
+_log = logging.getLogger("taskflow.store")

@@ -50,14 +50,33 @@ def process_until_cancelled() -> str:
     return "stopped" if context.is_cancelled() else "timed out"
 
 
-def check_types(when: dt.datetime, day: dt.date, amount: decimal.Decimal, ident: uuid.UUID,
-                blob: bytes, pair: tuple, members: set, point: Point,
-                invoice: Invoice) -> dict[str, str]:
+def check_types(
+    when: dt.datetime,
+    day: dt.date,
+    amount: decimal.Decimal,
+    ident: uuid.UUID,
+    blob: bytes,
+    pair: tuple,
+    members: set,
+    point: Point,
+    invoice: Invoice,
+) -> dict[str, str]:
     observed = {
-        "when": type(when).__name__, "tz": str(when.tzinfo), "day": type(day).__name__,
-        "amount": type(amount).__name__, "ident": type(ident).__name__,
-        "blob": type(blob).__name__, "pair": type(pair).__name__,
-        "members": type(members).__name__, "point": type(point).__name__,
-        "invoice": type(invoice).__name__, "invoice_amount": type(invoice.amount).__name__,
+        "when": type(when).__name__,
+        "tz": str(when.tzinfo),
+        "day": type(day).__name__,
+        "amount": type(amount).__name__,
+        "ident": type(ident).__name__,
+        "blob": type(blob).__name__,
+        "pair": type(pair).__name__,
+        "members": type(members).__name__,
+        "point": type(point).__name__,
+        "invoice": type(invoice).__name__,
+        "invoice_amount": type(invoice.amount).__name__,
     }
     return observed
+
+
+def crunch(n: int) -> int:
+    task_log("crunching", n=n)
+    return sum(range(n))

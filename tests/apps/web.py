@@ -55,12 +55,16 @@ def build_app(url: str, *, install: bool = False, **options) -> tuple[FastAPI, T
 
     @app.post("/invoice/{invoice_id}/send")
     def send_invoice(invoice_id: int, tasks=Depends(task_manager.get_tasks)):
-        task_id = tasks.add_task(send_email, f"{invoice_id}@x", idempotency_key=f"invoice-{invoice_id}")
+        task_id = tasks.add_task(
+            send_email, f"{invoice_id}@x", idempotency_key=f"invoice-{invoice_id}"
+        )
         return {"task_id": task_id}
 
     @app.post("/async-invoice/{invoice_id}")
     async def async_invoice(invoice_id: int, tasks=Depends(task_manager.get_tasks)):
-        task_id = tasks.add_task(send_email, f"{invoice_id}@x", idempotency_key=f"invoice-{invoice_id}")
+        task_id = tasks.add_task(
+            send_email, f"{invoice_id}@x", idempotency_key=f"invoice-{invoice_id}"
+        )
         return {"task_id": task_id}
 
     @app.post("/eager/{label}")
@@ -68,8 +72,9 @@ def build_app(url: str, *, install: bool = False, **options) -> tuple[FastAPI, T
         return {"task_id": tasks.add_task(eager_job, label)}
 
     @app.post("/slow")
-    async def enqueue_slow(seconds: float, rerun: bool = False,
-                           tasks=Depends(task_manager.get_tasks)):
+    async def enqueue_slow(
+        seconds: float, rerun: bool = False, tasks=Depends(task_manager.get_tasks)
+    ):
         func = slow_rerunnable if rerun else slow
         return {"task_id": tasks.add_task(func, seconds)}
 
@@ -102,16 +107,22 @@ def build_app(url: str, *, install: bool = False, **options) -> tuple[FastAPI, T
         @app.post("/bare")
         def bare(email: str, background_tasks: BackgroundTasks):
             task_id = background_tasks.add_task(send_email, email)
-            return {"task_id": task_id, "managed": isinstance(background_tasks,
-                                                             ManagedBackgroundTasks)}
+            return {
+                "task_id": task_id,
+                "managed": isinstance(background_tasks, ManagedBackgroundTasks),
+            }
     else:
         task_manager.init_app(app)
     return app, task_manager
 
 
-app, task_manager = build_app(
-    os.environ.get("TASKFLOW_DATABASE_URL", "sqlite+aiosqlite:///taskflow-test.db"),
-    poll_interval=0.1,
-    heartbeat_interval=float(os.environ.get("TASKFLOW_HEARTBEAT", "1")),
-    instance_timeout=float(os.environ.get("TASKFLOW_INSTANCE_TIMEOUT", "5")),
-) if os.environ.get("TASKFLOW_SERVE_TEST_APP") else (None, None)
+app, task_manager = (
+    build_app(
+        os.environ.get("TASKFLOW_DATABASE_URL", "sqlite+aiosqlite:///taskflow-test.db"),
+        poll_interval=0.1,
+        heartbeat_interval=float(os.environ.get("TASKFLOW_HEARTBEAT", "1")),
+        instance_timeout=float(os.environ.get("TASKFLOW_INSTANCE_TIMEOUT", "5")),
+    )
+    if os.environ.get("TASKFLOW_SERVE_TEST_APP")
+    else (None, None)
+)
