@@ -25,36 +25,28 @@ from taskflow.dispatcher import Dispatcher
 from taskflow.errors import (
     ConfigurationError,
     DatabaseError,
-    DuplicateScheduleName,
     NotStarted,
-    ScheduleNotFound,
-    StaticScheduleError,
-    TaskflowError,
     UnknownTaskFunction,
 )
 from taskflow.executors import ExecutorPool
-from taskflow.groups import ScheduledTask, TaskGroup, scheduled_task_from_row
+from taskflow.groups import TaskGroup
 from taskflow.observers import LogEvent, build_chain
 from taskflow.payloads import Payloads
 from taskflow.records import TaskRecord
 from taskflow.registry import TaskConfig, TaskRegistry, detect_executor, import_path, resolve
 from taskflow.retry import validate as validate_retry
 from taskflow.runner import Job, JobHooks, Runner, utcnow
+from taskflow.schedule_api import ScheduleAPI
 from taskflow.scheduler import (
-    DEFAULT_MISFIRE_GRACE,
-    ScheduleOptions,
     Scheduler,
-    ScheduleSpec,
-    trigger_of,
 )
 from taskflow.store.sql import SQLStore
 from taskflow.submission import build_row, clean_tags, job_from_row, new_task_id
 from taskflow.taskstore import TaskStore, record_from_row
 from taskflow.timing import TaskOptions
-from taskflow.triggers import make_trigger
 
 if TYPE_CHECKING:
-    from fastapi import APIRouter, FastAPI
+    from fastapi import FastAPI
 
     from taskflow.background import ManagedBackgroundTasks
 
@@ -74,7 +66,7 @@ class _Held:
     since: float
 
 
-class TaskManager:
+class TaskManager(ScheduleAPI):
     """Registers task functions and runs them durably from a SQL database.
 
     The positional parameters are fastapi-taskflow's, in its order; the keyword-only
@@ -300,78 +292,6 @@ class TaskManager:
                 queue=queue,
             )
             self.registry.register(config)
-            return func
-
-        return register
-
-    def schedule(
-        self,
-        every: float | None = None,
-        cron: str | None = None,
-        retries: int | None = None,
-        delay: float | None = None,
-        backoff: float | None = None,
-        name: str | None = None,
-        run_on_startup: bool = False,
-        timezone: str = "UTC",
-        executor: str | None = None,
-        *,
-        timeout: float | None = None,
-        misfire_grace: float | None = DEFAULT_MISFIRE_GRACE,
-        overlap: bool = True,
-        priority: int | None = None,
-        queue: str = "default",
-    ) -> Callable[[F], F]:
-        """Register a function as a task and run it periodically.
-
-        Exactly one of ``every`` (seconds) or ``cron`` (five fields, evaluated in
-        ``timezone``) is required. Schedules are rows in the database: their next run
-        time survives restarts, and with many processes each slot fires once.
-
-        Args:
-            every: interval in seconds; its phase is kept across restarts.
-            cron: a five-field cron expression.
-            retries, delay, backoff, name, executor, timeout, queue: as for :meth:`task`.
-            run_on_startup: also run once each time the app starts.
-            timezone: IANA timezone for ``cron`` (ignored for ``every``).
-            misfire_grace: a slot missed while no process ran (a deploy, an outage) still
-                fires once if it is at most this many seconds late; older missed slots
-                are skipped. None: always fire once. Never more than one catch-up run.
-            overlap: start a run even while the previous one is still pending or
-                running (the default, as in fastapi-taskflow); False skips the slot.
-            priority: priority of each run.
-
-        Raises:
-            ValueError: neither or both of ``every``/``cron``, an invalid cron
-                expression, an unknown timezone or an incompatible executor.
-        """
-        trigger = make_trigger(every=every, cron=cron, timezone=timezone)
-        if misfire_grace is not None and misfire_grace < 0:
-            raise ConfigurationError(f"misfire_grace must be >= 0, got {misfire_grace}")
-        register_task = self.task(
-            retries=retries,
-            delay=delay,
-            backoff=backoff,
-            name=name,
-            executor=executor,
-            timeout=timeout,
-            queue=queue,
-        )
-
-        def register(func: F) -> F:
-            register_task(func)
-            task_name = name or func.__name__
-            self.scheduler.add(
-                ScheduleSpec(
-                    name=task_name,
-                    task_name=task_name,
-                    trigger=trigger,
-                    run_on_startup=run_on_startup,
-                    options=ScheduleOptions(
-                        misfire_grace=misfire_grace, overlap=overlap, priority=priority
-                    ),
-                )
-            )
             return func
 
         return register
@@ -798,154 +718,6 @@ class TaskManager:
         self._held[job.task_id] = _Held(job, None, time.monotonic())
         self._release_now(job.task_id)
 
-    async def trigger_schedule(self, name: str) -> str:
-        """Run schedule ``name`` now (``source="manual"``) without moving its next slot.
-
-        Raises:
-            ScheduleNotFound: there is no schedule with this name (or its function is not
-                registered in this process).
-        """
-        self._require_loop()
-        task_id = await self.scheduler.trigger(name)
-        if task_id is None:
-            raise ScheduleNotFound(f"no schedule named {name!r} whose function is registered here")
-        return task_id
-
-    async def list_schedules(self) -> list[ScheduledTask]:
-        """Every stored schedule (static and dynamic) with its next run time."""
-        self._require_loop()
-        return [self._scheduled_task(row) for row in await self.db.list_schedules()]
-
-    async def get_schedule(self, name: str) -> ScheduledTask | None:
-        """The schedule called ``name``, or None."""
-        self._require_loop()
-        row = await self.db.get_schedule(name)
-        return None if row is None else self._scheduled_task(row)
-
-    def _scheduled_task(self, row: Any) -> ScheduledTask:
-        try:
-            _, kwargs = self.payloads.decode_call(row["payload"], encrypted=self.payloads.encrypted)
-        except (TaskflowError, ValueError):
-            kwargs = {}
-        return scheduled_task_from_row(row, kwargs)
-
-    def add_task_group(self, group: TaskGroup) -> None:
-        """Add a :class:`TaskGroup`: its functions become tasks named ``"<group>.<fn>"``
-        and its static schedules are stored at startup.
-
-        Raises:
-            ValueError: another group already has this name.
-        """
-        existing = self.task_groups.get(group.name)
-        if existing is not None and existing is not group:
-            raise ConfigurationError(f"a task group named {group.name!r} is already added")
-        self.task_groups[group.name] = group
-        group.attach(self)
-
-    async def create_schedule(self, row: dict[str, Any]) -> ScheduledTask:
-        """Store a dynamic schedule row built by :meth:`TaskGroup.build_schedule`.
-
-        Raises:
-            DuplicateScheduleName: the name is taken.
-        """
-        self._require_loop()
-        if not await self.db.create_schedule(row):
-            raise DuplicateScheduleName(f"a schedule named {row['name']!r} already exists")
-        self.scheduler.wake()
-        return self._scheduled_task(row)
-
-    async def delete_schedule(self, name: str, *, group_name: str | None = None) -> ScheduledTask:
-        """Delete a dynamic schedule; returns it as it was.
-
-        Raises:
-            ScheduleNotFound: no schedule ``name`` (in ``group_name``, when given).
-            StaticScheduleError: the schedule is static (declared in code).
-        """
-        self._require_loop()
-        _check_deletable(await self.db.get_schedule(name), name, group_name)
-        row = await self.db.delete_schedule(name)
-        _check_deletable(row, name, group_name)
-        return self._scheduled_task(row)
-
-    async def pause_schedule(self, name: str) -> ScheduledTask:
-        """Stop firing a schedule until :meth:`resume_schedule`.
-
-        Raises:
-            ScheduleNotFound: no such schedule.
-        """
-        return await self._set_enabled(name, enabled=False)
-
-    async def resume_schedule(self, name: str) -> ScheduledTask:
-        """Fire a paused schedule again, from its next slot after now.
-
-        Raises:
-            ScheduleNotFound: no such schedule.
-        """
-        return await self._set_enabled(name, enabled=True)
-
-    async def _set_enabled(self, name: str, *, enabled: bool) -> ScheduledTask:
-        self._require_loop()
-        row = await self.db.get_schedule(name)
-        if row is None:
-            raise ScheduleNotFound(f"no schedule named {name!r}")
-        now = utcnow()
-        next_run_at = trigger_of(row).first_after(now) if enabled else None
-        await self.db.set_schedule_enabled(name, enabled=enabled, next_run_at=next_run_at, now=now)
-        self.scheduler.wake()
-        updated = await self.db.get_schedule(name)
-        return self._scheduled_task(updated)
-
-    def run_blocking_schedule_change(
-        self,
-        change: Callable[[], Any],
-        *,
-        create: Callable[[Any], dict[str, Any]] | None = None,
-        delete: tuple[str, str | None] | None = None,
-    ) -> ScheduledTask:
-        """Run a schedule change for sync callers.
-
-        From another thread this waits for ``change()`` on the manager's loop. On the
-        loop's own thread waiting is impossible: the change is validated here (reading
-        through the helper thread), written by a background task, and the result
-        returned at once.
-        """
-        loop = self._require_loop()
-        if _running_loop() is not loop:
-            return asyncio.run_coroutine_threadsafe(change(), loop).result(SYNC_TIMEOUT)
-        assert self._bridge is not None
-        if create is not None:
-            row = create(utcnow())
-            if self._bridge.call(lambda store: store.get_schedule(row["name"])) is not None:
-                raise DuplicateScheduleName(f"a schedule named {row['name']!r} already exists")
-            self._background(self.create_schedule(row), f"create schedule {row['name']}")
-            return self._scheduled_task(row)
-        assert delete is not None
-        name, group_name = delete
-        row = self._bridge.call(lambda store: store.get_schedule(name))
-        _check_deletable(row, name, group_name)
-        self._background(
-            self.delete_schedule(name, group_name=group_name), f"delete schedule {name}"
-        )
-        return self._scheduled_task(row)
-
-    def _background(self, coro: Any, what: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background_tasks.add(task)
-
-        def done(finished: asyncio.Task[Any]) -> None:
-            self._background_tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                logger.error("could not %s: %s", what, finished.exception())
-
-        task.add_done_callback(done)
-
-    def get_manager_router(self) -> APIRouter:
-        """A router with fastapi-task-manager's management API (``POST /tasks``,
-        ``GET /functions``, ``DELETE /tasks``) plus listing, pause, resume and trigger."""
-        from taskflow.management import build_router
-
-        return build_router(self)
-
     def _require_loop(self) -> asyncio.AbstractEventLoop:
         if not self._started or self._loop is None:
             raise NotStarted(
@@ -1152,17 +924,6 @@ def _json_safe(extra: dict[str, Any]) -> dict[str, Any]:
         except (TypeError, ValueError):
             safe[str(key)] = str(value)
     return safe
-
-
-def _check_deletable(row: Any, name: str, group_name: str | None) -> None:
-    if row is None or (group_name is not None and row["group_name"] != group_name):
-        where = f" in task group {group_name!r}" if group_name is not None else ""
-        raise ScheduleNotFound(f"no schedule named {name!r}{where}")
-    if row["kind"] != "dynamic":
-        raise StaticScheduleError(
-            f"schedule {name!r} is static (declared in code) and cannot be deleted; "
-            "pause it instead"
-        )
 
 
 def _check_positive(**values: int | None) -> None:
