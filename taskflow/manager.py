@@ -30,6 +30,7 @@ from taskflow.errors import (
 )
 from taskflow.executors import ExecutorPool
 from taskflow.groups import TaskGroup
+from taskflow.limits import Limits
 from taskflow.observers import LogEvent, build_chain
 from taskflow.payloads import Payloads
 from taskflow.records import TaskRecord
@@ -103,6 +104,11 @@ class TaskManager(ScheduleAPI):
         retention_interval: seconds between retention passes.
         pool_size: database connections kept open (PostgreSQL).
         sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
+        max_payload_bytes: largest stored arguments (and result) of one task; larger
+            arguments are refused at enqueue, a larger result fails the task.
+        max_log_message_chars: longer ``task_log`` messages are truncated, with a marker.
+        max_log_lines_per_task: further lines of a task (per attempt run here) are dropped
+            after one line saying so.
         endpoint_error: what happens to a request's tasks that have not started when its
             endpoint raises or the request is cancelled: ``"run"`` (they run anyway) or
             ``"cancel"`` (they end ``cancelled`` with the reason).
@@ -145,6 +151,9 @@ class TaskManager(ScheduleAPI):
         pool_size: int = 10,
         sqlite_synchronous: str = "FULL",
         endpoint_error: str = "run",
+        max_payload_bytes: int = 1_048_576,
+        max_log_message_chars: int = 8_192,
+        max_log_lines_per_task: int = 10_000,
     ) -> None:
         _check_positive(
             max_concurrent_tasks=max_concurrent_tasks,
@@ -202,6 +211,11 @@ class TaskManager(ScheduleAPI):
         self.scheduler = Scheduler(self)
         self.task_groups: dict[str, TaskGroup] = {}
         self.task_options = TaskOptions()
+        self.limits = Limits(
+            payload_bytes=max_payload_bytes,
+            log_message_chars=max_log_message_chars,
+            log_lines=max_log_lines_per_task,
+        )
         self.endpoint_error = endpoint_error
         self._background_tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: Dispatcher | None = None
@@ -595,7 +609,9 @@ class TaskManager(ScheduleAPI):
         row = build_row(
             config,
             task_id=new_task_id(),
-            payload=self.payloads.encode_call(args, kwargs),
+            payload=self.limits.check_payload(
+                self.payloads.encode_call(args, kwargs), what=f"arguments of {config.name}"
+            ),
             encrypted=self.payloads.encrypted,
             tags=clean,
             priority=priority,
@@ -838,6 +854,10 @@ class TaskManager(ScheduleAPI):
     def _log(
         self, task_id: str, level: str, message: str, extra: dict[str, Any], job: Job | None = None
     ) -> None:
+        job = job or (self._dispatcher.job(task_id) if self._dispatcher else None)
+        message = self._admit_log(job, str(message))
+        if message is None:
+            return
         now = utcnow()
         row = {
             "task_id": task_id,
@@ -864,6 +884,17 @@ class TaskManager(ScheduleAPI):
                     attempt=0,
                 )
             )
+
+    def _admit_log(self, job: Job | None, message: str) -> str | None:
+        """The message to store (truncated), or None once the task's line budget is
+        spent; the line that spends it says so."""
+        if job is not None:
+            job.log_lines += 1
+            if job.log_lines > self.limits.log_lines + 1:
+                return None
+            if job.log_lines == self.limits.log_lines + 1:
+                return f"log limit of {self.limits.log_lines} lines reached; later lines dropped"
+        return self.limits.truncate_log(message)
 
     def schedule_retry(self, job: Job, delay: float) -> None:
         """Start ``job`` again after ``delay`` seconds (it stays pending, owned by us)."""

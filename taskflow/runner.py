@@ -66,6 +66,7 @@ class Job:
     retry_max_delay: float | None = None
     config: TaskConfig | None = None  # for callables that cannot be imported by name
     hooks: JobHooks | None = None
+    log_lines: int = 0
 
 
 @dataclass(slots=True)
@@ -119,7 +120,10 @@ class Runner:
         try:
             call, config = self._prepare(job, attempt)
             value = await self.manager.executors.run(job.executor, call)
-            return Outcome(result=self.manager.payloads.encode_result(value))
+            encoded = self.manager.payloads.encode_result(value)
+            if encoded is not None:
+                self.manager.limits.check_payload(encoded, what="result")
+            return Outcome(result=encoded)
         except asyncio.CancelledError:
             if job.cancel_reason != "cancelled":
                 raise  # shutdown: the instance settles this task

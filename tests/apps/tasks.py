@@ -80,3 +80,7 @@ def check_types(
 def crunch(n: int) -> int:
     task_log("crunching", n=n)
     return sum(range(n))
+
+
+def exit_abruptly() -> None:
+    os._exit(3)
