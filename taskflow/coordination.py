@@ -160,9 +160,9 @@ class Coordinator:
             instance=manager.instance_id, queues=manager.queues, limit=free, now=utcnow()
         )
         for row in rows:
-            job = job_from_row(row, manager.config_or_none(row["func_name"], row["func_path"]))
-            job.claimed_attempt = row["attempts"]
-            dispatcher.submit(job)
+            dispatcher.submit(
+                job_from_row(row, manager.config_or_none(row["func_name"], row["func_path"]))
+            )
         if len(rows) == free:
             self._wake.set()
 

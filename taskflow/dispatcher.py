@@ -11,6 +11,7 @@ from typing import Any
 from taskflow.registry import ExecutorKind
 
 Runner = Callable[[Any], Awaitable[None]]
+UNBOUNDED_SLOTS = 100  # what an executor without a limit offers to one claim
 
 
 class Dispatcher:
@@ -51,7 +52,7 @@ class Dispatcher:
         """How many more jobs could start now (a large number when unbounded)."""
         free = 0
         for kind, capacity in self._capacity.items():
-            free += 1000 if capacity is None else max(capacity - self._busy[kind], 0)
+            free += UNBOUNDED_SLOTS if capacity is None else max(capacity - self._busy[kind], 0)
         return max(free - self.waiting(), 0)
 
     def _pump(self, kind: str) -> None:

@@ -61,7 +61,6 @@ class Job:
     queue: str = "default"
     cancel: threading.Event = field(default_factory=threading.Event)
     cancel_reason: str | None = None
-    claimed_attempt: int | None = None  # set when a claim already marked it running
     retry_delay: float | None = None  # overrides of the function's retry delays
     retry_max_delay: float | None = None
     config: TaskConfig | None = None  # for callables that cannot be imported by name
@@ -106,9 +105,6 @@ class Runner:
     # -- start -----------------------------------------------------------------------
 
     async def _start(self, job: Job) -> int | None:
-        if job.claimed_attempt is not None:
-            attempt, job.claimed_attempt = job.claimed_attempt, None
-            return attempt
         db = self.manager.db
         return await self._durably(
             lambda: db.start_task(job.task_id, instance=self.manager.instance_id, now=utcnow())

@@ -375,11 +375,14 @@ class SQLStore:
     async def claim_tasks(
         self, *, instance: str, queues: Sequence[str], limit: int, now: datetime
     ) -> list[RowMapping]:
-        """Claim up to ``limit`` due, unowned pending tasks for ``instance``.
+        """Take ownership of up to ``limit`` due, unowned pending tasks for ``instance``.
 
-        PostgreSQL locks candidates with ``FOR UPDATE SKIP LOCKED`` so concurrent
-        claimers never wait on or take the same row; SQLite's ``BEGIN IMMEDIATE`` makes
-        the single ``UPDATE ... RETURNING`` exclusive.
+        The tasks stay ``pending`` until they really start (``start_task``), so a claimed
+        task that is still waiting for a free slot when its instance stops or dies is
+        simply released again, never marked interrupted. PostgreSQL locks candidates with
+        ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never wait on or take the same
+        row; SQLite's ``BEGIN IMMEDIATE`` makes the single ``UPDATE ... RETURNING``
+        exclusive.
         """
         candidates = (
             sa.select(tasks.c.id)
@@ -397,43 +400,11 @@ class SQLStore:
         async with self.write() as conn:
             rows = await conn.execute(
                 tasks.update()
-                .where(tasks.c.id.in_(candidates.scalar_subquery()))
-                .values(
-                    status="running",
-                    owner=instance,
-                    started_at=now,
-                    finished_at=None,
-                    attempts=tasks.c.attempts + 1,
-                )
+                .where(tasks.c.id.in_(candidates.scalar_subquery()), tasks.c.owner.is_(None))
+                .values(owner=instance)
                 .returning(*tasks.c)
             )
-            claimed = list(rows.mappings())
-            await _record_attempt_starts(
-                conn, {row["id"]: row["attempts"] for row in claimed}, instance=instance, now=now
-            )
-        return claimed
-
-    async def take_back_pending(self, *, instance: str, task_ids: Sequence[str]) -> list[str]:
-        """Re-own pending tasks of ``instance`` that it lost track of; returns their ids."""
-        if not task_ids:
-            return []
-        async with self.write() as conn:
-            rows = await conn.execute(
-                sa.select(tasks.c.id).where(
-                    tasks.c.id.in_(list(task_ids)),
-                    tasks.c.owner == instance,
-                    tasks.c.status == "pending",
-                )
-            )
-            return [row.id for row in rows]
-
-    async def owned_pending(self, *, instance: str) -> list[str]:
-        """Ids of pending tasks owned by ``instance``."""
-        async with self.read() as conn:
-            rows = await conn.execute(
-                sa.select(tasks.c.id).where(tasks.c.owner == instance, tasks.c.status == "pending")
-            )
-            return [row.id for row in rows]
+            return list(rows.mappings())
 
     async def copy_task(self, task_id: str, *, row: dict[str, Any]) -> str | None:
         """Insert ``row`` (a new task built from ``task_id``) unless the source is gone.
