@@ -16,12 +16,21 @@ from typing import Any, TypeVar
 from taskflow.store.sql import SQLStore
 
 T = TypeVar("T")
+SYNC_TIMEOUT = 30.0  # seconds a sync caller waits for an event loop
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class SyncBridge:
     """A helper thread with an event loop and a second :class:`SQLStore` on the same URL."""
 
-    def __init__(self, url: str, *, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, *, timeout: float = SYNC_TIMEOUT) -> None:
         self._url = url
         self._timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None

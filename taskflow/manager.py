@@ -7,7 +7,6 @@ import contextlib
 import logging
 import shutil
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ import anyio
 from starlette.background import BackgroundTasks
 from starlette.requests import Request
 
-from taskflow.bridge import SyncBridge
+from taskflow.bridge import SYNC_TIMEOUT, SyncBridge, running_loop
 from taskflow.coordination import Coordinator
 from taskflow.crypto import make_cipher
 from taskflow.dispatcher import Dispatcher
@@ -55,7 +54,6 @@ logger = logging.getLogger("taskflow")
 F = TypeVar("F", bound=Callable[..., Any])
 
 RELEASE_TIMEOUT = 60.0  # seconds a request-held task waits for its response to finish
-SYNC_TIMEOUT = 30.0  # seconds a sync caller waits for the manager's loop
 
 
 @dataclass(slots=True)
@@ -555,7 +553,7 @@ class TaskManager(ScheduleAPI):
         if not config.registered:
             job.config = config
         loop = self._require_loop()
-        if _running_loop() is loop:
+        if running_loop() is loop:
             return self._submit_on_loop(row, job)
         stored = asyncio.run_coroutine_threadsafe(self._insert(row), loop).result()
         return self._hold(job, stored, None)
@@ -644,7 +642,7 @@ class TaskManager(ScheduleAPI):
 
     def _on_loop(self, factory: Callable[[], Any]) -> Any:
         loop = self._require_loop()
-        if _running_loop() is loop:
+        if running_loop() is loop:
             return factory()
 
         async def make() -> Any:
@@ -657,7 +655,7 @@ class TaskManager(ScheduleAPI):
         loop = self._loop
         if loop is None:
             return
-        if _running_loop() is loop:
+        if running_loop() is loop:
             self._release_now(task_id)
         else:
             loop.call_soon_threadsafe(self._release_now, task_id)
@@ -844,7 +842,7 @@ class TaskManager(ScheduleAPI):
         assert loop is not None
 
         def sink(level: str, message: str, extra: dict[str, Any]) -> None:
-            if _running_loop() is loop:
+            if running_loop() is loop:
                 self._log(job.task_id, level, message, extra, job)
             else:
                 loop.call_soon_threadsafe(self._log, job.task_id, level, message, extra, job)
@@ -911,13 +909,6 @@ class TaskManager(ScheduleAPI):
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _route(
@@ -992,6 +983,3 @@ def _backend_url(backend: Any) -> str | None:
         f"snapshot_backend {type(backend).__name__} is not supported: pass a database URL "
         "(SQLite or PostgreSQL) as database_url="
     )
-
-
-_ = threading  # imported for type checkers of sinks running in threads

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from taskflow.bridge import SYNC_TIMEOUT, running_loop
 from taskflow.errors import (
     ConfigurationError,
     DuplicateScheduleName,
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("taskflow")
-SYNC_TIMEOUT = 30.0  # seconds a sync caller waits for the manager's loop
 
 
 class ScheduleAPI:
@@ -217,7 +217,7 @@ class ScheduleAPI:
         returned at once.
         """
         loop = self._require_loop()
-        if _running_loop() is not loop:
+        if running_loop() is not loop:
             return asyncio.run_coroutine_threadsafe(change(), loop).result(SYNC_TIMEOUT)
         assert self._bridge is not None
         if create is not None:
@@ -252,13 +252,6 @@ class ScheduleAPI:
         from taskflow.management import build_router
 
         return build_router(self)
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def _check_deletable(row: Any, name: str, group_name: str | None) -> None:

@@ -6,14 +6,13 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from taskflow.bridge import SYNC_TIMEOUT, running_loop
 from taskflow.errors import DecryptionError, TaskArgumentError
 from taskflow.payloads import Payloads
 from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager
-
-SYNC_TIMEOUT = 30.0
 
 
 class TaskStore:
@@ -35,7 +34,7 @@ class TaskStore:
         """
         manager = self._manager
         loop = manager._require_loop()
-        if _on(loop):
+        if running_loop() is loop:
             assert manager._bridge is not None
             return manager._bridge.call(lambda db: _read_record(db, manager.payloads, task_id))
         future = asyncio.run_coroutine_threadsafe(manager.get_task(task_id), loop)
@@ -45,19 +44,12 @@ class TaskStore:
         """Newest tasks first (sync; see :meth:`TaskManager.list_tasks`)."""
         manager = self._manager
         loop = manager._require_loop()
-        if _on(loop):
+        if running_loop() is loop:
             raise RuntimeError("use `await task_manager.list_tasks()` in async code")
         future = asyncio.run_coroutine_threadsafe(
             manager.list_tasks(status=status, limit=limit), loop
         )
         return future.result(SYNC_TIMEOUT)
-
-
-def _on(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
 
 
 async def _read_record(db: Any, payloads: Payloads, task_id: str) -> TaskRecord | None:
