@@ -67,11 +67,15 @@ def pg_migrated() -> str:
 
 
 async def _drop_taskflow_tables(url: str) -> None:
+    """Drop every ``taskflow_*`` table, whichever revision created it."""
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            await conn.run_sync(metadata.drop_all)
-            await conn.execute(sa.text("DROP TABLE IF EXISTS taskflow_alembic_version"))
+            names = await conn.scalars(sa.text(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                "AND tablename LIKE 'taskflow%'"))
+            for name in list(names):
+                await conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
     finally:
         await engine.dispose()
 

@@ -40,9 +40,16 @@ class Server:
     Used as a context manager, the process is always gone on exit (SIGKILL if needed).
     """
 
-    def __init__(self, db_url: str, log_dir: Path, name: str = "server", *,
-                 heartbeat: float = 1.0, instance_timeout: float = 5.0,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str,
+        log_dir: Path,
+        name: str = "server",
+        *,
+        heartbeat: float = 1.0,
+        instance_timeout: float = 5.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.db_url = db_url
         self.name = name
         self.log_path = Path(log_dir) / f"{name}.log"
@@ -71,9 +78,20 @@ class Server:
         }
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "tests.apps.web:app",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "tests.apps.web:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
         )
         if wait:
             self.wait_ready()
@@ -88,15 +106,15 @@ class Server:
                 code = self.proc.poll()
                 if code is not None:
                     raise AssertionError(
-                        f"{self.name} exited with {code} before it was ready:\n{self.log()}")
+                        f"{self.name} exited with {code} before it was ready:\n{self.log()}"
+                    )
                 try:
                     if client.get(f"{self.url}/docs").status_code == 200:
                         return
                 except httpx.TransportError:
                     pass
                 if time.monotonic() > deadline:
-                    raise AssertionError(
-                        f"{self.name} not ready after {timeout}s:\n{self.log()}")
+                    raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.log()}")
                 time.sleep(0.05)
 
     @property
@@ -190,8 +208,10 @@ class Database:
 
     def tasks(self) -> dict[str, dict[str, Any]]:
         """Every task row by id (the columns the tests look at)."""
-        rows = self.rows("SELECT id, func_name, status, attempts, error, owner, "
-                         "idempotency_key FROM taskflow_tasks")
+        rows = self.rows(
+            "SELECT id, func_name, status, attempts, error, owner, "
+            "idempotency_key FROM taskflow_tasks"
+        )
         return {row["id"]: row for row in rows}
 
     def close(self) -> None:
