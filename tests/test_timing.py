@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, WebSocket
 from fastapi.testclient import TestClient
 
 from taskflow import Task, TaskManager, TaskOptions, Tasks, add_tasks
+from tests.apps import tasks as app_tasks
 
 
 class Recorder:
@@ -334,3 +335,29 @@ def test_add_tasks_without_a_manager_and_with_default_config(monkeypatch):
         assert client.post("/go").json() == {"tags": {"name": "from-config"}}
     assert seen == ["default handler"]
     assert manager.started is False
+
+
+def test_managed_background_tasks_serves_both_styles(db_url):
+    recorder = Recorder()
+    app = FastAPI()
+    manager = TaskManager(database_url=db_url)
+    manager.init_app(app)
+
+    async def note(label: str) -> str:
+        recorder.add(label)
+        return label
+
+    @app.post("/mixed")
+    async def mixed(tasks=Depends(manager.get_tasks)) -> dict:
+        now = tasks.schedule(note, "now")
+        tasks.after_route.schedule(note, "after-route")
+        later = tasks.add_task(app_tasks.add, 1, 2)
+        return {"now": now.task_id, "later": later}
+
+    with TestClient(app) as client:
+        ids = client.post("/mixed").json()
+        recorder.wait_for("now", "after-route")
+        deadline = time.monotonic() + 10
+        while (record := client.portal.call(manager.get_task, ids["later"])).result != 3:
+            assert time.monotonic() < deadline, record
+            time.sleep(0.02)
