@@ -350,10 +350,25 @@ async def _send_unavailable(send: Send, problem: BaseException) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+async def _database_unavailable(request: Any, exc: Exception) -> Any:
+    """A task that could not be stored is a 503, not an opaque 500."""
+    from fastapi.responses import JSONResponse
+
+    logger.error(
+        "task database unavailable during %s %s: %s", request.method, request.url.path, exc
+    )
+    return JSONResponse(
+        {"detail": f"task could not be stored: {exc}"},
+        status_code=503,
+        headers={"Retry-After": "5"},
+    )
+
+
 def install_on_app(manager: TaskManager, app: FastAPI) -> None:
     """Add the durability middleware and wrap the app's lifespan so the manager starts
     before the app's own startup code and drains before its teardown."""
     app.add_middleware(DurabilityMiddleware, manager=manager)
+    app.add_exception_handler(DatabaseError, _database_unavailable)
     app.state.taskflow_manager = manager
     original = app.router.lifespan_context
 

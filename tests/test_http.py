@@ -123,14 +123,13 @@ def test_add_task_before_startup_is_a_clear_error(db_url):
 def test_spec_example_adding_tasks_outside_a_route(db_url):
     """fastapi-taskflow's "Adding tasks outside a route" example, as written."""
     import asyncio as aio
+    from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
 
     from taskflow import ManagedBackgroundTasks, TaskManager
     from taskflow.executor import make_background_func
     from tests.apps import tasks as app_tasks
-
-    from contextlib import asynccontextmanager
 
     task_manager = TaskManager(database_url=db_url)
     task_manager.task()(app_tasks.add)
@@ -161,3 +160,25 @@ def test_spec_example_adding_tasks_outside_a_route(db_url):
         assert record.result == 42
         other = client.portal.call(task_manager.get_task, started["other"])
         assert other is not None
+
+
+@pytest.mark.parametrize("route", ["/signup", "/async-signup"])
+def test_database_failure_is_a_503_and_nothing_claims_success(db_url, route):
+    from taskflow import DatabaseError
+
+    app, manager = build_app(db_url)
+    with TestClient(app) as client:
+        real_insert = manager.db._insert_batch
+
+        async def failing_insert(conn, ops):
+            raise DatabaseError("injected: disk I/O error")
+
+        manager.db._committer._handlers["insert"] = failing_insert
+        response = client.post(route, params={"email": "x@y.z"})
+        assert response.status_code == 503
+        assert "task could not be stored" in response.json()["detail"]
+        assert client.portal.call(manager.list_tasks) == []
+        manager.db._committer._handlers["insert"] = real_insert
+        recovered = client.post(route, params={"email": "x@y.z"})
+        assert recovered.status_code == 200
+        assert wait_final(client, recovered.json()["task_id"])["status"] == "success"
