@@ -25,7 +25,6 @@ from taskflow.errors import DatabaseError
 from taskflow.store import engine as engines
 from taskflow.store.batch import GroupCommitter, Op
 from taskflow.store.schema import (
-    FAILED_STATUSES,
     TERMINAL_STATUSES,
     instances,
     meta,
@@ -39,6 +38,8 @@ from taskflow.store.schema import (
 NOTIFY_CHANNEL = "taskflow"
 LISTEN_RETRY = 1.0  # seconds between attempts to re-open a lost listening connection
 
+_LIVE_KEY = sa.text("status NOT IN ('failed', 'cancelled', 'interrupted')")
+_SCHEDULED_RUN = sa.text("source = 'scheduled'")
 _IDEMPOTENCY_WHERE = sa.text(
     "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
 )
@@ -702,7 +703,9 @@ async def _has_active_run(conn: AsyncConnection, schedule_id: str) -> bool:
         sa.select(tasks.c.id)
         .where(
             tasks.c.schedule_id == schedule_id,
-            tasks.c.source == "scheduled",  # matches the partial (schedule, slot) index
+            # Literal SQL, not bound parameters: only then can the planner see that the
+            # query implies the predicate of the partial (schedule, slot) index.
+            _SCHEDULED_RUN,
             tasks.c.status.in_(("pending", "running")),
         )
         .limit(1)
@@ -717,7 +720,7 @@ def _without_flags(row: dict[str, Any]) -> dict[str, Any]:
 async def _live_task_with_key(conn: AsyncConnection, key: str) -> str | None:
     return await conn.scalar(
         sa.select(tasks.c.id).where(
-            tasks.c.idempotency_key == key, tasks.c.status.not_in(FAILED_STATUSES)
+            tasks.c.idempotency_key == key, _LIVE_KEY  # literal: matches the partial index
         )
     )
 
