@@ -124,10 +124,17 @@ class Scheduler:
         self.manager = manager
         self.specs: dict[str, ScheduleSpec] = {}
         self._wake = asyncio.Event()
+        self._warned: set[str] = set()
 
     def add(self, spec: ScheduleSpec) -> None:
         """Declare a static schedule (stored at startup)."""
         self.specs[spec.name] = spec
+
+    def _warn_once(self, name: str, message: str) -> None:
+        """Log ``message`` the first time schedule ``name`` hits it in this process."""
+        if name not in self._warned:
+            self._warned.add(name)
+            logger.warning("%s", message)
 
     def wake(self) -> None:
         """Look for due schedules now (after one was created or resumed)."""
@@ -218,10 +225,10 @@ class Scheduler:
             return None
         config = self._config(row)
         if config is None:
-            logger.warning(
-                "schedule %s names unknown task %r; skipping its slot",
+            self._warn_once(
                 row["name"],
-                row["func_name"],
+                f"schedule {row['name']} names task {row['func_name']!r}, which is not "
+                "registered here; skipping its slots until it is",
             )
             return None
         return self._task_row(row, config, options, source="scheduled", slot=slot, now=now)

@@ -87,6 +87,9 @@ class GroupCommitter:
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
+            # Let every coroutine that is ready now add its write first: one pass of the
+            # loop costs microseconds and makes batches (and so commits) far fewer.
+            await asyncio.sleep(0)
             self._wake.clear()
             while self._queue:
                 batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
