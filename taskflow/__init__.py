@@ -3,6 +3,7 @@
 Everything a user needs is importable from here; other modules are internal.
 """
 
+from taskflow.admin import TaskAdmin, TaskAuthBackend
 from taskflow.background import ManagedBackgroundTasks
 from taskflow.context import TaskContext, get_task_context, task_log
 from taskflow.errors import (
@@ -65,6 +66,8 @@ __all__ = [
     "TaskTimeout",
     "TaskflowError",
     "Task",
+    "TaskAdmin",
+    "TaskAuthBackend",
     "Tasks",
     "UnknownTaskFunction",
     "__version__",

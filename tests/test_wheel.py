@@ -36,6 +36,8 @@ REQUIRED_IN_WHEEL = (
     "taskflow/_resources/migrations/env.py",
     "taskflow/_resources/migrations/versions/0001_initial.py",
     "taskflow/_resources/alembic.ini",
+    "taskflow/_resources/templates/taskflow/base.html",
+    "taskflow/_resources/static/htmx.min.js",
 )
 
 # Run with the fresh environment's python: argv is venv, database URL, repository root.

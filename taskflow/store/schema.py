@@ -198,3 +198,7 @@ task_aliases = sa.Table(
     ),
     sa.Index("ix_taskflow_task_aliases_task", "task_id"),
 )
+
+# The dashboard's tables live in their own module but share this metadata, so that
+# migrations are compared against every table whatever was imported first.
+from taskflow.store import admin_schema as _admin_schema  # noqa: E402,F401

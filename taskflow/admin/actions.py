@@ -1,0 +1,247 @@
+"""The dashboard's buttons and forms: POST routes that act, then send the browser back.
+
+Every route here needs the actor guard (a user who may act, and the CSRF token). The
+answer is a redirect (``HX-Redirect`` for htmx, 303 otherwise) to the page to show
+next, with a one-time message about what happened.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Request
+from starlette.responses import RedirectResponse, Response
+
+from taskflow.admin import views
+from taskflow.admin.forms import FormValues, read_form
+from taskflow.admin.login import safe_next
+from taskflow.admin.query import QueryError, RunQuery
+from taskflow.admin.service import ActionError, Actor, NewSchedule
+
+if TYPE_CHECKING:
+    from taskflow.admin.app import TaskAdmin
+
+FAILURE_STATUSES = ("failed", "interrupted")
+
+
+async def go(
+    admin: TaskAdmin, request: Request, target: str, text: str, kind: str = "ok"
+) -> Response:
+    """Send the browser to ``target`` and show ``text`` there."""
+    response: Response
+    if request.headers.get("hx-request"):
+        response = Response(headers={"HX-Redirect": target})
+    else:
+        response = RedirectResponse(target, status_code=303)
+    await admin.set_flash(request, response, text, kind)
+    await admin.renderer.finish(request, response)
+    return response
+
+
+def add_action_routes(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    """Task actions, failure replay and schedule actions."""
+    _add_task_actions(router, admin, actor)
+    _add_replay(router, admin, actor)
+    _add_schedule_actions(router, admin, actor)
+    _add_schedule_form(router, admin, actor)
+
+
+def _add_task_actions(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    url = admin.renderer.url
+    name = admin.route_name
+
+    @router.post("/dashboard/runs/{task_id}/retry", name=name("task_retry"))
+    async def retry(request: Request, task_id: str, who: Actor = Depends(actor)) -> Response:
+        try:
+            new_id = await admin.service.retry(task_id, who)
+        except ActionError as exc:
+            return await go(
+                admin, request, url(request, "task", task_id=task_id), exc.message, "error"
+            )
+        return await go(
+            admin,
+            request,
+            url(request, "task", task_id=new_id),
+            f"Retried {task_id} as this new task.",
+        )
+
+    @router.post("/dashboard/runs/{task_id}/cancel", name=name("task_cancel"))
+    async def cancel(request: Request, task_id: str, who: Actor = Depends(actor)) -> Response:
+        back = url(request, "task", task_id=task_id)
+        try:
+            await admin.service.cancel(task_id, who)
+        except ActionError as exc:
+            return await go(admin, request, back, exc.message, "error")
+        return await go(admin, request, back, "Cancelled.")
+
+    @router.post("/dashboard/runs/{task_id}/delete", name=name("task_delete"))
+    async def delete(request: Request, task_id: str, who: Actor = Depends(actor)) -> Response:
+        try:
+            await admin.service.delete(task_id, who)
+        except ActionError as exc:
+            return await go(
+                admin, request, url(request, "task", task_id=task_id), exc.message, "error"
+            )
+        return await go(admin, request, url(request, "runs"), f"Deleted task {task_id}.")
+
+
+def _add_replay(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    url = admin.renderer.url
+
+    @router.post("/dashboard/failures/replay", name=admin.route_name("failures_replay"))
+    async def replay(request: Request, who: Actor = Depends(actor)) -> Response:
+        form = await read_form(request)
+        back = safe_next(admin, request, str(form.get("next") or url(request, "failures")))
+        try:
+            outcome = await _replay(admin, form, who)
+        except QueryError as exc:
+            return await go(admin, request, back, str(exc), "error")
+        if outcome is None:
+            return await go(admin, request, back, "Select the tasks to replay first.", "error")
+        text = f"Replayed {outcome.dispatched} task(s)"
+        if outcome.skipped:
+            text += f"; skipped {outcome.skipped} (not failed or interrupted)"
+        return await go(admin, request, back, text + ".")
+
+
+async def _replay(admin: TaskAdmin, form: FormValues, who: Actor) -> Any:
+    if form.get("scope") == "all":
+        query = RunQuery.from_params(form, default_limit=admin.page_size)
+        statuses = tuple(s for s in query.statuses() if s in FAILURE_STATUSES) or FAILURE_STATUSES
+        filters = query.task_filter(statuses=statuses)
+        description = {"filter": query.query_string(limit="") or "all failures"}
+        return await admin.service.replay_matching(filters, who, description=description)
+    ids = [str(value) for value in form.getlist("task_id") if str(value)]
+    if not ids:
+        return None
+    return await admin.service.replay(ids, who)
+
+
+def _add_schedule_actions(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    service = admin.service
+
+    async def run(name: str, who: Actor) -> str:
+        task_id = await service.run_schedule(name, who)
+        return f"Started task {task_id} for schedule {name}."
+
+    async def pause(name: str, who: Actor) -> str:
+        await service.pause_schedule(name, who)
+        return f"Paused {name}."
+
+    async def resume(name: str, who: Actor) -> str:
+        await service.resume_schedule(name, who)
+        return f"Resumed {name}."
+
+    async def delete(name: str, who: Actor) -> str:
+        await service.delete_schedule(name, who)
+        return f"Deleted schedule {name}."
+
+    for verb, action in (("run", run), ("pause", pause), ("resume", resume), ("delete", delete)):
+        router.add_api_route(
+            f"/dashboard/schedules/{{name:path}}/{verb}",
+            _schedule_route(admin, action, actor),
+            methods=["POST"],
+            name=admin.route_name(f"schedule_{verb}"),
+        )
+
+
+def _schedule_route(admin: TaskAdmin, action: Any, actor: Any) -> Any:
+    async def route(request: Request, name: str, who: Actor = Depends(actor)) -> Response:
+        back = admin.renderer.url(request, "schedules")
+        try:
+            text = await action(name, who)
+        except ActionError as exc:
+            return await go(admin, request, back, exc.message, "error")
+        return await go(admin, request, back, text)
+
+    return route
+
+
+def _add_schedule_form(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    renderer = admin.renderer
+
+    @router.post("/dashboard/schedules", name=admin.route_name("schedule_create"))
+    async def create(request: Request, who: Actor = Depends(actor)) -> Response:
+        form = await read_form(request)
+        values = {key: str(form.get(key) or "").strip() for key in _FORM_FIELDS}
+        try:
+            created = await admin.service.create_schedule(new_schedule(values), who)
+        except (ActionError, ValueError) as exc:
+            message = exc.message if isinstance(exc, ActionError) else str(exc)
+            return await _form_error(admin, request, values, message)
+        return await go(
+            admin, request, renderer.url(request, "schedules"), f"Created schedule {created.name}."
+        )
+
+
+_FORM_FIELDS = ("function", "trigger", "cron", "every", "timezone", "kwargs", "name", "description")
+
+
+def new_schedule(values: dict[str, str]) -> NewSchedule:
+    """The schedule described by the create form.
+
+    Raises:
+        ValueError: the function is not ``group.function``, the interval is not a
+            number or the kwargs are not a JSON object.
+    """
+    group, dot, function = values["function"].partition(".")
+    if not dot or not group or not function:
+        raise ValueError("choose a task group function")
+    kwargs_text = values["kwargs"] or "{}"
+    try:
+        kwargs = json.loads(kwargs_text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"kwargs is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
+    if not isinstance(kwargs, dict):
+        raise ValueError('kwargs must be a JSON object, like {"team": "ops"}')
+    every = None
+    if values["trigger"] == "every":
+        try:
+            every = float(values["every"])
+        except ValueError as exc:
+            raise ValueError(
+                f"the interval must be a number of seconds, got {values['every']!r}"
+            ) from exc
+    return NewSchedule(
+        task_group_name=group,
+        function_name=function,
+        cron_expression=values["cron"] if values["trigger"] != "every" else None,
+        every=every,
+        timezone=values["timezone"] or "UTC",
+        kwargs=kwargs,
+        name=values["name"] or None,
+        description=values["description"] or None,
+    )
+
+
+async def _form_error(
+    admin: TaskAdmin, request: Request, values: dict[str, str], error: str
+) -> Response:
+    principal = request.state.taskflow_principal
+    context = {
+        "functions": views.group_functions(admin.manager),
+        "form": values,
+        "form_error": error,
+    }
+    if request.headers.get("hx-request"):
+        return await admin.renderer.fragment(
+            request, principal, "taskflow/_schedule_form.html", **context
+        )
+    live, _ = await admin.renderer.live(
+        request,
+        principal,
+        "taskflow/_schedules_table.html",
+        element_id="schedules-table",
+        refresh_url=admin.renderer.url(request, "schedules_live"),
+        schedules=await views.schedule_rows(admin.manager, admin.queries),
+    )
+    return await admin.renderer.page(
+        request,
+        principal,
+        "taskflow/schedules.html",
+        status_code=422,
+        active="schedules",
+        live=live,
+        **context,
+    )

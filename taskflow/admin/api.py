@@ -1,0 +1,300 @@
+"""The JSON API under ``{path}``, compatible with fastapi-taskflow's TaskAdmin routes.
+
+fastapi-taskflow's routes and shapes are kept (``GET {path}``, ``/metrics``,
+``/{task_id}``, ``/{task_id}/retry``, ``/{task_id}/cancel``, ``/bulk-retry``,
+``/retry-failed``, ``DELETE /history``, ``/audit``); lists are paginated (``limit``,
+``after``/``before`` cursors in ``X-Next-Cursor``/``X-Prev-Cursor``) and filtered in
+SQL, and schedules have their own endpoints. Every mutating call needs the CSRF token
+of ``GET {path}/auth/session`` in an ``X-CSRF-Token`` header.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+
+from taskflow.admin import views
+from taskflow.admin.models import (
+    AuditOut,
+    BulkRetryBody,
+    CancelOut,
+    CreateScheduleBody,
+    DeleteOut,
+    HistoryOut,
+    MetricsOut,
+    ReplayOut,
+    RetryOut,
+    ScheduleOut,
+    TaskOut,
+    TriggerOut,
+    schedule_out,
+    task_out_from_record,
+    task_out_from_row,
+)
+from taskflow.admin.query import QueryError, RunQuery
+from taskflow.admin.service import REPLAYABLE, ActionError, Actor, NewSchedule
+from taskflow.admin.util import capped, encode_cursor, parse_window, utcnow
+from taskflow.store.dashboard import TaskFilter
+
+if TYPE_CHECKING:
+    from taskflow.admin.app import TaskAdmin
+
+TAGS = ["taskflow dashboard"]
+_UNITS = {"min": "minutes", "hour": "hours", "day": "days"}
+_BULK_BODY = Body(..., examples=[{"task_ids": ["<id>"]}])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "the task or schedule is in a state that does not allow this"},
+    401: {"description": "not logged in"},
+    403: {"description": "read-only user, or missing CSRF token"},
+    404: {"description": "no such task or schedule"},
+}
+
+
+def build_api_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
+    """The JSON routes; fixed paths come before the ``/{task_id}`` catch-all."""
+    viewer = admin.viewer_guard("api")
+    actor = admin.actor_guard(viewer)
+    router = APIRouter(tags=TAGS, dependencies=[Depends(viewer), *extra], responses=_ERRORS)
+    _add_lists(router, admin)
+    _add_bulk(router, admin, actor)
+    _add_schedules(router, admin, actor)
+    _add_task(router, admin, actor)
+    return router
+
+
+def _found(exc: ActionError) -> HTTPException:
+    return HTTPException(exc.status, detail=exc.message)
+
+
+def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
+    @router.get("", response_model=list[TaskOut], summary="List tasks (paginated, filtered)")
+    async def list_tasks(
+        request: Request,
+        response: Response,
+        status: str | None = Query(None, description="status, or several separated by commas"),
+        func_name: str | None = Query(None, description="registered function name"),
+        queue: str | None = None,
+        tag: str | None = Query(None, description="key=value"),
+        source: str | None = Query(None, description="manual, scheduled or retry"),
+        since: str | None = Query(None, description="ISO time or window (15m, 6h, 7d)"),
+        until: str | None = Query(None, description="ISO time or window"),
+        q: str | None = Query(None, description="task id, or text in function name or error"),
+        sort: str = Query("created", description="created, started, finished or duration"),
+        after: str | None = Query(None, description="X-Next-Cursor of the previous page"),
+        before: str | None = Query(None, description="X-Prev-Cursor of the next page"),
+        limit: int = Query(100, ge=1, le=500),
+    ) -> Any:
+        """Newest tasks first. ``X-Total-Count`` is capped (``"10000+"``)."""
+        try:
+            query = RunQuery.from_params(request.query_params, default_limit=100)
+            filters = query.task_filter()
+            after_cursor, before_cursor = query.cursors()
+        except QueryError as exc:
+            raise HTTPException(400, detail=str(exc)) from exc
+        page = await admin.queries.page_tasks(
+            filters,
+            sort=query.sort,
+            after=after_cursor,
+            before=before_cursor,
+            limit=limit,
+            with_payload=admin.display_func_args,
+        )
+        cap = admin.queries.count_cap(filters, admin.count_cap)
+        count = await admin.queries.count_tasks(filters, cap=cap, sort=query.sort)
+        _page_headers(response, page.older, page.newer, capped(count, cap))
+        payloads = admin.manager.payloads
+        return [
+            task_out_from_row(row, payloads if admin.display_func_args else None, admin.redactor)
+            for row in page.rows
+        ]
+
+    @router.get("/metrics", response_model=MetricsOut, summary="Counts and recent statistics")
+    async def metrics() -> Any:
+        """Counts by status (each capped at ``count_cap``), success rate, and the average
+        duration of recent successful runs."""
+        counts = await admin.queries.status_counts(views.STATUSES, cap=admin.count_cap)
+        stats = await admin.cache.get("overview", lambda: views.overview(admin.queries))
+        return MetricsOut.build(counts, stats, cap=admin.count_cap)
+
+    @router.get("/audit", response_model=list[AuditOut], summary="Audit log of actions")
+    async def audit(
+        response: Response,
+        before: int | None = Query(None, description="X-Next-Cursor of the previous page"),
+        limit: int = Query(100, ge=1, le=500),
+    ) -> Any:
+        """Actions taken in the dashboard and API, newest first."""
+        rows, older = await admin.queries.page_audit(before_id=before, limit=limit)
+        if older is not None:
+            response.headers["X-Next-Cursor"] = str(older)
+        return [AuditOut.model_validate(dict(row)) for row in rows]
+
+
+def _page_headers(response: Response, older: Any, newer: Any, total: str) -> None:
+    response.headers["X-Total-Count"] = total
+    if older is not None:
+        response.headers["X-Next-Cursor"] = encode_cursor(older) or ""
+    if newer is not None:
+        response.headers["X-Prev-Cursor"] = encode_cursor(newer) or ""
+
+
+def _add_bulk(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    @router.post("/bulk-retry", response_model=ReplayOut, summary="Retry chosen failed tasks")
+    async def bulk_retry(
+        body: BulkRetryBody | list[str] = _BULK_BODY,
+        who: Actor = Depends(actor),
+    ) -> Any:
+        """Retry failed or interrupted tasks by id; others are skipped."""
+        ids = body if isinstance(body, list) else body.task_ids
+        outcome = await admin.service.replay(ids, who)
+        return ReplayOut(**vars_of(outcome))
+
+    @router.post("/retry-failed", response_model=ReplayOut, summary="Retry recent failures")
+    async def retry_failed(
+        since: str = Query("6h", description="<N>h, <N>d or 'all': tasks created since"),
+        func_name: str | None = Query(None, description="only this function"),
+        who: Actor = Depends(actor),
+    ) -> Any:
+        """Retry every failed or interrupted task created in the window (in batches)."""
+        try:
+            window = parse_window(since)
+        except ValueError as exc:
+            raise HTTPException(400, detail=str(exc)) from exc
+        filters = TaskFilter(
+            statuses=REPLAYABLE,
+            func_name=func_name,
+            since=None if window is None else utcnow() - window,
+        )
+        outcome = await admin.service.replay_matching(
+            filters, who, description={"since": since, "func_name": func_name}
+        )
+        return ReplayOut(**vars_of(outcome))
+
+    @router.delete("/history", response_model=HistoryOut, summary="Delete old finished tasks")
+    async def delete_history(
+        value: int = Query(..., gt=0, description="number of units"),
+        unit: str = Query(..., description="min, hour or day"),
+        who: Actor = Depends(actor),
+    ) -> Any:
+        """Delete final tasks that finished longer ago than ``value`` ``unit``s.
+        Pending and running tasks are never deleted."""
+        if unit not in _UNITS:
+            raise HTTPException(400, detail=f"invalid unit {unit!r}: use min, hour or day")
+        before = utcnow() - timedelta(**{_UNITS[unit]: value})
+        deleted = await admin.service.delete_history(before, who, label=f"{value} {unit}")
+        return HistoryOut(deleted=deleted, store=0, backend=deleted)
+
+
+def vars_of(outcome: Any) -> dict[str, Any]:
+    """The fields of a :class:`~taskflow.admin.service.ReplayResult`."""
+    return {
+        "dispatched": outcome.dispatched,
+        "skipped": outcome.skipped,
+        "results": outcome.results,
+    }
+
+
+def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    service = admin.service
+
+    @router.get("/schedules", response_model=list[ScheduleOut], summary="List schedules")
+    async def list_schedules() -> Any:
+        """Static and dynamic schedules with their next fire times and last run."""
+        rows = await views.schedule_rows(admin.manager, admin.queries)
+        return [schedule_out(row) for row in rows]
+
+    @router.post(
+        "/schedules", response_model=ScheduleOut, status_code=201, summary="Create a schedule"
+    )
+    async def create_schedule(body: CreateScheduleBody, who: Actor = Depends(actor)) -> Any:
+        """Create a dynamic schedule of a TaskGroup function (kwargs are checked against
+        its signature)."""
+        try:
+            created = await service.create_schedule(NewSchedule(**body.model_dump()), who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return await _schedule(admin, created.name)
+
+    @router.post("/schedules/{name:path}/trigger", response_model=TriggerOut, summary="Run now")
+    async def trigger(name: str, who: Actor = Depends(actor)) -> Any:
+        """Run a schedule now (``source="manual"``) without moving its next slot."""
+        try:
+            task_id = await service.run_schedule(name, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return TriggerOut(task_name=name, task_id=task_id)
+
+    @router.post("/schedules/{name:path}/pause", response_model=ScheduleOut, summary="Pause")
+    async def pause(name: str, who: Actor = Depends(actor)) -> Any:
+        """Stop firing a schedule until it is resumed."""
+        try:
+            await service.pause_schedule(name, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return await _schedule(admin, name)
+
+    @router.post("/schedules/{name:path}/resume", response_model=ScheduleOut, summary="Resume")
+    async def resume(name: str, who: Actor = Depends(actor)) -> Any:
+        """Fire a paused schedule again from its next slot."""
+        try:
+            await service.resume_schedule(name, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return await _schedule(admin, name)
+
+    @router.delete("/schedules/{name:path}", response_model=DeleteOut, summary="Delete")
+    async def delete_schedule(name: str, who: Actor = Depends(actor)) -> Any:
+        """Delete a dynamic schedule (static ones come from code: 400)."""
+        try:
+            await service.delete_schedule(name, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return DeleteOut(name=name, deleted=True)
+
+
+async def _schedule(admin: TaskAdmin, name: str) -> ScheduleOut:
+    for row in await views.schedule_rows(admin.manager, admin.queries):
+        if row.name == name:
+            return schedule_out(row)
+    raise HTTPException(404, detail=f"no schedule named {name!r}")
+
+
+def _add_task(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    async def task_out(task_id: str) -> TaskOut:
+        record = await admin.manager.get_task(task_id)
+        if record is None:
+            raise HTTPException(404, detail="Task not found")
+        return task_out_from_record(record, admin.display_func_args, admin.redactor)
+
+    @router.get("/{task_id}", response_model=TaskOut, summary="One task")
+    async def get_task(task_id: str) -> Any:
+        """A task with its logs (arguments only with ``display_func_args``)."""
+        return await task_out(task_id)
+
+    @router.post("/{task_id}/retry", response_model=RetryOut, summary="Retry a task")
+    async def retry(task_id: str, who: Actor = Depends(actor)) -> Any:
+        """Run a failed, interrupted or cancelled task again as a new task."""
+        try:
+            new_id = await admin.service.retry(task_id, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return RetryOut(task_id=new_id, task=await task_out(new_id))
+
+    @router.post("/{task_id}/cancel", response_model=CancelOut, summary="Cancel a task")
+    async def cancel(task_id: str, who: Actor = Depends(actor)) -> Any:
+        """Cancel a pending task (it never runs) or a running one."""
+        try:
+            await admin.service.cancel(task_id, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return CancelOut(task_id=task_id, task=await task_out(task_id))
+
+    @router.delete("/{task_id}", response_model=DeleteOut, summary="Delete a finished task")
+    async def delete(task_id: str, who: Actor = Depends(actor)) -> Any:
+        """Delete a final task with its logs."""
+        try:
+            await admin.service.delete(task_id, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return DeleteOut(name=task_id, deleted=True)

@@ -1,0 +1,365 @@
+"""``TaskAdmin``: the dashboard and JSON API mounted on a FastAPI app."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import Depends, HTTPException, Request
+from starlette.responses import Response
+
+from taskflow.admin.auth import AuthConfig, principal_name, resolve_auth
+from taskflow.admin.forms import read_form
+from taskflow.admin.redact import DEFAULT_REDACT_KEYS, Redactor
+from taskflow.admin.rendering import Renderer
+from taskflow.admin.security import (
+    ANON_COOKIE,
+    ANON_COOKIE_AGE,
+    CSRF_FIELD,
+    CSRF_HEADER,
+    FLASH_COOKIE,
+    SESSION_COOKIE,
+    LoginLimiter,
+    Principal,
+    SecretHolder,
+    Signer,
+    new_token,
+    session_hash,
+    set_cookie,
+)
+from taskflow.admin.service import Actor, AdminService
+from taskflow.admin.util import utcnow
+from taskflow.admin.views import TTLCache
+from taskflow.errors import ConfigurationError, NotStarted
+from taskflow.store.dashboard import DashboardStore
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from taskflow.manager import TaskManager
+
+logger = logging.getLogger("taskflow.admin")
+_NEW_ANCHOR = "taskflow_admin_new_anchor"
+
+
+class TaskAdmin:
+    """Mount taskflow's dashboard (``{path}/dashboard``) and JSON API (``{path}``) on
+    ``app``, and run ``task_manager`` with the app's lifespan.
+
+    The positional parameters are fastapi-taskflow's, in its order; the keyword-only
+    ones are taskflow's additions. All setup happens here: ``TaskAdmin(app, manager)``
+    needs no reference kept.
+
+    Args:
+        app: the FastAPI application.
+        task_manager: the manager whose tasks, schedules and instances are shown.
+        path: URL prefix of the JSON API; the dashboard is at ``{path}/dashboard``.
+        display_func_args: show task arguments (after redaction); hidden by default.
+        auto_install: also patch ``BackgroundTasks`` injection (``task_manager.install``).
+        auth: who may use the dashboard; see :mod:`taskflow.admin.auth`. Without it the
+            dashboard is open to anyone who can reach the app: a warning is logged at
+            startup and every page says so.
+        token_expiry: seconds a login session lasts.
+        secret_key: signing secret for sessions and CSRF tokens. By default a random one
+            is created once and shared by every process through the database.
+        poll_interval: seconds between live refreshes of the pages' changing parts.
+        title: the name shown in the header and the page titles.
+        retention_days: set ``task_manager.retention_days`` (delete old final tasks).
+        redact_keys: argument, result and log field names whose values are masked.
+        read_only_users: users who may look but not act.
+        templates_dir: a folder (or list of folders) of templates that override the
+            bundled ones by name (``taskflow/runs.html``...).
+        name: prefix of the route names (two dashboards on one app need two names).
+        count_cap: counts stop at this many rows and show as ``"10,000+"``.
+        page_size: rows per page of the lists.
+        stats_ttl: seconds the overview's and functions' statistics are cached.
+
+    Raises:
+        ValueError: an invalid argument.
+        TypeError: ``auth`` is of no accepted form.
+    """
+
+    def __init__(
+        self,
+        app: FastAPI,
+        task_manager: TaskManager,
+        path: str = "/tasks",
+        display_func_args: bool = False,
+        auto_install: bool = False,
+        auth: Any = None,
+        token_expiry: int = 86400,
+        secret_key: str | None = None,
+        poll_interval: float = 5.0,
+        title: str = "taskflow",
+        *,
+        retention_days: float | None = None,
+        redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
+        read_only_users: Iterable[str] = (),
+        templates_dir: str | Path | Sequence[str | Path] | None = None,
+        name: str = "taskflow_admin",
+        count_cap: int = 10_000,
+        page_size: int = 50,
+        stats_ttl: float = 10.0,
+    ) -> None:
+        _check_arguments(path, token_expiry, poll_interval, retention_days, count_cap, page_size)
+        self.manager = task_manager
+        self.path = path.rstrip("/")
+        self.display_func_args = display_func_args
+        self.token_expiry = int(token_expiry)
+        self.poll_interval = poll_interval
+        self.title = title
+        self.name = name
+        self.count_cap = count_cap
+        self.page_size = page_size
+        self.auth: AuthConfig = resolve_auth(auth, read_only_users=read_only_users)
+        self.redactor = Redactor(redact_keys)
+        self.secret = SecretHolder(secret_key)
+        self.limiter = LoginLimiter()
+        self.cache = TTLCache(stats_ttl)
+        self.service = AdminService(task_manager, lambda: self.queries)
+        self.renderer = Renderer(self, templates_dir)
+        self._queries: DashboardStore | None = None
+        if retention_days is not None:
+            task_manager.retention_days = retention_days
+        if auto_install:
+            task_manager.install(app)
+        else:
+            task_manager.init_app(app)
+        self._mount(app)
+        self._wrap_lifespan(app)
+
+    # -- wiring ------------------------------------------------------------------------
+
+    def _mount(self, app: FastAPI) -> None:
+        from taskflow.admin.api import build_api_router
+        from taskflow.admin.pages import build_auth_router, build_page_router
+
+        extra = [Depends(dep.dependency) for dep in self.auth.dependencies[1:]]
+        app.include_router(build_auth_router(self), prefix=self.path)
+        app.include_router(build_page_router(self, extra), prefix=self.path)
+        app.include_router(build_api_router(self, extra), prefix=self.path)
+
+    def _wrap_lifespan(self, app: FastAPI) -> None:
+        original = app.router.lifespan_context
+        admin = self
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app_: Any) -> AsyncIterator[Any]:
+            async with original(app_) as state:
+                admin._on_startup()
+                yield state
+
+        app.router.lifespan_context = lifespan
+
+    def _on_startup(self) -> None:
+        if self.auth.mode == "none":
+            logger.warning(
+                "TaskAdmin at %s/dashboard has no auth=: anyone who can reach this app can "
+                "see task arguments, results and logs and retry, cancel or delete tasks",
+                self.path,
+            )
+
+    @property
+    def queries(self) -> DashboardStore:
+        """The dashboard store on the manager's open database.
+
+        Raises:
+            NotStarted: the manager is not running.
+        """
+        db = self.manager.db
+        if db is None or not self.manager.started:
+            raise NotStarted("the TaskManager is not started")
+        if self._queries is None or self._queries._store is not db:
+            self._queries = DashboardStore(db)
+        return self._queries
+
+    @property
+    def protected(self) -> bool:
+        """True when some authentication guards the dashboard."""
+        return self.auth.mode != "none"
+
+    def route_name(self, short: str) -> str:
+        """The full route name of a dashboard route."""
+        return f"{self.name}.{short}"
+
+    def base_path(self, request: Request) -> str:
+        """The dashboard's path prefix as the browser sees it (with the root path)."""
+        return str(request.scope.get("root_path", "")).rstrip("/") + self.path
+
+    # -- who is asking -----------------------------------------------------------------
+
+    async def signer(self) -> Signer:
+        """The signer of sessions and CSRF tokens (the secret loads on first use)."""
+        return await self.secret.signer(self.queries)
+
+    async def current_principal(self, request: Request) -> Principal | None:
+        """The logged-in user of a login-mode request, or None."""
+        signer = await self.signer()
+        token = signer.unsign("session", request.cookies.get(SESSION_COOKIE))
+        if token is None:
+            return None
+        row = await self.queries.get_session(session_hash(token), now=utcnow())
+        if row is None:
+            return None
+        return Principal(
+            username=row["username"],
+            read_only=bool(row["read_only"]),
+            anchor=token,
+            session_id=row["id"],
+        )
+
+    async def anchor(self, request: Request) -> str:
+        """The CSRF anchor of a visitor without a login session (made on first visit;
+        the response sets its cookie)."""
+        signer = await self.signer()
+        token = signer.unsign("anon", request.cookies.get(ANON_COOKIE))
+        if token is None:
+            token = getattr(request.state, _NEW_ANCHOR, None) or new_token()
+            setattr(request.state, _NEW_ANCHOR, token)
+        return token
+
+    async def attach_anchor(self, request: Request, response: Response) -> None:
+        """Set the anonymous anchor cookie if this request made a new one."""
+        token = getattr(request.state, _NEW_ANCHOR, None)
+        if token is None:
+            return
+        signer = await self.signer()
+        set_cookie(
+            response,
+            request,
+            name=ANON_COOKIE,
+            value=signer.sign("anon", token),
+            max_age=ANON_COOKIE_AGE,
+            path=self.base_path(request),
+        )
+
+    async def csrf_token(self, request: Request, principal: Principal | None) -> str:
+        """The CSRF token to put in pages and forms for this visitor."""
+        anchor = principal.anchor if principal is not None else await self.anchor(request)
+        return (await self.signer()).csrf_token(anchor)
+
+    async def check_csrf(self, request: Request, anchor: str) -> None:
+        """Refuse a mutating request without the visitor's CSRF token.
+
+        Raises:
+            HTTPException: 403.
+        """
+        supplied = request.headers.get(CSRF_HEADER)
+        if supplied is None:
+            supplied = (await read_form(request)).get(CSRF_FIELD)
+        if not (await self.signer()).check_csrf(anchor, supplied):
+            raise HTTPException(403, detail="CSRF token missing or invalid; reload the page")
+
+    # -- guards (FastAPI dependencies) -------------------------------------------------
+
+    def viewer_guard(self, kind: str) -> Callable[..., Any]:
+        """The dependency that lets a visitor look (``kind``: ``"page"`` or ``"api"``)."""
+        admin = self
+        if self.auth.mode == "dependency":
+            first = self.auth.dependencies[0]
+
+            async def dependency_viewer(request: Request, value: Any = first) -> Principal:
+                username, read_only = principal_name(value)
+                principal = Principal(
+                    username=username,
+                    read_only=read_only or admin.auth.is_read_only(username),
+                    anchor=await admin.anchor(request),
+                )
+                request.state.taskflow_principal = principal
+                return principal
+
+            return dependency_viewer
+
+        async def viewer(request: Request) -> Principal:
+            principal = await admin._principal(request)
+            if principal is None:
+                raise admin.unauthenticated(request, kind)
+            request.state.taskflow_principal = principal
+            return principal
+
+        return viewer
+
+    async def _principal(self, request: Request) -> Principal | None:
+        if not self.manager.started:
+            raise HTTPException(503, detail="taskflow is not running (the app is not started)")
+        if self.auth.mode == "login":
+            return await self.current_principal(request)
+        return Principal(username="anonymous", read_only=False, anchor=await self.anchor(request))
+
+    def actor_guard(self, viewer: Callable[..., Any]) -> Callable[..., Any]:
+        """The dependency that lets a visitor act: not read-only, with a CSRF token."""
+        admin = self
+
+        async def actor(request: Request, principal: Principal = Depends(viewer)) -> Actor:
+            if principal.read_only:
+                raise HTTPException(403, detail=f"{principal.username} may look but not act")
+            await admin.check_csrf(request, principal.anchor)
+            return Actor(username=principal.username, ip=_client_ip(request))
+
+        return actor
+
+    async def set_flash(self, request: Request, response: Response, text: str, kind: str) -> None:
+        """Show ``text`` on the next page this visitor opens (``kind``: ok or error)."""
+        payload = base64.urlsafe_b64encode(json.dumps([kind, text[:500]]).encode()).decode()
+        set_cookie(
+            response,
+            request,
+            name=FLASH_COOKIE,
+            value=(await self.signer()).sign("flash", payload.rstrip("=")),
+            max_age=60,
+            path=self.base_path(request),
+        )
+
+    async def pop_flash(self, request: Request) -> tuple[str, str] | None:
+        """The flash message waiting for this visitor, if any (the page clears it)."""
+        payload = (await self.signer()).unsign("flash", request.cookies.get(FLASH_COOKIE))
+        if payload is None:
+            return None
+        try:
+            kind, text = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except (ValueError, TypeError):
+            return None
+        return str(kind), str(text)
+
+    def unauthenticated(self, request: Request, kind: str) -> HTTPException:
+        """401 for the API and htmx requests (which follow ``HX-Redirect``), else a
+        redirect to the login page."""
+        login = f"{self.base_path(request)}/auth/login"
+        if kind == "api":
+            return HTTPException(401, detail="Not authenticated")
+        if request.headers.get("hx-request"):
+            return HTTPException(401, detail="Not authenticated", headers={"HX-Redirect": login})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return HTTPException(
+            303, detail="Login required", headers={"Location": f"{login}?next={quote(target)}"}
+        )
+
+
+def _client_ip(request: Request) -> str | None:
+    return request.client.host if request.client is not None else None
+
+
+def _check_arguments(
+    path: str,
+    token_expiry: int,
+    poll_interval: float,
+    retention_days: float | None,
+    count_cap: int,
+    page_size: int,
+) -> None:
+    if not path.startswith("/") or path.rstrip("/") == "":
+        raise ConfigurationError(f"path must start with '/' and not be '/', got {path!r}")
+    if token_expiry <= 0:
+        raise ConfigurationError(f"token_expiry must be > 0 seconds, got {token_expiry}")
+    if poll_interval <= 0:
+        raise ConfigurationError(f"poll_interval must be > 0 seconds, got {poll_interval}")
+    if retention_days is not None and retention_days <= 0:
+        raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
+    if count_cap < 1 or not 1 <= page_size <= 500:
+        raise ConfigurationError("count_cap must be >= 1 and page_size between 1 and 500")

@@ -1,0 +1,276 @@
+"""Response and request models of the JSON API (they appear in the app's OpenAPI)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, Field
+
+from taskflow.admin.redact import Redactor
+from taskflow.admin.util import jsonable, seconds_between
+from taskflow.errors import DecryptionError, TaskArgumentError
+from taskflow.payloads import Payloads
+from taskflow.records import TaskRecord
+
+if TYPE_CHECKING:
+    from taskflow.admin.views import Overview, ScheduleRow
+
+
+class TaskOut(BaseModel):
+    """A task, shaped like fastapi-taskflow's ``TaskRecord.to_dict()``.
+
+    ``args``/``kwargs`` are null unless the dashboard was created with
+    ``display_func_args=True``; sensitive keys are masked in them and in ``result``.
+    """
+
+    task_id: str
+    func_name: str
+    status: str
+    args: list[Any] | None = None
+    kwargs: dict[str, Any] | None = None
+    result: Any = None
+    error: str | None = None
+    stacktrace: str | None = None
+    created_at: str | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    duration: float | None = None
+    retries_used: int = 0
+    attempts: int = 0
+    max_retries: int = 0
+    priority: int = 0
+    queue: str = "default"
+    tags: dict[str, str] = Field(default_factory=dict)
+    idempotency_key: str | None = None
+    source: str = "manual"
+    schedule_id: str | None = None
+    encrypted: bool = False
+    logs: list[str] = Field(default_factory=list)
+
+
+def task_out_from_record(record: TaskRecord, display_args: bool, redactor: Redactor) -> TaskOut:
+    """A :class:`TaskOut` of a full record (with logs)."""
+    data = record.to_dict()
+    if display_args:
+        data["args"] = redactor.redact(data["args"]) if data["args"] is not None else None
+        data["kwargs"] = redactor.redact(data["kwargs"]) if data["kwargs"] is not None else None
+    else:
+        data["args"] = data["kwargs"] = None
+    data["result"] = redactor.redact(data["result"])
+    return TaskOut(**data)
+
+
+def task_out_from_row(
+    row: Mapping[str, Any], payloads: Payloads | None, redactor: Redactor
+) -> TaskOut:
+    """A :class:`TaskOut` of a list row; arguments and result are decoded only when
+    ``payloads`` is given (``display_func_args``)."""
+    args = kwargs = result = None
+    if payloads is not None and "payload" in row:
+        args, kwargs, result = _decoded(row, payloads, redactor)
+    attempts = int(row["attempts"])
+    return TaskOut(
+        task_id=row["id"],
+        func_name=row["func_name"],
+        status=row["status"],
+        args=args,
+        kwargs=kwargs,
+        result=result,
+        error=row["error"],
+        created_at=_iso(row["created_at"]),
+        start_time=_iso(row["started_at"]),
+        end_time=_iso(row["finished_at"]),
+        duration=seconds_between(row["started_at"], row["finished_at"]),
+        retries_used=max(attempts - 1, 0),
+        attempts=attempts,
+        max_retries=row["max_retries"],
+        priority=row["priority"],
+        queue=row["queue"],
+        tags=dict(row["tags"] or {}),
+        idempotency_key=row["idempotency_key"],
+        source=row["source"],
+        schedule_id=row["schedule_id"],
+        encrypted=bool(row["encrypted"]),
+    )
+
+
+def _decoded(
+    row: Mapping[str, Any], payloads: Payloads, redactor: Redactor
+) -> tuple[Any, Any, Any]:
+    encrypted = bool(row["encrypted"])
+    try:
+        args, kwargs = payloads.decode_call(row["payload"], encrypted=encrypted)
+        result = payloads.decode_result(row["result"], encrypted=encrypted)
+    except (DecryptionError, TaskArgumentError, ValueError):
+        return None, None, None
+    return (
+        redactor.redact(jsonable(list(args))),
+        redactor.redact(jsonable(kwargs)),
+        redactor.redact(jsonable(result)),
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+class MetricsOut(BaseModel):
+    """``GET {path}/metrics``: fastapi-taskflow's fields plus taskflow's.
+
+    Counts stop at ``count_cap`` per status (``capped`` says whether any did), so the
+    call stays fast on any number of tasks. ``avg_duration_seconds`` is the average of
+    the last (up to 2,000) successful runs.
+    """
+
+    total: int
+    success: int
+    failed: int
+    running: int
+    pending: int
+    interrupted: int
+    cancelled: int
+    success_rate: float
+    avg_duration_seconds: float
+    capped: bool
+    count_cap: int
+    finished_last_hour: int
+    failed_last_hour: int
+    finished_last_day: int
+    failed_last_day: int
+
+    @classmethod
+    def build(cls, counts: dict[str, int], stats: Overview, *, cap: int) -> MetricsOut:
+        """Metrics from capped status counts and the overview's statistics."""
+        shown = {status: min(count, cap) for status, count in counts.items()}
+        total = sum(shown.values())
+        average = stats.mean_duration or 0.0
+        return cls(
+            total=total,
+            success=shown.get("success", 0),
+            failed=shown.get("failed", 0),
+            running=shown.get("running", 0),
+            pending=shown.get("pending", 0),
+            interrupted=shown.get("interrupted", 0),
+            cancelled=shown.get("cancelled", 0),
+            success_rate=shown.get("success", 0) / total if total else 0.0,
+            avg_duration_seconds=round(average, 6),
+            capped=any(count > cap for count in counts.values()),
+            count_cap=cap,
+            finished_last_hour=stats.hour.finished,
+            failed_last_hour=stats.hour.failed,
+            finished_last_day=stats.day.finished,
+            failed_last_day=stats.day.failed,
+        )
+
+
+class AuditOut(BaseModel):
+    """One audited action."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] = Field(default_factory=dict)
+    ip: str | None = None
+
+
+class BulkRetryBody(BaseModel):
+    """``POST {path}/bulk-retry``: the ids to retry (a bare JSON list works too)."""
+
+    task_ids: list[str]
+
+
+class ReplayOut(BaseModel):
+    """Tasks retried (new id by original id) and tasks skipped."""
+
+    dispatched: int
+    skipped: int
+    results: list[dict[str, str]]
+
+
+class HistoryOut(BaseModel):
+    """``DELETE {path}/history``: tasks deleted (``store`` is always 0: there is no
+    in-memory store; kept for fastapi-taskflow clients)."""
+
+    deleted: int
+    store: int
+    backend: int
+
+
+class RetryOut(BaseModel):
+    """The new task made by a retry."""
+
+    task_id: str
+    task: TaskOut
+
+
+class CancelOut(BaseModel):
+    """The cancelled task as it is now."""
+
+    task_id: str
+    task: TaskOut
+
+
+class DeleteOut(BaseModel):
+    """What was deleted."""
+
+    name: str
+    deleted: bool
+
+
+class TriggerOut(BaseModel):
+    """The task a schedule started now."""
+
+    task_name: str
+    task_id: str
+
+
+class ScheduleOut(BaseModel):
+    """A schedule with its next fire times and its last run."""
+
+    name: str
+    task_group_name: str | None
+    function_name: str
+    dynamic: bool
+    trigger: str
+    timezone: str
+    enabled: bool
+    next_fire_times: list[datetime]
+    last_run_at: datetime | None
+    last_task_id: str | None
+    last_status: str | None
+    description: str | None
+
+
+def schedule_out(row: ScheduleRow) -> ScheduleOut:
+    """The API view of a schedule row."""
+    return ScheduleOut(
+        name=row.name,
+        task_group_name=row.group,
+        function_name=row.function,
+        dynamic=row.dynamic,
+        trigger=row.trigger,
+        timezone=row.timezone,
+        enabled=row.enabled,
+        next_fire_times=row.next_fires,
+        last_run_at=row.last_run_at,
+        last_task_id=row.last_task_id,
+        last_status=row.last_status,
+        description=row.description,
+    )
+
+
+class CreateScheduleBody(BaseModel):
+    """``POST {path}/schedules``: a dynamic schedule of a TaskGroup function."""
+
+    task_group_name: str
+    function_name: str
+    cron_expression: str | None = Field(None, description="five-field cron expression")
+    every: float | None = Field(None, description="interval in seconds (instead of cron)")
+    timezone: str = "UTC"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    name: str | None = None
+    description: str | None = None

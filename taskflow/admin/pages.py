@@ -1,0 +1,498 @@
+"""The dashboard's HTML pages and their live fragments (``{path}/dashboard/...``).
+
+Pages are plain GET routes: filters and page cursors live in the URL. Parts that
+change (counts, the first page of a list, a running task) refresh themselves through
+``/dashboard/_/...`` fragment routes, which answer 204 when nothing changed.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse
+from starlette.responses import Response
+
+from taskflow.admin import views
+from taskflow.admin.actions import add_action_routes
+from taskflow.admin.login import add_login_routes, add_logout_routes
+from taskflow.admin.query import SOURCES, STATUSES, QueryError, RunQuery
+from taskflow.admin.security import Principal
+from taskflow.admin.util import WINDOWS, encode_cursor, parse_moment, seconds_between, utcnow
+from taskflow.store.dashboard import LogFilter
+
+if TYPE_CHECKING:
+    from taskflow.admin.app import TaskAdmin
+
+FAILURE_STATUSES = ("failed", "interrupted")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_PAGE = 100
+
+
+def build_auth_router(admin: TaskAdmin) -> APIRouter:
+    """Public routes: static files and, with a login, the login form."""
+    router = APIRouter()
+    renderer = admin.renderer
+
+    @router.get(
+        "/dashboard/static/{filename}",
+        name=admin.route_name("static"),
+        include_in_schema=False,
+    )
+    async def static(filename: str) -> Response:
+        """Bundled CSS, JavaScript and images (public: they hold no data)."""
+        path = renderer.static_file(filename)
+        if path is None:
+            raise HTTPException(404, detail="no such file")
+        return FileResponse(
+            path,
+            headers={
+                "Cache-Control": "public, max-age=86400",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    add_login_routes(router, admin)
+    return router
+
+
+def build_page_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
+    """The dashboard's pages, fragments and actions, all behind the viewer guard."""
+    viewer = admin.viewer_guard("page")
+    actor = admin.actor_guard(viewer)
+    router = APIRouter(include_in_schema=False, dependencies=[Depends(viewer), *extra])
+    _add_overview(router, admin, viewer)
+    _add_runs(router, admin, viewer)
+    _add_task(router, admin, viewer)
+    _add_schedules(router, admin, viewer)
+    _add_logs(router, admin, viewer)
+    _add_functions(router, admin, viewer)
+    _add_instances(router, admin, viewer)
+    _add_audit(router, admin, viewer)
+    add_action_routes(router, admin, actor)
+    add_logout_routes(router, admin, viewer)
+    return router
+
+
+# -- overview ------------------------------------------------------------------------------
+
+
+def _add_overview(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+    name = admin.route_name
+
+    async def part(request: Request, principal: Principal) -> dict[str, Any]:
+        counts = await admin.queries.status_counts(views.STATUSES, cap=admin.count_cap)
+        stats = await admin.cache.get("overview", lambda: views.overview(admin.queries))
+        return {
+            "template": "taskflow/_overview.html",
+            "element_id": "overview-live",
+            "refresh_url": renderer.url(request, "overview_live"),
+            "counts": counts,
+            "stats": stats,
+        }
+
+    @router.get("/dashboard", name=name("overview"))
+    async def overview(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        live, _ = await renderer.live(request, principal, **await part(request, principal))
+        recent, _ = await admin.queries.page_audit(limit=8)
+        return await renderer.page(
+            request,
+            principal,
+            "taskflow/overview.html",
+            active="overview",
+            live=live,
+            recent_audit=recent,
+        )
+
+    @router.get("/dashboard/_/overview", name=name("overview_live"))
+    async def overview_live(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        return await renderer.live_response(request, principal, **await part(request, principal))
+
+
+# -- run lists -------------------------------------------------------------------------------
+
+
+def read_query(request: Request, page_size: int) -> tuple[RunQuery, str | None]:
+    """The run query of a page's URL, and the error that makes it unusable, if any."""
+    try:
+        query = RunQuery.from_params(request.query_params, default_limit=page_size)
+    except QueryError as exc:
+        return RunQuery(limit=page_size), str(exc)
+    try:
+        query.task_filter()
+        query.cursors()
+    except QueryError as exc:
+        return query, str(exc)
+    return query, None
+
+
+def run_row(row: Any) -> dict[str, Any]:
+    """A task row of a list, ready for the template."""
+    error = (row["error"] or "").strip()
+    return {
+        **dict(row),
+        "duration": seconds_between(row["started_at"], row["finished_at"]),
+        "error_line": error.splitlines()[-1][:200] if error else "",
+    }
+
+
+async def runs_table(
+    admin: TaskAdmin,
+    request: Request,
+    principal: Principal,
+    query: RunQuery,
+    error: str | None,
+    *,
+    page: str,
+    live_route: str,
+    statuses: tuple[str, ...] = (),
+    selectable: bool = False,
+) -> dict[str, Any]:
+    """Arguments of :meth:`Renderer.live` for a run table (runs or failures page)."""
+    context: dict[str, Any] = {
+        "template": "taskflow/_runs_table.html",
+        "element_id": f"{page}-table",
+        "refresh_url": None,
+        "query": query,
+        "error": error,
+        "rows": [],
+        "count": 0,
+        "count_cap": admin.count_cap,
+        "newer": None,
+        "older": None,
+        "page": page,
+        "selectable": selectable,
+    }
+    if error is not None:
+        return context
+    filters = query.task_filter(statuses=statuses or query.statuses())
+    after, before = query.cursors()
+    cap = admin.queries.count_cap(filters, admin.count_cap)
+    result = await admin.queries.page_tasks(
+        filters, sort=query.sort, after=after, before=before, limit=query.limit
+    )
+    context.update(
+        rows=[run_row(row) for row in result.rows],
+        count=await admin.queries.count_tasks(filters, cap=cap, sort=query.sort),
+        count_cap=cap,
+        newer=encode_cursor(result.newer),
+        older=encode_cursor(result.older),
+    )
+    if query.first_page:
+        context["refresh_url"] = admin.renderer.url(request, live_route, query=query.query_string())
+    return context
+
+
+def _filter_choices(admin: TaskAdmin) -> dict[str, Any]:
+    return {
+        "functions": admin.manager.registry.names(),
+        "queues": sorted({config.queue for config in admin.manager.registry} | {"default"}),
+        "statuses": STATUSES,
+        "sources": SOURCES,
+        "windows": WINDOWS,
+        "sorts": (
+            ("created", "created"),
+            ("started", "started"),
+            ("finished", "finished"),
+            ("duration", "duration"),
+        ),
+    }
+
+
+def _add_runs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    _add_run_page(router, admin, viewer, "runs", (), False, "Runs")
+    _add_run_page(router, admin, viewer, "failures", FAILURE_STATUSES, True, "Failures")
+
+
+def _add_run_page(
+    router: APIRouter,
+    admin: TaskAdmin,
+    viewer: Any,
+    page: str,
+    statuses: tuple[str, ...],
+    selectable: bool,
+    title: str,
+) -> None:
+    renderer = admin.renderer
+
+    async def table(request: Request, principal: Principal) -> tuple[RunQuery, dict[str, Any]]:
+        query, error = read_query(request, admin.page_size)
+        if statuses and query.status:
+            chosen = [s for s in query.status.split(",") if s.strip() in statuses]
+            narrowed = tuple(s.strip() for s in chosen)
+        else:
+            narrowed = statuses
+        context = await runs_table(
+            admin,
+            request,
+            principal,
+            query,
+            error,
+            page=page,
+            live_route=f"{page}_live",
+            statuses=narrowed,
+            selectable=selectable,
+        )
+        return query, context
+
+    async def show(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        query, context = await table(request, principal)
+        live, _ = await renderer.live(request, principal, **context)
+        return await renderer.page(
+            request,
+            principal,
+            f"taskflow/{page}.html",
+            active=page,
+            title=title,
+            query=query,
+            live=live,
+            count=context["count"],
+            count_cap=context["count_cap"],
+            **_filter_choices(admin),
+        )
+
+    async def refresh(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        _, context = await table(request, principal)
+        return await renderer.live_response(request, principal, **context)
+
+    router.add_api_route(f"/dashboard/{page}", show, methods=["GET"], name=admin.route_name(page))
+    router.add_api_route(
+        f"/dashboard/_/{page}", refresh, methods=["GET"], name=admin.route_name(f"{page}_live")
+    )
+
+
+# -- one task --------------------------------------------------------------------------------
+
+
+def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+    name = admin.route_name
+
+    async def detail(task_id: str) -> views.TaskDetail:
+        found = await views.task_detail(
+            admin.manager,
+            admin.queries,
+            task_id,
+            display_args=admin.display_func_args,
+            redactor=admin.redactor,
+        )
+        if found is None:
+            raise HTTPException(404, detail=f"task {task_id} not found")
+        return found
+
+    async def summary(request: Request, principal: Principal, found: views.TaskDetail) -> Any:
+        refresh = renderer.url(request, "task_live", task_id=found.record.task_id)
+        return await renderer.live(
+            request,
+            principal,
+            "taskflow/_task_summary.html",
+            element_id="task-summary",
+            refresh_url=refresh if found.live else None,
+            detail=found,
+        )
+
+    @router.get("/dashboard/runs/{task_id}", name=name("task"))
+    async def task(request: Request, task_id: str, principal: Principal = Depends(viewer)) -> Any:
+        try:
+            found = await detail(task_id)
+        except HTTPException:
+            return await renderer.page(
+                request,
+                principal,
+                "taskflow/not_found.html",
+                status_code=404,
+                active="runs",
+                what=f"task {task_id}",
+            )
+        live, _ = await summary(request, principal, found)
+        lines = await admin.queries.task_logs(found.record.task_id)
+        audit, _ = await admin.queries.page_audit(target=found.record.task_id, limit=20)
+        return await renderer.page(
+            request,
+            principal,
+            "taskflow/task.html",
+            active="runs",
+            detail=found,
+            summary=live,
+            logs=[views.log_view(line, admin.redactor) for line in lines],
+            last_log_id=lines[-1]["id"] if lines else 0,
+            audit=audit,
+        )
+
+    @router.get("/dashboard/_/runs/{task_id}", name=name("task_live"))
+    async def task_live(
+        request: Request, task_id: str, principal: Principal = Depends(viewer)
+    ) -> Response:
+        found = await detail(task_id)
+        refresh = renderer.url(request, "task_live", task_id=found.record.task_id)
+        return await renderer.live_response(
+            request,
+            principal,
+            "taskflow/_task_summary.html",
+            element_id="task-summary",
+            refresh_url=refresh if found.live else None,
+            detail=found,
+        )
+
+    @router.get("/dashboard/_/runs/{task_id}/logs", name=name("task_logs"))
+    async def task_logs(
+        request: Request, task_id: str, after: int = 0, principal: Principal = Depends(viewer)
+    ) -> Response:
+        lines = await admin.queries.task_logs(task_id, after_id=after)
+        status = (await admin.queries.statuses_of([task_id])).get(task_id)
+        live = status in ("pending", "running")
+        if not lines and live:
+            return Response(status_code=204)
+        return await renderer.fragment(
+            request,
+            principal,
+            "taskflow/_log_tail.html",
+            logs=[views.log_view(line, admin.redactor) for line in lines],
+            task_id=task_id,
+            last_log_id=lines[-1]["id"] if lines else after,
+            live=live,
+        )
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+def _add_schedules(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+    name = admin.route_name
+
+    async def part(request: Request) -> dict[str, Any]:
+        return {
+            "template": "taskflow/_schedules_table.html",
+            "element_id": "schedules-table",
+            "refresh_url": renderer.url(request, "schedules_live"),
+            "schedules": await views.schedule_rows(admin.manager, admin.queries),
+        }
+
+    @router.get("/dashboard/schedules", name=name("schedules"))
+    async def schedules(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        live, _ = await renderer.live(request, principal, **await part(request))
+        return await renderer.page(
+            request,
+            principal,
+            "taskflow/schedules.html",
+            active="schedules",
+            live=live,
+            functions=views.group_functions(admin.manager),
+            form={},
+            form_error=None,
+        )
+
+    @router.get("/dashboard/_/schedules", name=name("schedules_live"))
+    async def schedules_live(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        return await renderer.live_response(request, principal, **await part(request))
+
+
+# -- logs ---------------------------------------------------------------------------------
+
+
+def _add_logs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+    name = admin.route_name
+
+    @router.get("/dashboard/logs", name=name("logs"))
+    async def logs(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        params = request.query_params
+        form = {
+            key: (params.get(key) or "").strip() for key in ("q", "level", "func", "window", "task")
+        }
+        error = None
+        lines: list[Any] = []
+        older = None
+        try:
+            before = int(params["before"]) if params.get("before") else None
+            filters = LogFilter(
+                text=form["q"] or None,
+                level=form["level"] or None,
+                func_name=form["func"] or None,
+                task_id=form["task"] or None,
+                since=parse_moment(form["window"], now=utcnow()),
+            )
+        except ValueError as exc:
+            error = str(exc)
+        else:
+            rows, older = await admin.queries.page_logs(filters, before_id=before, limit=LOG_PAGE)
+            lines = [views.log_view(row, admin.redactor) for row in rows]
+        kept = {key: value for key, value in form.items() if value}
+        return await renderer.page(
+            request,
+            principal,
+            "taskflow/logs.html",
+            active="logs",
+            form=form,
+            error=error,
+            lines=lines,
+            older=older,
+            older_query=urlencode({**kept, "before": older}) if older else "",
+            levels=LOG_LEVELS,
+            windows=WINDOWS,
+            functions=admin.manager.registry.names(),
+        )
+
+
+# -- functions, instances, audit -------------------------------------------------------------
+
+
+def _add_functions(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+
+    @router.get("/dashboard/functions", name=admin.route_name("functions"))
+    async def functions(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        rows = await admin.cache.get(
+            "functions", lambda: views.function_rows(admin.manager, admin.queries)
+        )
+        return await renderer.page(
+            request,
+            principal,
+            "taskflow/functions.html",
+            active="functions",
+            functions=rows,
+            sample_size=views.FUNCTION_SAMPLE,
+        )
+
+
+def _add_instances(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+
+    async def part(request: Request) -> dict[str, Any]:
+        return {
+            "template": "taskflow/_instances_table.html",
+            "element_id": "instances-table",
+            "refresh_url": renderer.url(request, "instances_live"),
+            "instances": await views.instance_rows(
+                admin.queries, stale_after=admin.manager.instance_timeout, cap=admin.count_cap
+            ),
+            "unowned": await admin.queries.unowned_pending(cap=admin.count_cap),
+            "me": admin.manager.instance_id,
+        }
+
+    @router.get("/dashboard/instances", name=admin.route_name("instances"))
+    async def instances(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        live, _ = await renderer.live(request, principal, **await part(request))
+        return await renderer.page(
+            request, principal, "taskflow/instances.html", active="instances", live=live
+        )
+
+    @router.get("/dashboard/_/instances", name=admin.route_name("instances_live"))
+    async def instances_live(request: Request, principal: Principal = Depends(viewer)) -> Response:
+        return await renderer.live_response(request, principal, **await part(request))
+
+
+def _add_audit(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+    renderer = admin.renderer
+
+    @router.get("/dashboard/audit", name=admin.route_name("audit"))
+    async def audit(
+        request: Request, before: int | None = None, principal: Principal = Depends(viewer)
+    ) -> Response:
+        rows, older = await admin.queries.page_audit(before_id=before, limit=50)
+        return await renderer.page(
+            request, principal, "taskflow/audit.html", active="audit", entries=rows, older=older
+        )

@@ -1,0 +1,246 @@
+"""Templates, static files and the security headers of every dashboard page.
+
+Templates load from the user's ``templates_dir`` first, then from the bundled
+``templates/`` folder (``taskflow.migrate.resource_path``), so a user overrides one
+template by giving a file of the same name. Jinja autoescaping is always on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from taskflow.admin import util
+from taskflow.admin.security import CSRF_FIELD, FLASH_COOKIE, Principal, clear_cookie
+from taskflow.migrate import resource_path
+
+if TYPE_CHECKING:
+    from taskflow.admin.app import TaskAdmin
+
+CONTENT_SECURITY_POLICY = "; ".join(
+    (
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "img-src 'self' data:",
+        "connect-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "base-uri 'none'",
+    )
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+NAV = (
+    ("overview", "Overview"),
+    ("runs", "Runs"),
+    ("failures", "Failures"),
+    ("schedules", "Schedules"),
+    ("logs", "Logs"),
+    ("functions", "Functions"),
+    ("instances", "Instances"),
+    ("audit", "Audit"),
+)
+STATUS_CLASSES = {
+    "pending": "st-pending",
+    "running": "st-running",
+    "success": "st-success",
+    "failed": "st-failed",
+    "cancelled": "st-cancelled",
+    "interrupted": "st-interrupted",
+}
+
+
+class Renderer:
+    """Renders the dashboard's templates for one :class:`TaskAdmin`.
+
+    Args:
+        admin: the dashboard.
+        templates_dir: user folders searched before the bundled templates.
+    """
+
+    def __init__(
+        self, admin: TaskAdmin, templates_dir: str | Path | Sequence[str | Path] | None
+    ) -> None:
+        self._admin = admin
+        self.static_dir = resource_path("static")
+        self.env = Environment(
+            loader=ChoiceLoader(
+                [FileSystemLoader(str(folder)) for folder in _folders(templates_dir)]
+                + [FileSystemLoader(str(resource_path("templates")))]
+            ),
+            autoescape=True,
+            undefined=StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        )
+        self.env.filters.update(
+            duration=util.duration_text,
+            time=util.time_text,
+            short=lambda value: (value or "")[:8],
+            status_class=lambda status: STATUS_CLASSES.get(str(status), "st-other"),
+            percent=_percent,
+            number=lambda value: f"{value:,}",
+        )
+        self._versions: dict[str, str] = {}
+
+    # -- URLs ----------------------------------------------------------------------
+
+    def url(self, request: Request, short: str, query: str = "", **params: Any) -> str:
+        """The path (with the app's root path) of dashboard route ``short``."""
+        full = request.url_for(self._admin.route_name(short), **params)
+        path = urlsplit(str(full)).path
+        return f"{path}?{query}" if query else path
+
+    def static_url(self, request: Request, filename: str) -> str:
+        """The URL of a static file, versioned by its content for caching."""
+        version = self._versions.get(filename)
+        if version is None:
+            content = (self.static_dir / filename).read_bytes()
+            version = self._versions[filename] = hashlib.sha256(content).hexdigest()[:12]
+        return self.url(request, "static", query=f"v={version}", filename=filename)
+
+    def static_file(self, filename: str) -> Path | None:
+        """The bundled static file called ``filename`` (no sub-folders), or None."""
+        if "/" in filename or "\\" in filename or filename.startswith("."):
+            return None
+        path = self.static_dir / filename
+        return path if path.is_file() else None
+
+    # -- rendering -----------------------------------------------------------------
+
+    async def base_context(self, request: Request, principal: Principal | None) -> dict[str, Any]:
+        """What every page's layout needs."""
+        admin = self._admin
+        return {
+            "request": request,
+            "admin": admin,
+            "principal": principal,
+            "csrf_token": await admin.csrf_token(request, principal),
+            "csrf_field": CSRF_FIELD,
+            "nav": NAV,
+            "now": util.utcnow(),
+            "url": lambda short, query="", **params: self.url(request, short, query, **params),
+            "static": lambda filename: self.static_url(request, filename),
+            "ago": lambda moment: util.ago_text(moment, now=util.utcnow()),
+            "capped": lambda count, cap=None: util.capped(count, cap or admin.count_cap),
+            "can_act": principal is not None and not principal.read_only,
+            "login_enabled": admin.auth.mode == "login",
+        }
+
+    def render(self, template: str, context: dict[str, Any]) -> str:
+        """Render one template to text."""
+        return self.env.get_template(template).render(context)
+
+    async def page(
+        self,
+        request: Request,
+        principal: Principal | None,
+        template: str,
+        *,
+        status_code: int = 200,
+        **context: Any,
+    ) -> HTMLResponse:
+        """A whole page, with the security headers (and a new anchor cookie if any)."""
+        flash = await self._admin.pop_flash(request)
+        full = {**await self.base_context(request, principal), "flash": flash, **context}
+        response = HTMLResponse(self.render(template, full), status_code=status_code)
+        await self.finish(request, response)
+        if flash is not None:
+            clear_cookie(response, request, name=FLASH_COOKIE, path=self._admin.base_path(request))
+        return response
+
+    async def fragment(
+        self,
+        request: Request,
+        principal: Principal | None,
+        template: str,
+        *,
+        status_code: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> HTMLResponse:
+        """Part of a page, for htmx."""
+        full = {**await self.base_context(request, principal), **context}
+        response = HTMLResponse(
+            self.render(template, full), status_code=status_code, headers=headers
+        )
+        await self.finish(request, response)
+        return response
+
+    async def live(
+        self,
+        request: Request,
+        principal: Principal | None,
+        template: str,
+        *,
+        element_id: str,
+        refresh_url: str | None,
+        **context: Any,
+    ) -> tuple[Markup, str]:
+        """A part of a page that refreshes itself every ``poll_interval`` seconds.
+
+        Returns the element's markup and the fingerprint of its content. The refresh
+        request sends the fingerprint back; an unchanged part answers 204 and htmx
+        leaves the page alone. ``refresh_url=None`` renders the part without refresh.
+        """
+        full = {**await self.base_context(request, principal), **context}
+        inner = self.render(template, full)
+        fingerprint = hashlib.sha256(inner.encode()).hexdigest()[:16]
+        wrapper = {
+            "element_id": element_id,
+            "inner": Markup(inner),  # noqa: S704 - rendered (and escaped) by Jinja above
+            "refresh_url": _with_fingerprint(refresh_url, fingerprint) if refresh_url else None,
+            "interval": self._admin.poll_interval,
+        }
+        return Markup(self.render("taskflow/_live.html", wrapper)), fingerprint  # noqa: S704
+
+    async def live_response(
+        self, request: Request, principal: Principal | None, template: str, **kwargs: Any
+    ) -> Response:
+        """The refresh answer of :meth:`live`: 204 when unchanged, else the element."""
+        markup, fingerprint = await self.live(request, principal, template, **kwargs)
+        if request.query_params.get("fp") == fingerprint:
+            response: Response = Response(status_code=204)
+        else:
+            response = HTMLResponse(str(markup))
+        await self.finish(request, response)
+        return response
+
+    async def finish(self, request: Request, response: Response) -> None:
+        """Add the security headers and the anonymous anchor cookie, if new."""
+        response.headers.update(SECURITY_HEADERS)
+        await self._admin.attach_anchor(request, response)
+
+
+def _folders(templates_dir: str | Path | Sequence[str | Path] | None) -> list[Path]:
+    if templates_dir is None:
+        return []
+    if isinstance(templates_dir, str | Path):
+        return [Path(templates_dir)]
+    return [Path(folder) for folder in templates_dir]
+
+
+def _with_fingerprint(url: str, fingerprint: str) -> str:
+    base = url.split("#", 1)[0]
+    parts = [part for part in base.split("?", 1)[1].split("&")] if "?" in base else []
+    kept = "&".join(part for part in parts if part and not part.startswith("fp="))
+    path = base.split("?", 1)[0]
+    return f"{path}?{kept + '&' if kept else ''}fp={fingerprint}"
+
+
+def _percent(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:.1f} %"

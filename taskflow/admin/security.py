@@ -1,0 +1,165 @@
+"""Sessions, CSRF tokens and login rate limits of the dashboard.
+
+* The signing secret is shared by every process on the database: it is read from
+  ``taskflow_meta`` (inserted there by whichever process starts first) unless given.
+* A login creates a row in ``taskflow_admin_sessions``; the cookie carries a random token
+  signed with HMAC-SHA256, the table only the token's SHA-256. Logging out deletes the
+  row, so the cookie stops working in every process.
+* Each visitor has a CSRF *anchor*: the session token, or (without a login) a random
+  token in a signed cookie of its own. The CSRF token is an HMAC of the anchor; every
+  mutating request must send it back in ``X-CSRF-Token`` or a ``csrf_token`` form field.
+* Failed logins are audited; too many recent failures for a user name or from an
+  address refuse further attempts for a while, across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from taskflow.admin.util import utcnow
+
+if TYPE_CHECKING:
+    from taskflow.store.dashboard import DashboardStore
+
+SESSION_COOKIE = "taskflow_admin_session"
+ANON_COOKIE = "taskflow_admin_anon"
+FLASH_COOKIE = "taskflow_admin_flash"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf_token"
+SECRET_META_KEY = "admin_secret_key"
+
+LOGIN_WINDOW = timedelta(minutes=15)
+MAX_FAILURES_PER_USER = 5
+MAX_FAILURES_PER_ADDRESS = 20
+ANON_COOKIE_AGE = 30 * 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The visitor of one request.
+
+    Attributes:
+        username: who acts (``"anonymous"`` without authentication).
+        read_only: may look but not act.
+        anchor: the token the CSRF token is derived from.
+        session_id: hash of the login session (None without a login session).
+    """
+
+    username: str
+    read_only: bool
+    anchor: str
+    session_id: str | None = None
+
+
+class Signer:
+    """HMAC-SHA256 signatures and CSRF tokens with one secret."""
+
+    def __init__(self, secret: str) -> None:
+        self._key = hashlib.sha256(("taskflow-admin:" + secret).encode()).digest()
+
+    def sign(self, purpose: str, token: str) -> str:
+        """``token.signature`` for a cookie."""
+        return f"{token}.{self._mac(purpose, token)}"
+
+    def unsign(self, purpose: str, value: str | None) -> str | None:
+        """The token of a signed value, or None when the signature does not match."""
+        if not value or "." not in value:
+            return None
+        token, _, signature = value.rpartition(".")
+        if not token or not hmac.compare_digest(signature, self._mac(purpose, token)):
+            return None
+        return token
+
+    def csrf_token(self, anchor: str) -> str:
+        """The CSRF token of a visitor."""
+        return self._mac("csrf", anchor)
+
+    def check_csrf(self, anchor: str, supplied: str | None) -> bool:
+        """True when ``supplied`` is the CSRF token of ``anchor``."""
+        return bool(supplied) and hmac.compare_digest(str(supplied), self.csrf_token(anchor))
+
+    def _mac(self, purpose: str, token: str) -> str:
+        digest = hmac.new(self._key, f"{purpose}:{token}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def session_hash(token: str) -> str:
+    """What the session table stores for a session token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class SecretHolder:
+    """The signing secret: given, or shared through ``taskflow_meta``.
+
+    Two processes starting at once both insert-if-absent and then read back, so both
+    end up with the first writer's secret.
+    """
+
+    def __init__(self, secret_key: str | None) -> None:
+        self._given = secret_key
+        self._signer: Signer | None = Signer(secret_key) if secret_key else None
+        self._lock = asyncio.Lock()
+
+    async def signer(self, queries: DashboardStore) -> Signer:
+        """The signer, loading (or creating) the shared secret on first use."""
+        if self._signer is not None:
+            return self._signer
+        async with self._lock:
+            if self._signer is None:
+                stored = await queries.meta_insert_if_absent(
+                    SECRET_META_KEY, secrets.token_urlsafe(48), now=utcnow()
+                )
+                self._signer = Signer(stored)
+        return self._signer
+
+
+class LoginLimiter:
+    """Refuses logins after too many recent failures (counted in the audit table)."""
+
+    async def blocked(self, queries: DashboardStore, *, username: str, ip: str | None) -> bool:
+        """True when this user name or address failed too often recently."""
+        since = utcnow() - LOGIN_WINDOW
+        by_user = await queries.recent_actions("login_failed", since=since, target=username)
+        if by_user >= MAX_FAILURES_PER_USER:
+            return True
+        if ip is None:
+            return False
+        by_ip = await queries.recent_actions("login_failed", since=since, ip=ip)
+        return by_ip >= MAX_FAILURES_PER_ADDRESS
+
+
+def new_token() -> str:
+    """A fresh random token for a session or an anonymous anchor."""
+    return secrets.token_urlsafe(32)
+
+
+def set_cookie(
+    response: Response, request: Request, *, name: str, value: str, max_age: int, path: str
+) -> None:
+    """Set an HttpOnly, SameSite=Lax cookie on the dashboard's path (Secure on HTTPS)."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path=path,
+        httponly=True,
+        samesite="lax",
+        secure=request.url.scheme == "https",
+    )
+
+
+def clear_cookie(response: Response, request: Request, *, name: str, path: str) -> None:
+    """Remove a dashboard cookie."""
+    response.delete_cookie(
+        name, path=path, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+    )

@@ -1,0 +1,453 @@
+"""What each page shows, computed from the manager and the dashboard store.
+
+Every function here reads a bounded amount: one page, one task, or a fixed-size sample
+of recent runs. Statistics come from samples (the last few hundred or thousand finished
+runs) and are cached for a few seconds, so a busy dashboard does not repeat them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from taskflow.admin.charts import Chart, throughput_chart
+from taskflow.admin.redact import Redactor
+from taskflow.admin.util import jsonable, percentile, pretty_json, seconds_between, utcnow
+from taskflow.records import TaskRecord
+from taskflow.registry import TaskConfig
+from taskflow.store.dashboard import DashboardStore
+from taskflow.triggers import Trigger
+
+if TYPE_CHECKING:
+    from taskflow.manager import TaskManager
+
+T = TypeVar("T")
+STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted")
+OK_STATUSES = ("success",)
+BAD_STATUSES = ("failed", "interrupted")
+FUNCTION_SAMPLE = 500
+SLOWEST_SAMPLE = 2000
+NEXT_FIRES = 3
+
+
+class TTLCache:
+    """A few computed values kept for ``ttl`` seconds (keys are a fixed, small set)."""
+
+    def __init__(self, ttl: float, max_entries: int = 256) -> None:
+        self.ttl = ttl
+        self._max = max_entries
+        self._values: dict[str, tuple[float, Any]] = {}
+
+    async def get(self, key: str, compute: Callable[[], Awaitable[T]]) -> T:
+        """The cached value of ``key``, or ``await compute()`` stored for ``ttl`` seconds."""
+        now = time.monotonic()
+        hit = self._values.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]  # type: ignore[no-any-return]
+        value = await compute()
+        if len(self._values) >= self._max:
+            self._values.clear()
+        self._values[key] = (now + self.ttl, value)
+        return value
+
+
+# -- overview ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class SlowFunction:
+    """Duration statistics of one function in the recent-runs sample."""
+
+    name: str
+    runs: int
+    p50: float | None
+    p95: float | None
+    slowest: float | None
+
+
+@dataclass(slots=True)
+class Overview:
+    """The overview page's charts and statistics."""
+
+    hour: Chart
+    day: Chart
+    slowest: list[SlowFunction]
+    mean_duration: float | None = None
+
+
+async def overview(queries: DashboardStore) -> Overview:
+    """Hour and day throughput, and the slowest functions of the recent runs."""
+    now = utcnow()
+    hour = await _chart(queries, now=now, size=60, count=60, title="Last hour")
+    day = await _chart(queries, now=now, size=3600, count=24, title="Last 24 hours")
+    rows = await queries.recent_finished(statuses=OK_STATUSES, limit=SLOWEST_SAMPLE)
+    durations = [
+        seconds
+        for row in rows
+        if (seconds := seconds_between(row["started_at"], row["finished_at"])) is not None
+    ]
+    return Overview(
+        hour=hour,
+        day=day,
+        slowest=slowest_functions(rows),
+        mean_duration=sum(durations) / len(durations) if durations else None,
+    )
+
+
+async def _chart(
+    queries: DashboardStore, *, now: datetime, size: int, count: int, title: str
+) -> Chart:
+    # Buckets are aligned to whole minutes/hours; the last one is the current one.
+    end_bucket = int(now.timestamp()) // size
+    start = datetime.fromtimestamp((end_bucket - count + 1) * size, tz=now.tzinfo)
+    buckets = await queries.finished_buckets(
+        start=start, size=size, count=count, statuses=OK_STATUSES + BAD_STATUSES
+    )
+    return throughput_chart(buckets, title=title, ok=OK_STATUSES, bad=BAD_STATUSES)
+
+
+def slowest_functions(rows: list[Mapping[str, Any]], *, top: int = 8) -> list[SlowFunction]:
+    """Functions of the sample by 95th-percentile duration, slowest first."""
+    durations: dict[str, list[float]] = {}
+    for row in rows:
+        seconds = seconds_between(row["started_at"], row["finished_at"])
+        if seconds is not None:
+            durations.setdefault(row["func_name"], []).append(seconds)
+    stats = []
+    for name, values in durations.items():
+        values.sort()
+        stats.append(
+            SlowFunction(
+                name=name,
+                runs=len(values),
+                p50=percentile(values, 0.5),
+                p95=percentile(values, 0.95),
+                slowest=values[-1],
+            )
+        )
+    stats.sort(key=lambda item: item.p95 or 0.0, reverse=True)
+    return stats[:top]
+
+
+# -- task detail -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TimelineEvent:
+    """One step of a task's life."""
+
+    at: datetime | None
+    label: str
+    status: str
+    detail: str | None = None
+
+
+@dataclass(slots=True)
+class TaskDetail:
+    """Everything the task page shows about one task."""
+
+    record: TaskRecord
+    args_visible: bool
+    args_text: str | None
+    result_text: str | None
+    schedule_name: str | None
+    owner: Mapping[str, Any] | None
+    timeline: list[TimelineEvent] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """True while the task can still change."""
+        return not self.record.status.is_final
+
+
+async def task_detail(
+    manager: TaskManager,
+    queries: DashboardStore,
+    task_id: str,
+    *,
+    display_args: bool,
+    redactor: Redactor,
+) -> TaskDetail | None:
+    """The task page's data, or None when there is no such task."""
+    record = await manager.get_task(task_id, logs=False)
+    if record is None:
+        return None
+    names = await queries.schedule_names([record.schedule_id or ""])
+    owner = None
+    if record.owner:
+        owner = next((row for row in await queries.instances() if row["id"] == record.owner), None)
+    return TaskDetail(
+        record=record,
+        args_visible=display_args,
+        args_text=_arguments_text(record, redactor) if display_args else None,
+        result_text=_result_text(record, redactor),
+        schedule_name=names.get(record.schedule_id or ""),
+        owner=owner,
+        timeline=timeline(record),
+    )
+
+
+def _arguments_text(record: TaskRecord, redactor: Redactor) -> str:
+    if record.args is None and record.kwargs is None:
+        return "(encrypted: the configured keys cannot decrypt the arguments)"
+    shown = {
+        "args": redactor.redact(jsonable(list(record.args or ()))),
+        "kwargs": redactor.redact(jsonable(record.kwargs or {})),
+    }
+    return pretty_json(shown)
+
+
+def _result_text(record: TaskRecord, redactor: Redactor) -> str | None:
+    if record.result is None:
+        return None
+    return pretty_json(redactor.redact(jsonable(record.result)))
+
+
+def timeline(record: TaskRecord) -> list[TimelineEvent]:
+    """Creation, each attempt's start and end, and what comes next."""
+    events = [TimelineEvent(record.created_at, f"created ({record.source})", "pending")]
+    for attempt in record.history:
+        where = f" on {attempt.instance[:8]}" if attempt.instance else ""
+        events.append(
+            TimelineEvent(
+                attempt.started_at, f"attempt {attempt.attempt} started{where}", "running"
+            )
+        )
+        if attempt.finished_at is not None:
+            events.append(
+                TimelineEvent(
+                    attempt.finished_at,
+                    f"attempt {attempt.attempt} {attempt.status}",
+                    attempt.status,
+                    attempt.error,
+                )
+            )
+    if record.status.value == "pending" and record.attempts and record.next_attempt_at:
+        events.append(TimelineEvent(record.next_attempt_at, "next attempt", "pending"))
+    elif record.status.is_final and record.end_time is not None:
+        last = record.history[-1] if record.history else None
+        if last is None or last.status != record.status.value or last.finished_at is None:
+            events.append(TimelineEvent(record.end_time, record.status.value, record.status.value))
+    return events
+
+
+def log_view(row: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """A log line for display, its structured fields redacted."""
+    extra = row.get("extra") or {}
+    return {
+        "id": row["id"],
+        "task_id": row["task_id"],
+        "at": row["at"],
+        "level": str(row["level"]).lower(),
+        "message": row["message"],
+        "extra": pretty_json(redactor.redact(extra)) if extra else None,
+        "extra_inline": _inline(redactor.redact(extra)) if extra else "",
+        "func_name": row.get("func_name"),
+    }
+
+
+def _inline(extra: Mapping[str, Any]) -> str:
+    return " ".join(f"{key}={value}" for key, value in extra.items())
+
+
+# -- schedules -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ScheduleRow:
+    """A schedule with its next fire times and its last run's status."""
+
+    name: str
+    group: str | None
+    function: str
+    dynamic: bool
+    trigger: str
+    timezone: str
+    enabled: bool
+    next_fires: list[datetime]
+    last_run_at: datetime | None
+    last_task_id: str | None
+    last_status: str | None
+    description: str | None
+
+
+async def schedule_rows(manager: TaskManager, queries: DashboardStore) -> list[ScheduleRow]:
+    """Every schedule, static and dynamic, by name."""
+    schedules = await manager.list_schedules()
+    statuses = await queries.statuses_of([s.last_task_id or "" for s in schedules])
+    rows = []
+    for item in schedules:
+        trigger = Trigger(every=item.every, cron=item.cron_expression, timezone=item.timezone)
+        rows.append(
+            ScheduleRow(
+                name=item.name,
+                group=item.task_group_name,
+                function=item.function_name,
+                dynamic=item.dynamic,
+                trigger=_describe(trigger),
+                timezone=item.timezone,
+                enabled=item.enabled,
+                next_fires=next_fires(trigger, item.next_run_at) if item.enabled else [],
+                last_run_at=item.last_run_at,
+                last_task_id=item.last_task_id,
+                last_status=statuses.get(item.last_task_id or ""),
+                description=item.description,
+            )
+        )
+    return rows
+
+
+def _describe(trigger: Trigger) -> str:
+    if trigger.every is not None:
+        return f"every {_seconds(trigger.every)}"
+    return f"cron {trigger.cron}"
+
+
+def _seconds(every: float) -> str:
+    for size, unit in ((86400, "d"), (3600, "h"), (60, "min")):
+        if every >= size and every % size == 0:
+            return f"{every / size:g} {unit}"
+    return f"{every:g} s"
+
+
+def next_fires(trigger: Trigger, first: datetime | None, count: int = NEXT_FIRES) -> list[datetime]:
+    """``first`` and the fire times after it."""
+    if first is None:
+        return []
+    fires = [first]
+    while len(fires) < count:
+        fires.append(trigger.next_after(fires[-1], fires[-1]))
+    return fires
+
+
+@dataclass(slots=True)
+class GroupFunction:
+    """A TaskGroup function that dynamic schedules can run, with its signature."""
+
+    group: str
+    name: str
+    signature: str
+
+    @property
+    def key(self) -> str:
+        """``"<group>.<function>"``."""
+        return f"{self.group}.{self.name}"
+
+
+def group_functions(manager: TaskManager) -> list[GroupFunction]:
+    """Every function of every TaskGroup, for the create-schedule form."""
+    found = []
+    for group in manager.task_groups.values():
+        for name, func in group.functions.items():
+            try:
+                signature = str(inspect.signature(func))
+            except (TypeError, ValueError):
+                signature = "(...)"
+            found.append(GroupFunction(group=group.name, name=name, signature=signature))
+    return sorted(found, key=lambda item: item.key)
+
+
+# -- functions -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class FunctionRow:
+    """A registered function, its settings and its recent success rate and durations."""
+
+    config: TaskConfig
+    sample: int
+    success_rate: float | None
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+    @property
+    def backoff_text(self) -> str:
+        """``"1 s × 2"`` (first delay and multiplier)."""
+        text = f"{self.config.delay:g} s × {self.config.backoff:g}"
+        if self.config.max_delay is not None:
+            text += f" (max {self.config.max_delay:g} s)"
+        return text
+
+
+async def function_rows(manager: TaskManager, queries: DashboardStore) -> list[FunctionRow]:
+    """Every registered function with statistics over its last runs."""
+    rows = []
+    for config in sorted(manager.registry, key=lambda item: item.name):
+        sample = await queries.recent_finished(
+            statuses=("success", "failed", "interrupted", "cancelled"),
+            limit=FUNCTION_SAMPLE,
+            func_name=config.name,
+        )
+        rows.append(function_row(config, sample))
+    return rows
+
+
+def function_row(config: TaskConfig, sample: list[Mapping[str, Any]]) -> FunctionRow:
+    """Statistics of one function from its recent finished runs."""
+    succeeded = [row for row in sample if row["status"] == "success"]
+    durations = sorted(
+        seconds
+        for row in succeeded
+        if (seconds := seconds_between(row["started_at"], row["finished_at"])) is not None
+    )
+    return FunctionRow(
+        config=config,
+        sample=len(sample),
+        success_rate=len(succeeded) / len(sample) if sample else None,
+        p50=percentile(durations, 0.5),
+        p95=percentile(durations, 0.95),
+        p99=percentile(durations, 0.99),
+    )
+
+
+# -- instances -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class InstanceRow:
+    """A process running taskflow on this database."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    heartbeat_age: float
+    stale: bool
+    info: dict[str, Any]
+    owned_pending: int
+    owned_running: int
+
+
+async def instance_rows(
+    queries: DashboardStore, *, stale_after: float, cap: int
+) -> list[InstanceRow]:
+    """Every instance with its heartbeat age and the tasks it owns."""
+    now = utcnow()
+    instances = await queries.instances()
+    owned = await queries.owned_counts([row["id"] for row in instances], cap=cap)
+    rows = []
+    for row in instances:
+        age = (now - row["heartbeat_at"]).total_seconds()
+        rows.append(
+            InstanceRow(
+                id=row["id"],
+                hostname=row["hostname"],
+                pid=row["pid"],
+                queues=list(row["queues"] or []),
+                started_at=row["started_at"],
+                heartbeat_at=row["heartbeat_at"],
+                heartbeat_age=max(age, 0.0),
+                stale=age > stale_after,
+                info=dict(row["info"] or {}),
+                owned_pending=owned.get((row["id"], "pending"), 0),
+                owned_running=owned.get((row["id"], "running"), 0),
+            )
+        )
+    return rows
