@@ -68,8 +68,9 @@ def thumbnail(image_id: int, tasks: ManagedBackgroundTasks = Depends(task_manage
 
 @app.post("/report/{report_id}")
 async def report(report_id: int, tasks: ManagedBackgroundTasks = Depends(task_manager.get_tasks)):
-    return {"task_id": tasks.add_task(build_report, report_id,
-                                      idempotency_key=f"report-{report_id}")}
+    return {
+        "task_id": tasks.add_task(build_report, report_id, idempotency_key=f"report-{report_id}")
+    }
 
 
 @app.post("/flaky")

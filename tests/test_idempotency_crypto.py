@@ -48,9 +48,9 @@ async def test_two_managers_racing_on_one_key_store_one_task(manager_factory):
     for manager in managers:
         manager.task()(app_tasks.add)
         await manager.startup()
-    ids = await asyncio.gather(*[
-        managers[i % 2].enqueue(app_tasks.add, i, 0, idempotency_key="race") for i in range(20)
-    ])
+    ids = await asyncio.gather(
+        *[managers[i % 2].enqueue(app_tasks.add, i, 0, idempotency_key="race") for i in range(20)]
+    )
     assert len(set(ids)) == 1
     assert len(await managers[0].list_tasks()) == 1
 

@@ -58,7 +58,9 @@ async def test_retries_keep_every_attempt_error(manager_factory):
     assert record.status == "failed"
     assert record.attempts == 3
     assert [a.error for a in record.history] == [
-        "ConnectionError: attempt 1", "ConnectionError: attempt 2", "ConnectionError: attempt 3",
+        "ConnectionError: attempt 1",
+        "ConnectionError: attempt 2",
+        "ConnectionError: attempt 3",
     ]
     assert all("ConnectionError" in a.traceback for a in record.history)
     assert record.error == "ConnectionError: attempt 3"
@@ -185,8 +187,10 @@ async def test_priority_orders_waiting_tasks(manager_factory):
     await manager.startup()
     first = await manager.enqueue(blocker)
     await wait_for_status(manager, first, "running")
-    ids = [await manager.enqueue(record_order, label, priority=p)
-           for label, p in [("low", 1), ("high", 10), ("mid", 5), ("default", None)]]
+    ids = [
+        await manager.enqueue(record_order, label, priority=p)
+        for label, p in [("low", 1), ("high", 10), ("mid", 5), ("default", None)]
+    ]
     gate.set()
     for task_id in ids:
         await wait_for_status(manager, task_id)
@@ -203,16 +207,30 @@ async def test_types_survive_the_round_trip(manager_factory):
     await manager.startup()
     task_id = await manager.enqueue(
         app_tasks.check_types,
-        dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC), dt.date(2026, 1, 2), decimal.Decimal("1.10"),
-        uuid.uuid4(), b"\x00\xff", (1, 2), {3, 4}, app_tasks.Point(1, 2),
+        dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.UTC),
+        dt.date(2026, 1, 2),
+        decimal.Decimal("1.10"),
+        uuid.uuid4(),
+        b"\x00\xff",
+        (1, 2),
+        {3, 4},
+        app_tasks.Point(1, 2),
         invoice=app_tasks.Invoice(number=7, amount=decimal.Decimal("9.99")),
     )
     record = await wait_for_status(manager, task_id)
     assert record.status == "success", record.error
     assert record.result == {
-        "when": "datetime", "tz": "UTC", "day": "date", "amount": "Decimal", "ident": "UUID",
-        "blob": "bytes", "pair": "tuple", "members": "set", "point": "Point",
-        "invoice": "Invoice", "invoice_amount": "Decimal",
+        "when": "datetime",
+        "tz": "UTC",
+        "day": "date",
+        "amount": "Decimal",
+        "ident": "UUID",
+        "blob": "bytes",
+        "pair": "tuple",
+        "members": "set",
+        "point": "Point",
+        "invoice": "Invoice",
+        "invoice_amount": "Decimal",
     }
     assert isinstance(record.args[6], set) and record.args[7] == app_tasks.Point(1, 2)
 
@@ -296,14 +314,18 @@ async def test_user_retry_copies_a_named_task_with_its_labels(manager_factory):
             raise ValueError("first run fails")
 
     await manager.startup()
-    original = await manager.enqueue(job, 5, tags={"k": "v"}, priority=7,
-                                     idempotency_key="job-5")
+    original = await manager.enqueue(job, 5, tags={"k": "v"}, priority=7, idempotency_key="job-5")
     assert (await wait_for_status(manager, original)).status == "failed"
     again = await manager.retry(original)
     record = await wait_for_status(manager, again)
     assert record.status == "success"
-    assert (record.func_name, record.source, record.tags, record.priority,
-            record.idempotency_key) == ("renamed_job", "retry", {"k": "v"}, 7, "job-5")
+    assert (
+        record.func_name,
+        record.source,
+        record.tags,
+        record.priority,
+        record.idempotency_key,
+    ) == ("renamed_job", "retry", {"k": "v"}, 7, "job-5")
     assert (await manager.get_task(original)).status == "failed"
     assert calls == [5, 5]
 
