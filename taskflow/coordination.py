@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskflow")
 
 CLAIM_BATCH = 100
+# A task this instance owns in the database but has not known about for this long (its
+# commit's acknowledgement was lost, say) is settled as if the instance had died.
+ORPHAN_AGE = 120.0
 
 
 class Coordinator:
@@ -136,6 +139,25 @@ class Coordinator:
             )
             await self.register()
         await self.rescue_dead()
+        await self.reconcile()
+
+    async def reconcile(self) -> None:
+        """Settle tasks the database says this instance owns but this process does not
+        know: pending ones become claimable, running ones are re-queued or interrupted."""
+        manager = self.manager
+        before = utcnow() - timedelta(seconds=ORPHAN_AGE)
+        owned = await manager.db.owned_since(owner=manager.instance_id, before=before)
+        orphans = [task_id for task_id in owned if task_id not in manager.known_task_ids()]
+        if not orphans:
+            return
+        counts = await manager.db.settle_instance(
+            manager.instance_id,
+            now=utcnow(),
+            only=orphans,
+            reason="this instance lost track of the task (a database reply was lost)",
+        )
+        logger.warning("settled %d tasks this instance had lost track of: %s", len(orphans), counts)
+        self._wake.set()
 
     # -- claiming and cancelling ---------------------------------------------------------
 

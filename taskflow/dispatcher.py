@@ -44,6 +44,10 @@ class Dispatcher:
         """The running job with this task id, or None."""
         return self._jobs.get(task_id)
 
+    def waiting_ids(self) -> set[str]:
+        """Ids of the jobs queued but not started."""
+        return {job.task_id for queue in self._ready.values() for _, _, job in queue}
+
     def waiting(self) -> int:
         """Jobs queued but not started."""
         return sum(len(queue) for queue in self._ready.values())

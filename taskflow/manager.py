@@ -627,6 +627,13 @@ class TaskManager(ScheduleAPI):
         running the queue, e.g. a standalone worker) otherwise."""
         return self.instance_id if config.queue in self.queues else None
 
+    def known_task_ids(self) -> set[str]:
+        """Tasks this process holds, runs, queues or will retry."""
+        known = set(self._held) | set(self._timers)
+        if self._dispatcher is not None:
+            known |= set(self._dispatcher.running) | self._dispatcher.waiting_ids()
+        return known
+
     def held_ids(self, task_ids: list[str]) -> list[str]:
         """Those of ``task_ids`` that are stored but not started yet."""
         return [task_id for task_id in task_ids if task_id in self._held]

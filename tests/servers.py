@@ -8,6 +8,7 @@ a timeout, and everything else polls with a deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -38,6 +39,11 @@ class Server:
 
     Output (stdout and stderr) goes to ``log_dir/<name>.log``; :meth:`log` reads it back.
     Used as a context manager, the process is always gone on exit (SIGKILL if needed).
+
+    With ``workers=N``, uvicorn runs in its multiprocess mode (``--workers N``): ``pid``
+    is then the supervising parent, which serves nothing itself; :meth:`children` lists
+    the processes it spawned. The parent gets its own process group, so :meth:`kill`
+    takes the workers down with it.
     """
 
     def __init__(
@@ -49,6 +55,7 @@ class Server:
         heartbeat: float = 1.0,
         instance_timeout: float = 5.0,
         extra_env: dict[str, str] | None = None,
+        workers: int | None = None,
     ) -> None:
         self.db_url = db_url
         self.name = name
@@ -56,6 +63,7 @@ class Server:
         self.heartbeat = heartbeat
         self.instance_timeout = instance_timeout
         self.extra_env = extra_env or {}
+        self.workers = workers
         self.port: int | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self._log_file: Any = None
@@ -77,21 +85,25 @@ class Server:
             **self.extra_env,
         }
         self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _reap
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "tests.apps.web:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        if self.workers is not None:
+            command += ["--workers", str(self.workers)]
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "tests.apps.web:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
+            command,
             cwd=ROOT,
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=self.workers is not None,
         )
         if wait:
             self.wait_ready()
@@ -149,13 +161,37 @@ class Server:
         return code
 
     def kill(self) -> int:
-        """SIGKILL and reap (a zombie would still look alive to ``os.kill(pid, 0)``)."""
+        """SIGKILL and reap (a zombie would still look alive to ``os.kill(pid, 0)``).
+
+        With ``workers``, the whole process group is killed (the parent and its workers).
+        """
         assert self.proc is not None
-        if self.proc.poll() is None:
+        if self.workers is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        elif self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
         code = self.proc.wait(10)
         self._reap()
         return code
+
+    def children(self) -> list[int]:
+        """Process ids whose parent is this server's process (its uvicorn workers, and
+        any helper process such as multiprocessing's resource tracker)."""
+        assert self.proc is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may contain spaces, so split after ")".
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[1]) == self.proc.pid:
+                found.append(int(entry.name))
+        return found
 
     def _reap(self) -> None:
         if self._log_file is not None:

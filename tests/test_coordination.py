@@ -152,3 +152,39 @@ def test_worker_command_needs_module_and_attribute(capsys):
 
     assert main(["worker", "tests.apps.tasks"]) == 2
     assert "module:attribute" in capsys.readouterr().err
+
+
+async def test_tasks_an_instance_lost_track_of_are_settled(manager_factory):
+    manager = manager_factory()
+    manager.task()(app_tasks.add)
+    manager.task(requeue_on_interrupt=True, name="rerun_add")(app_tasks.crunch)
+    await manager.startup()
+    # Rows this instance owns in the database but never heard of: as if the replies
+    # to its own commits had been lost.
+    lost_pending = await _own_row(manager, app_tasks.add, (5, 5), status="pending")
+    lost_running = await _own_row(manager, app_tasks.crunch, (4,), status="running")
+    await manager.coordinator.reconcile()
+    assert (await wait_for_status(manager, lost_pending)).result == 10
+    rerun = await wait_for_status(manager, lost_running)
+    assert (rerun.status, rerun.result) == ("success", 6)
+
+
+async def _own_row(manager, func, args, *, status):
+    from datetime import timedelta
+
+    from taskflow.runner import utcnow
+
+    config = manager.config_for_callable(func)
+    row, _ = manager._new_row(
+        config, args, {}, idempotency_key=None, tags=None, priority=None, source="manual"
+    )
+    old = utcnow() - timedelta(minutes=10)
+    row.update(
+        status=status,
+        created_at=old,
+        next_attempt_at=old,
+        started_at=old if status == "running" else None,
+        attempts=1 if status == "running" else 0,
+    )
+    await manager.db.insert_task_now(row)
+    return row["id"]

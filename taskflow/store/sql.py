@@ -331,6 +331,18 @@ class SQLStore:
 
     # -- direct writes -----------------------------------------------------------------
 
+    async def owned_since(self, *, owner: str, before: datetime) -> list[str]:
+        """Ids of tasks ``owner`` holds that were due or started before ``before``."""
+        query = sa.select(tasks.c.id).where(
+            tasks.c.owner == owner,
+            sa.or_(
+                sa.and_(tasks.c.status == "pending", tasks.c.next_attempt_at < before),
+                sa.and_(tasks.c.status == "running", tasks.c.started_at < before),
+            ),
+        )
+        async with self.read() as conn:
+            return [row.id for row in await conn.execute(query)]
+
     async def cancel_requests(self, *, owner: str) -> list[str]:
         """Ids of running tasks of ``owner`` whose cancellation was requested."""
         query = sa.select(tasks.c.id).where(
@@ -475,16 +487,27 @@ class SQLStore:
             return list((await conn.execute(query)).mappings())
 
     async def settle_instance(
-        self, instance: str, *, now: datetime, reason: str, remove: bool = True
+        self,
+        instance: str,
+        *,
+        now: datetime,
+        reason: str,
+        remove: bool = True,
+        only: Sequence[str] | None = None,
     ) -> dict[str, int]:
         """Settle the tasks of a stopped instance, in one transaction.
 
         Its pending tasks become unowned (claimable); its running tasks go back to
         pending when ``requeue_on_interrupt`` was set, else end ``interrupted`` with
-        ``reason``. Returns counts by outcome.
+        ``reason``. ``only`` limits this to some task ids (and keeps the instance row).
+        Returns counts by outcome.
         """
+        mine = tasks.c.owner == instance
+        if only is not None:
+            mine = sa.and_(mine, tasks.c.id.in_(list(only)))
+            remove = False
         async with self.write() as conn:
-            running = sa.and_(tasks.c.owner == instance, tasks.c.status == "running")
+            running = sa.and_(mine, tasks.c.status == "running")
             interrupted = await conn.execute(
                 tasks.update()
                 .where(running, tasks.c.requeue_on_interrupt.is_(False))
@@ -501,9 +524,7 @@ class SQLStore:
             requeued_rows = list(requeued)
             await _interrupt_attempts(conn, interrupted_rows + requeued_rows, now=now, why=reason)
             released = await conn.execute(
-                tasks.update()
-                .where(tasks.c.owner == instance, tasks.c.status == "pending")
-                .values(owner=None)
+                tasks.update().where(mine, tasks.c.status == "pending").values(owner=None)
             )
             if remove:
                 await conn.execute(instances.delete().where(instances.c.id == instance))
@@ -523,17 +544,26 @@ class SQLStore:
         trigger changed; ``enabled`` (paused or not) is left as the database has it.
         """
         async with self.write() as conn:
-            query = sa.select(schedules).where(schedules.c.name == row["name"])
-            existing = (await conn.execute(query)).mappings().first()
-            if existing is None:
-                await conn.execute(schedules.insert(), [row])
-            else:
-                await conn.execute(
-                    schedules.update()
-                    .where(schedules.c.id == existing["id"])
-                    .values(**_refreshed(existing, row))
-                )
+            # Several processes may start at once: insert-if-absent is one statement, so
+            # the loser of the race updates the winner's row instead of failing.
+            if await self._insert_schedule_if_absent(conn, row):
+                query = sa.select(schedules).where(schedules.c.name == row["name"])
+                return (await conn.execute(query)).mappings().one()
+            query = sa.select(schedules).where(schedules.c.name == row["name"]).with_for_update()
+            existing = (await conn.execute(query)).mappings().one()
+            await conn.execute(
+                schedules.update()
+                .where(schedules.c.id == existing["id"])
+                .values(**_refreshed(existing, row))
+            )
             return (await conn.execute(query)).mappings().one()
+
+    async def _insert_schedule_if_absent(self, conn: AsyncConnection, row: dict[str, Any]) -> bool:
+        insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(schedules)
+        result = await conn.execute(
+            insert.values(**row).on_conflict_do_nothing(index_elements=["name"])
+        )
+        return result.rowcount == 1
 
     async def due_schedules(self, *, now: datetime, limit: int = 100) -> list[RowMapping]:
         """Enabled schedules whose next run is due, earliest first."""
@@ -591,13 +621,7 @@ class SQLStore:
     async def create_schedule(self, row: dict[str, Any]) -> bool:
         """Insert a schedule; False when its name is taken."""
         async with self.write() as conn:
-            taken = await conn.scalar(
-                sa.select(schedules.c.id).where(schedules.c.name == row["name"])
-            )
-            if taken is not None:
-                return False
-            await conn.execute(schedules.insert(), [row])
-        return True
+            return await self._insert_schedule_if_absent(conn, row)
 
     async def delete_schedule(self, name: str) -> RowMapping | None:
         """Delete the dynamic schedule ``name``; returns the row as it was (a static row
@@ -720,7 +744,8 @@ def _without_flags(row: dict[str, Any]) -> dict[str, Any]:
 async def _live_task_with_key(conn: AsyncConnection, key: str) -> str | None:
     return await conn.scalar(
         sa.select(tasks.c.id).where(
-            tasks.c.idempotency_key == key, _LIVE_KEY  # literal: matches the partial index
+            tasks.c.idempotency_key == key,
+            _LIVE_KEY,  # literal: matches the partial index
         )
     )
 

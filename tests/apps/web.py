@@ -2,6 +2,16 @@
 
 ``build_app(url)`` returns ``(app, task_manager)``; ``app`` is also served by uvicorn in
 the process tests (``TASKFLOW_DATABASE_URL`` selects the database there).
+
+Served by uvicorn, more environment variables shape the app (all optional, so the other
+tests are unaffected):
+
+- ``TASKFLOW_TEST_SCHEDULE_EVERY``: declare the static schedule ``every_slot`` firing
+  every that many seconds;
+- ``TASKFLOW_TEST_RUN_LOG``: the ``counted_*`` tasks append ``"<task id> <pid>"`` to this
+  file each time they start running (one short ``O_APPEND`` write: atomic), so a test
+  can count executions per task independently of the database;
+- ``TASKFLOW_POOL_SIZE``: the manager's ``pool_size`` (PostgreSQL connections).
 """
 
 from __future__ import annotations
@@ -12,15 +22,52 @@ import threading
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 
-from taskflow import ManagedBackgroundTasks, TaskManager, task_log
+from taskflow import ManagedBackgroundTasks, TaskManager, get_task_context, task_log
 from tests.apps import tasks as app_tasks
 
 events: dict[str, threading.Event] = {}
 
+RUN_LOG_ENV = "TASKFLOW_TEST_RUN_LOG"
+SCHEDULE_EVERY_ENV = "TASKFLOW_TEST_SCHEDULE_EVERY"
+SCHEDULE_NAME = "every_slot"
 
-def build_app(url: str, *, install: bool = False, **options) -> tuple[FastAPI, TaskManager]:
+
+def record_run() -> None:
+    """Append this task's id and the process id to ``$TASKFLOW_TEST_RUN_LOG`` (if set)."""
+    path = os.environ.get(RUN_LOG_ENV)
+    context = get_task_context()
+    if not path or context is None:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{context.task_id} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def build_app(
+    url: str, *, install: bool = False, schedule_every: float | None = None, **options
+) -> tuple[FastAPI, TaskManager]:
     task_manager = TaskManager(database_url=url, **options)
     app = FastAPI()
+
+    if schedule_every is not None:
+
+        @task_manager.schedule(every=schedule_every, name=SCHEDULE_NAME)
+        async def every_slot() -> str:
+            return "fired"
+
+    @task_manager.task(requeue_on_interrupt=True)
+    async def counted_rerunnable(seconds: float) -> str:
+        record_run()
+        await asyncio.sleep(seconds)
+        return "counted"
+
+    @task_manager.task()
+    async def counted_once(seconds: float) -> str:
+        record_run()
+        await asyncio.sleep(seconds)
+        return "counted"
 
     @task_manager.task(retries=1, delay=0.01)
     def send_email(address: str) -> str:
@@ -82,6 +129,18 @@ def build_app(url: str, *, install: bool = False, **options) -> tuple[FastAPI, T
     async def batch(count: int, tasks=Depends(task_manager.get_tasks)):
         return {"task_ids": [tasks.add_task(app_tasks.add, i, 1) for i in range(count)]}
 
+    @app.post("/counted")
+    async def enqueue_counted(
+        count: int, seconds: float = 0.0, tasks=Depends(task_manager.get_tasks)
+    ):
+        """``count`` counted tasks: even positions re-runnable, odd ones not."""
+        funcs = (counted_rerunnable, counted_once)
+        return {"task_ids": [tasks.add_task(funcs[i % 2], seconds) for i in range(count)]}
+
+    @app.get("/whoami")
+    async def whoami():
+        return {"pid": os.getpid(), "instance": task_manager.instance_id}
+
     @app.post("/fails-after-enqueue")
     async def fails_after_enqueue(tasks=Depends(task_manager.get_tasks)):
         tasks.add_task(app_tasks.add, 40, 2)
@@ -122,6 +181,10 @@ app, task_manager = (
         poll_interval=0.1,
         heartbeat_interval=float(os.environ.get("TASKFLOW_HEARTBEAT", "1")),
         instance_timeout=float(os.environ.get("TASKFLOW_INSTANCE_TIMEOUT", "5")),
+        pool_size=int(os.environ.get("TASKFLOW_POOL_SIZE", "10")),
+        schedule_every=(
+            float(os.environ[SCHEDULE_EVERY_ENV]) if os.environ.get(SCHEDULE_EVERY_ENV) else None
+        ),
     )
     if os.environ.get("TASKFLOW_SERVE_TEST_APP")
     else (None, None)
