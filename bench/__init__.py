@@ -1,0 +1,1 @@
+"""taskflow's benchmark suite: ``bench/run`` (see docs/benchmarks.md)."""

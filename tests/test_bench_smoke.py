@@ -1,0 +1,116 @@
+"""The benchmark harness (``bench/``) on tiny counts: it must run every scenario and
+write well-formed results. This checks the harness, not the timings.
+
+fastapi-taskflow (the PyPI comparison) is normally not installed in the test
+environment; the harness then reports it as skipped. PostgreSQL scenarios use their
+own database, ``taskflow_bench_smoke``, on the server of ``TASKFLOW_TEST_DATABASE_URL``
+(never the test database itself), and are reported as skipped without one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from bench.harness import SCENARIOS
+
+ROOT = Path(__file__).resolve().parent.parent
+STATUSES = {"ok", "not_available", "skipped"}
+VARIANTS = {"plain", "fastapi_taskflow", "taskflow"}
+
+pytestmark = pytest.mark.slow
+
+
+def pg_args() -> list[str]:
+    """``--pg-url`` for a dedicated smoke database, or ``--no-pg``."""
+    url = os.environ.get("TASKFLOW_TEST_DATABASE_URL")
+    if not url:
+        return ["--no-pg"]
+    smoke = make_url(url).set(drivername="postgresql", database="taskflow_bench_smoke")
+    return ["--pg-url", smoke.render_as_string(hide_password=False)]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run ``python -m bench --smoke`` once; its results.json, with the Markdown text."""
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--smoke",
+            "--json",
+            str(out / "results.json"),
+            "--markdown",
+            str(out / "benchmarks.md"),
+            "--work",
+            str(out / "work"),
+            *pg_args(),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, f"harness failed:\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    data = json.loads((out / "results.json").read_text())
+    data["_markdown"] = (out / "benchmarks.md").read_text()
+    return data
+
+
+@pytest.mark.timeout(300)
+def test_every_scenario_is_reported(results: dict[str, Any]) -> None:
+    assert set(results["scenarios"]) == set(SCENARIOS)
+    for name, scenario in results["scenarios"].items():
+        assert scenario["status"] in STATUSES, (name, scenario.get("reason"))
+        assert scenario["rows"], name
+        if name in ("dashboard", "latency_cross_process"):
+            assert scenario["status"] == "not_available"
+
+
+@pytest.mark.timeout(300)
+def test_figures_are_well_formed(results: dict[str, Any]) -> None:
+    for name, scenario in results["scenarios"].items():
+        if scenario["status"] != "ok":
+            continue
+        for row in scenario["rows"]:
+            assert set(row["values"]) == VARIANTS, name
+            assert row["values"]["taskflow"] is not None, (name, row["figure"])
+            for variant, value in row["values"].items():
+                if value is None:
+                    assert row["notes"][variant], (name, variant)
+                    continue
+                assert isinstance(value, int | float) and math.isfinite(value), (name, value)
+                if row["unit"] == "tasks":  # tasks lost: zero is the goal
+                    assert value >= 0, (name, variant, value)
+                elif row["unit"] != "MB":  # memory growth may be ~0 or slightly negative
+                    assert value > 0, (name, variant, row["figure"], value)
+            check = row["target"]
+            if check is not None:
+                assert isinstance(check["met"], bool) and isinstance(check["goal"], str)
+                assert math.isfinite(check["value"])
+
+
+@pytest.mark.timeout(300)
+def test_setup_and_markdown(results: dict[str, Any]) -> None:
+    setup = results["setup"]
+    assert setup["nproc"] >= 1 and setup["memory_gib"] > 0 and setup["cpu"]
+    assert results["mode"] == "smoke"
+    durability = results["scenarios"]["durability"]["data"]["variants"]
+    assert durability["taskflow"]["acknowledged"] == results["settings"]["durability_enqueues"]
+    markdown = results["_markdown"]
+    assert "| Scenario | Figure |" in markdown
+    for scenario in results["scenarios"].values():
+        assert scenario["title"] in markdown
