@@ -1,7 +1,10 @@
-"""The demo app served by ``scripts/demo``: routes that enqueue durable tasks.
+"""The demo app served by ``scripts/demo``: routes that enqueue durable tasks, a
+schedule, and the TaskAdmin dashboard.
 
 Try ``POST /signup?email=a@example.com``, ``POST /thumbnail/7``, ``POST /report/3``,
-``POST /flaky``, then ``GET /tasks/{task_id}`` with the id each one returns.
+``POST /flaky``, then ``GET /tasks/{task_id}`` with the id each one returns, or watch
+them at ``/tasks/dashboard``. The dashboard has no login here (it says so on every
+page); pass ``auth=("user", "password")`` to ``TaskAdmin`` in a real app.
 """
 
 from __future__ import annotations
@@ -10,16 +13,16 @@ import asyncio
 import os
 import time
 
-from fastapi import Depends, FastAPI, HTTPException
+from fastapi import Depends, FastAPI
 
-from taskflow import ManagedBackgroundTasks, TaskManager, get_task_context, task_log
+from taskflow import ManagedBackgroundTasks, TaskAdmin, TaskManager, get_task_context, task_log
 
 task_manager = TaskManager(
     database_url=os.environ.get("TASKFLOW_DATABASE_URL", "sqlite+aiosqlite:///taskflow-demo.db"),
     max_process_workers=2,
 )
 app = FastAPI(title="taskflow demo")
-task_manager.init_app(app)
+TaskAdmin(app, task_manager, title="taskflow demo")  # JSON API at /tasks, pages at /tasks/dashboard
 
 
 @task_manager.task(retries=2, delay=0.5)
@@ -43,6 +46,12 @@ def build_report(report_id: int) -> int:
     """A CPU-bound task: runs in a worker process."""
     task_log("crunching numbers", report_id=report_id)
     return sum(i * i for i in range(200_000 + report_id))
+
+
+@task_manager.schedule(every=60)
+async def heartbeat() -> None:
+    """A static schedule: runs every minute, once across all processes."""
+    task_log("still alive")
 
 
 @task_manager.task(retries=3, delay=0.2, backoff=2.0)
@@ -76,11 +85,3 @@ async def report(report_id: int, tasks: ManagedBackgroundTasks = Depends(task_ma
 @app.post("/flaky")
 async def flaky(tasks: ManagedBackgroundTasks = Depends(task_manager.get_tasks)):
     return {"task_id": tasks.add_task(flaky_import)}
-
-
-@app.get("/tasks/{task_id}")
-async def task_status(task_id: str):
-    record = await task_manager.get_task(task_id)
-    if record is None:
-        raise HTTPException(status_code=404, detail="no such task")
-    return record.to_dict()
