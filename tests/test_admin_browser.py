@@ -331,6 +331,11 @@ def test_login_and_logout(context: Any, site: Site) -> None:
     page.wait_for_selector("#login-form")
 
 
+def fold_tracebacks(page: Any) -> None:
+    """Close every attempt's traceback on a task page."""
+    page.evaluate("document.querySelectorAll('details.attempt').forEach(d => { d.open = false; })")
+
+
 def test_every_page_renders(context: Any, site: Site) -> None:
     page = sign_in(context)
     for name in PAGES:
@@ -344,6 +349,7 @@ def test_every_page_renders(context: Any, site: Site) -> None:
     page.wait_for_selector("#task-error")
     assert "admin_fail broke on 3" in page.inner_text("#task-error")
     assert page.locator("details.attempt").count() == 2  # retries=1: two attempts
+    fold_tracebacks(page)  # a traceback would put this machine's file paths in the docs
     shoot(page, site, "task")
     page.goto(f"/tasks/dashboard/runs/{site.ids['ok']}")
     assert "••••••" in page.inner_text("#task-args")  # password redacted
@@ -360,6 +366,7 @@ def test_dark_theme_and_phone_width(context: Any, site: Site) -> None:
     shoot(page, site, "overview-dark")
     page.goto(f"/tasks/dashboard/runs/{site.ids['failed']}")
     page.wait_for_selector("#task-error")
+    fold_tracebacks(page)
     shoot(page, site, "task-dark")
     page.click("#theme-toggle")
     page.set_viewport_size(PHONE)
