@@ -537,11 +537,8 @@ class TaskManager(ScheduleAPI):
             TaskArgumentError: an argument, tag or key cannot be stored.
             DatabaseError: the database refused the write (sync callers only).
         """
-        config = config or self.config_for_callable(func)
-        if config is None:
-            raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
         row, job = self._new_row(
-            config,
+            self._storable(func, config),
             args,
             kwargs,
             idempotency_key=idempotency_key,
@@ -621,6 +618,17 @@ class TaskManager(ScheduleAPI):
         )
         job = job_from_row(row, config)
         return row, job
+
+    def _storable(self, func: Callable[..., Any], config: TaskConfig | None) -> TaskConfig:
+        """``config``, else the one ``func`` is stored with.
+
+        Raises:
+            UnknownTaskFunction: ``func`` cannot be imported back by name.
+        """
+        config = config or self.config_for_callable(func)
+        if config is None:
+            raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
+        return config
 
     def owner_for(self, config: TaskConfig) -> str | None:
         """This instance for tasks on a queue it runs; None (claimable by any instance
@@ -714,11 +722,8 @@ class TaskManager(ScheduleAPI):
         Returns the task id once the row is committed (the existing task's id when
         ``idempotency_key`` matches a task that has not failed).
         """
-        config = self.config_for_callable(func)
-        if config is None:
-            raise UnknownTaskFunction(f"{func!r} cannot be stored as a task: not importable")
         row, job = self._new_row(
-            config,
+            self._storable(func, None),
             args,
             kwargs,
             idempotency_key=idempotency_key,

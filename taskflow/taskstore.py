@@ -68,7 +68,7 @@ def record_from_row(
     attempts: Sequence[Mapping[str, Any]],
 ) -> TaskRecord:
     """A :class:`TaskRecord` from stored rows, decoding what the configured keys allow."""
-    args, kwargs, result = _decoded(row, payloads)
+    args, kwargs, result = decode_values(row, payloads)
     return TaskRecord(
         task_id=row["id"],
         func_name=row["func_name"],
@@ -119,7 +119,9 @@ def record_from_row(
     )
 
 
-def _decoded(row: Mapping[str, Any], payloads: Payloads) -> tuple[Any, Any, Any]:
+def decode_values(row: Mapping[str, Any], payloads: Payloads) -> tuple[Any, Any, Any]:
+    """A task row's ``(args, kwargs, result)``, or three Nones when the configured keys
+    cannot decrypt or decode them."""
     encrypted = bool(row["encrypted"])
     try:
         args, kwargs = payloads.decode_call(row["payload"], encrypted=encrypted)

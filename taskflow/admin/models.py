@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 
 from taskflow.admin.redact import Redactor
 from taskflow.admin.util import jsonable, seconds_between
-from taskflow.errors import DecryptionError, TaskArgumentError
 from taskflow.payloads import Payloads
 from taskflow.records import TaskRecord
+from taskflow.taskstore import decode_values
 
 if TYPE_CHECKING:
     from taskflow.admin.views import Overview, ScheduleRow
@@ -99,11 +99,8 @@ def task_out_from_row(
 def _decoded(
     row: Mapping[str, Any], payloads: Payloads, redactor: Redactor
 ) -> tuple[Any, Any, Any]:
-    encrypted = bool(row["encrypted"])
-    try:
-        args, kwargs = payloads.decode_call(row["payload"], encrypted=encrypted)
-        result = payloads.decode_result(row["result"], encrypted=encrypted)
-    except (DecryptionError, TaskArgumentError, ValueError):
+    args, kwargs, result = decode_values(row, payloads)
+    if args is None:
         return None, None, None
     return (
         redactor.redact(jsonable(list(args))),
