@@ -537,8 +537,9 @@ class TaskManager(ScheduleAPI):
             TaskArgumentError: an argument, tag or key cannot be stored.
             DatabaseError: the database refused the write (sync callers only).
         """
+        config = self._storable(func, config)
         row, job = self._new_row(
-            self._storable(func, config),
+            config,
             args,
             kwargs,
             idempotency_key=idempotency_key,
