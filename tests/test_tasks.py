@@ -339,3 +339,30 @@ async def test_delete_only_final_tasks(manager_factory):
     assert await manager.delete(task_id) is True
     assert await manager.get_task(task_id) is None
     assert await manager.delete(task_id) is False
+
+
+async def test_log_lines_are_stored_in_the_order_they_were_written(manager_factory):
+    """Log ids grow in the order lines are written, across tasks logging at once, even
+    with several write batches in flight (PostgreSQL): a reader tailing ``id > last``
+    never skips a line, and a task's lines are all stored before its outcome."""
+    manager = manager_factory()
+    written = iter(range(10**6))
+
+    @manager.task(name="chatty")
+    async def chatty(lines: int) -> None:
+        for _ in range(lines):
+            task_log(str(next(written)))
+            await asyncio.sleep(0)
+
+    await manager.startup()
+    ids = await asyncio.gather(*(manager.enqueue(chatty, 150) for _ in range(30)))
+    for task_id in ids:
+        record = await wait_for_status(manager, task_id, timeout=60)
+        assert record.status == "success"
+        assert len(record.logs) == 150
+    async with manager.db.read() as conn:
+        rows = (
+            await conn.exec_driver_sql("SELECT message FROM taskflow_task_logs ORDER BY id")
+        ).all()
+    order = [int(row.message) for row in rows]
+    assert order == sorted(order)

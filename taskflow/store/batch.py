@@ -6,6 +6,13 @@ kind (all inserts in one ``executemany``, all starts in one ``UPDATE ... RETURNI
 resolves every future at commit. Under load a batch grows to cover everything that
 arrived while the previous commit was in flight, so durability costs one commit per batch
 instead of one per task.
+
+With ``lanes=2`` (PostgreSQL) a second batch may start while one is in flight, so the
+application and the database stop taking turns. Log lines and finishes are *ordered*
+kinds: only one batch holding them is in flight at a time, so log ids grow in commit
+order (a live tail reading ``id > last`` never skips a line) and a task's finish never
+commits before its earlier log lines. Inserts and starts need no such care: a task's
+start is queued only after its insert has committed, and its finish after its start.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ Handler = Callable[[AsyncConnection, Sequence["Op"]], Awaitable[Sequence[Any]]]
 Transaction = Callable[[], Any]  # returns an async context manager yielding a connection
 
 MAX_BATCH = 1000
+ORDERED_KINDS = frozenset({"log", "finish"})
 
 
 @dataclass(slots=True)
@@ -42,16 +50,22 @@ class GroupCommitter:
 
     ``handlers`` maps a kind to ``async (conn, ops) -> results`` (one result per op, in
     order). ``order`` is the order kinds run in within a batch. ``transaction`` opens a
-    write transaction. A failing batch is retried one operation per transaction so a
-    single bad operation fails alone.
+    write transaction. ``lanes`` is how many batches may be in flight at once. A failing
+    batch is retried one operation per transaction so a single bad operation fails alone.
     """
 
     def __init__(
-        self, *, handlers: dict[str, Handler], order: Sequence[str], transaction: Transaction
+        self,
+        *,
+        handlers: dict[str, Handler],
+        order: Sequence[str],
+        transaction: Transaction,
+        lanes: int = 1,
     ) -> None:
         self._handlers = handlers
         self._order = list(order)
         self._transaction = transaction
+        self._lanes = lanes
         self._queue: list[Op] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -85,6 +99,7 @@ class GroupCommitter:
             self._task = None
 
     async def _run(self) -> None:
+        in_flight: dict[asyncio.Task[None], bool] = {}  # batch → holds ordered kinds
         while True:
             await self._wake.wait()
             # Let every coroutine that is ready now add its write first: one pass of the
@@ -92,10 +107,36 @@ class GroupCommitter:
             await asyncio.sleep(0)
             self._wake.clear()
             while self._queue:
-                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                await self._commit(batch)
+                batch = None
+                if len(in_flight) < self._lanes:
+                    batch = self._take(ordered=not any(in_flight.values()))
+                if not batch:  # every lane busy, or only ordered work that must wait
+                    done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    for flush in done:
+                        del in_flight[flush]
+                    continue
+                flush = asyncio.get_running_loop().create_task(self._commit(batch))
+                in_flight[flush] = any(op.kind in ORDERED_KINDS for op in batch)
+            for flush in [flush for flush in in_flight if flush.done()]:
+                del in_flight[flush]
             if self._closing:
+                if in_flight:
+                    await asyncio.wait(in_flight)
                 return
+
+    def _take(self, *, ordered: bool) -> list[Op]:
+        """The next batch in queue order; without ``ordered``, ordered kinds stay queued."""
+        if ordered:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            return batch
+        batch, rest = [], []
+        for op in self._queue:
+            if op.kind in ORDERED_KINDS or len(batch) >= MAX_BATCH:
+                rest.append(op)
+            else:
+                batch.append(op)
+        self._queue = rest
+        return batch
 
     async def _commit(self, batch: list[Op]) -> None:
         try:

@@ -77,6 +77,8 @@ class SQLStore:
             },
             order=("insert", "start", "log", "finish"),
             transaction=self.write,
+            # SQLite has one writer; PostgreSQL overlaps two batches (see batch.py).
+            lanes=2 if self.dialect == "postgresql" else 1,
         )
 
     # -- lifecycle -------------------------------------------------------------------
