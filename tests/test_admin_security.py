@@ -18,6 +18,7 @@ from tests.admin_support import (
     XSS,
     admin_fail,
     admin_ok,
+    admin_parked,
     build,
     call,
     csrf,
@@ -344,3 +345,58 @@ def test_templates_can_be_overridden_by_name(db_url, tmp_path):
     with TestClient(built.app) as client:
         assert 'id="mine"' in client.get("/tasks/dashboard/audit").text
         assert 'id="mine"' not in client.get("/tasks/dashboard/logs").text
+
+
+def test_no_mutation_accepts_a_cross_site_request(db_url):
+    """Every state-changing route, hit with the logged-in admin's cookie the way a
+    hostile page would (a cross-site form post, or a fetch without the session's token,
+    or with a guessed one), is refused and changes nothing."""
+    built = build(db_url, auth=USERS)
+    with TestClient(built.app) as client:
+        assert login(client).status_code == 303
+        failed_id = call(client, built.manager.enqueue, admin_fail)
+        wait_status(client, built.manager, failed_id)
+        parked_id = call(client, built.manager.enqueue, admin_parked)
+        before = {
+            "tasks": sorted(
+                (row.task_id, row.status.value)
+                for row in call(client, built.manager.list_tasks, limit=100)
+            ),
+            "schedules": client.get("/tasks/schedules").json(),
+        }
+        hostile = [
+            {"Origin": "https://evil.example", "Content-Type": "application/x-www-form-urlencoded"},
+            {"Origin": "https://evil.example", "X-CSRF-Token": "guessed"},
+            {"HX-Request": "true"},
+        ]
+        tried = 0
+        for method, path in admin_routes(built.app):
+            if method not in ("POST", "PUT", "PATCH", "DELETE") or path in PUBLIC:
+                continue
+            target = (
+                path.replace("{task_id}", failed_id if "retry" in path else parked_id)
+                .replace("{name}", "hourly_report")
+                .replace("{schedule_id}", "hourly_report")
+            )
+            target = sample_path(target)
+            for headers in hostile:
+                response = client.request(
+                    method,
+                    target,
+                    headers=headers,
+                    content="value=1&unit=day&task_ids=" + failed_id,
+                    follow_redirects=False,
+                )
+                assert response.status_code == 403, (method, path, headers, response.text)
+            tried += 1
+        assert tried >= 10, tried
+        after = {
+            "tasks": sorted(
+                (row.task_id, row.status.value)
+                for row in call(client, built.manager.list_tasks, limit=100)
+            ),
+            "schedules": client.get("/tasks/schedules").json(),
+        }
+        assert after == before
+        actions = [entry["action"] for entry in client.get("/tasks/audit").json()]
+        assert actions == ["login"], actions
