@@ -17,6 +17,7 @@ from taskflow.store.admin_schema import sessions
 from tests.admin_support import (
     XSS,
     admin_fail,
+    admin_hourly,
     admin_ok,
     admin_parked,
     build,
@@ -301,27 +302,38 @@ def test_security_headers_and_no_inline_script_or_style(db_url):
             assert "https://" not in html and "http://" not in html, path
 
 
-def test_user_data_is_escaped(db_url):
-    built = build(db_url, display_func_args=True)
+def test_user_data_is_escaped_on_every_page(db_url):
+    """A script payload in a function name, a schedule name, arguments, keyword
+    arguments, tags, an error, a traceback, a log line and a login name is shown as
+    text on every page and fragment of the dashboard, never as markup."""
+    built = build(db_url, display_func_args=True, auth=USERS)
     built.manager.task(name=XSS)(admin_ok)
+    built.manager.schedule(every=3600, name=f"{XSS} hourly")(admin_hourly)
     with TestClient(built.app) as client:
-        task_id = call(client, built.manager.enqueue, admin_ok, XSS)
+        assert login(client, username=XSS, password="x").status_code == 401
+        assert login(client).status_code == 303
+        task_id = call(client, built.manager.enqueue, admin_ok, XSS, password=XSS)
         wait_status(client, built.manager, task_id)
         row = task_row(func_name=XSS, status="failed", error=XSS, tags={XSS: XSS})
+        row["traceback"] = XSS
         call(client, insert_rows, built.manager, [row])
         call(client, insert_log, built.manager, task_id, XSS)
-        for path in (
-            "/tasks/dashboard/runs",
-            f"/tasks/dashboard/runs/{task_id}",
-            f"/tasks/dashboard/runs/{row['id']}",
-            "/tasks/dashboard/failures",
-            "/tasks/dashboard/logs",
-            "/tasks/dashboard/functions",
-        ):
-            html = client.get(path).text
-            assert "<script>window.__pwned" not in html, path
-            assert "<img src=x" not in html, path
-            assert "&lt;script&gt;" in html, path
+        call(client, insert_log, built.manager, row["id"], XSS)
+        pages = 0
+        for method, path in admin_routes(built.app):
+            if method != "GET" or not path.startswith("/tasks/dashboard") or "static" in path:
+                continue
+            for shown in (task_id, row["id"]) if "{task_id}" in path else (None,):
+                url = path.replace("{task_id}", shown) if shown else path
+                response = client.get(url)
+                assert response.status_code == 200, (url, response.status_code)
+                html = response.text
+                assert "<script>window.__pwned" not in html, url
+                assert "<img src=x" not in html, url
+                pages += 1
+        assert pages >= 15, pages
+        for path in ("/tasks/dashboard/runs", f"/tasks/dashboard/runs/{row['id']}"):
+            assert "&lt;script&gt;" in client.get(path).text, path
 
 
 def test_static_files_are_public_and_confined(db_url):
