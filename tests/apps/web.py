@@ -8,9 +8,9 @@ tests are unaffected):
 
 - ``TASKFLOW_TEST_SCHEDULE_EVERY``: declare the static schedule ``every_slot`` firing
   every that many seconds;
-- ``TASKFLOW_TEST_RUN_LOG``: the ``counted_*`` tasks append ``"<task id> <pid>"`` to this
-  file each time they start running (one short ``O_APPEND`` write: atomic), so a test
-  can count executions per task independently of the database;
+- ``TASKFLOW_TEST_RUN_LOG``: the ``counted_*`` tasks and ``every_slot`` append
+  ``"<task id> <pid>"`` to this file each time they start running (one short ``O_APPEND``
+  write: atomic), so a test can count executions per task independently of the database;
 - ``TASKFLOW_POOL_SIZE``: the manager's ``pool_size`` (PostgreSQL connections).
 """
 
@@ -55,6 +55,7 @@ def build_app(
 
         @task_manager.schedule(every=schedule_every, name=SCHEDULE_NAME)
         async def every_slot() -> str:
+            record_run()
             return "fired"
 
     @task_manager.task(requeue_on_interrupt=True)
@@ -136,6 +137,18 @@ def build_app(
         """``count`` counted tasks: even positions re-runnable, odd ones not."""
         funcs = (counted_rerunnable, counted_once)
         return {"task_ids": [tasks.add_task(funcs[i % 2], seconds) for i in range(count)]}
+
+    @app.post("/counted-sync")
+    def enqueue_counted_sync(
+        count: int, seconds: float = 0.0, tasks=Depends(task_manager.get_tasks)
+    ):
+        """``/counted`` from a sync route: each ``add_task`` commits before it returns."""
+        funcs = (counted_rerunnable, counted_once)
+        return {"task_ids": [tasks.add_task(funcs[i % 2], seconds) for i in range(count)]}
+
+    @app.post("/schedules/{name}/pause")
+    async def pause_schedule(name: str):
+        return {"enabled": (await task_manager.pause_schedule(name)).enabled}
 
     @app.get("/whoami")
     async def whoami():
