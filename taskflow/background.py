@@ -4,7 +4,9 @@ durability middleware and ``BackgroundTasks`` injection.
 Durability barrier: on the event loop, ``add_task`` queues its row for the next group
 commit and returns at once; the middleware holds the response's first byte until every
 row queued by the request is committed. If the commit fails, the client gets a 503
-instead of a success for work that was not stored.
+instead of a success for work that was not stored: JSON ``{"detail": "task could not be
+stored: <what is wrong and what to do>"}`` with ``Retry-After``, whether the route is
+``async def`` (the middleware answers) or ``def`` (the ``DatabaseError`` handler does).
 
 Timing: tasks start now (``schedule``), when the endpoint returns (``after_route``, before
 the response is sent) or after the response (``after_response``, ``add_task``). If the
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("taskflow")
 
 AFTER_ROUTE_START_TIMEOUT = 5.0  # seconds the response waits for after-route tasks to start
+RETRY_AFTER = "5"  # seconds, in every 503 for a task that could not be stored
 
 
 @dataclass(slots=True)
@@ -289,7 +292,11 @@ async def _barrier(context: RequestContext) -> None:
     if problem is not None:
         from fastapi import HTTPException
 
-        raise HTTPException(503, detail=f"task could not be stored: {problem}")
+        raise HTTPException(
+            503,
+            detail=f"task could not be stored: {problem}",
+            headers={"Retry-After": RETRY_AFTER},
+        )
 
 
 class DurabilityMiddleware:
@@ -344,6 +351,7 @@ async def _send_unavailable(send: Send, problem: BaseException) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                (b"retry-after", RETRY_AFTER.encode()),
             ],
         }
     )
@@ -360,7 +368,7 @@ async def _database_unavailable(request: Any, exc: Exception) -> Any:
     return JSONResponse(
         {"detail": f"task could not be stored: {exc}"},
         status_code=503,
-        headers={"Retry-After": "5"},
+        headers={"Retry-After": RETRY_AFTER},
     )
 
 

@@ -6,7 +6,10 @@ Every exception derives from :class:`TaskflowError`, so one ``except`` catches t
     ├── ConfigurationError        bad constructor or decorator arguments found at start
     ├── NotStarted                the TaskManager is used before ``startup()``
     ├── DatabaseError             the database failed or cannot be reached
-    │   └── SchemaOutOfDate       the schema is not at the revision this code needs
+    │   ├── SchemaOutOfDate       the schema is not at the revision this code needs
+    │   ├── DatabaseUnavailable   locked past the busy timeout, down or unreachable: retry
+    │   ├── DatabaseFull          no disk space left for the database
+    │   └── DatabaseReadOnly      the database file, directory or server refuses writes
     ├── TaskNotFound              no task with that id
     ├── DuplicateTaskName         a second function registered under a taken name
     ├── UnknownTaskFunction       a stored task names a function that is not registered
@@ -48,6 +51,25 @@ class DatabaseError(TaskflowError):
 
 class SchemaOutOfDate(DatabaseError):
     """The database schema is older (or newer) than this version of taskflow needs."""
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database cannot take the operation now: a SQLite file locked by another
+    process for longer than the busy timeout, or a PostgreSQL server that is down,
+    restarting or unreachable. Nothing was written; the same call can be retried.
+    The HTTP integration answers 503 with ``Retry-After``."""
+
+
+class DatabaseFull(DatabaseError):
+    """No disk space is left for the database (``SQLITE_FULL``, PostgreSQL 53100).
+    Nothing was written and nothing already stored is damaged; writes succeed again
+    once space is freed. The HTTP integration answers 503."""
+
+
+class DatabaseReadOnly(DatabaseError):
+    """The database refuses writes: a read-only file, directory or file system for
+    SQLite, a standby or read-only transaction for PostgreSQL. ``startup()`` raises it
+    before anything starts; the message says what to make writable."""
 
 
 class TaskNotFound(TaskflowError, LookupError):

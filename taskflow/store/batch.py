@@ -25,7 +25,13 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskflow.errors import DatabaseError, NotStarted
+from taskflow.errors import (
+    DatabaseError,
+    DatabaseFull,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    NotStarted,
+)
 
 logger = logging.getLogger("taskflow.store")
 
@@ -33,6 +39,8 @@ Handler = Callable[[AsyncConnection, Sequence["Op"]], Awaitable[Sequence[Any]]]
 Transaction = Callable[[], Any]  # returns an async context manager yielding a connection
 
 MAX_BATCH = 1000
+# Failures of the database as a whole, not of one operation: a batch is not split on them.
+WHOLE_DATABASE_ERRORS = (DatabaseUnavailable, DatabaseFull, DatabaseReadOnly)
 ORDERED_KINDS = frozenset({"log", "finish"})
 
 
@@ -51,7 +59,9 @@ class GroupCommitter:
     ``handlers`` maps a kind to ``async (conn, ops) -> results`` (one result per op, in
     order). ``order`` is the order kinds run in within a batch. ``transaction`` opens a
     write transaction. ``lanes`` is how many batches may be in flight at once. A failing
-    batch is retried one operation per transaction so a single bad operation fails alone.
+    batch is retried one operation per transaction so a single bad operation fails alone,
+    unless the database as a whole failed (``WHOLE_DATABASE_ERRORS``): then every operation
+    of the batch fails with that error at once.
     """
 
     def __init__(
@@ -142,8 +152,11 @@ class GroupCommitter:
         try:
             results = await self._execute(batch)
         except Exception as exc:  # noqa: BLE001 - isolate the failing operation below
-            if len(batch) == 1:
-                _fail(batch[0], exc)
+            if len(batch) == 1 or isinstance(exc, WHOLE_DATABASE_ERRORS):
+                # Locked, down, full or read-only: every operation would fail the same
+                # way, one busy timeout after another, so they fail together now.
+                for op in batch:
+                    _fail(op, exc)
                 return
             logger.warning(
                 "group commit of %d operations failed (%s); retrying one by one", len(batch), exc

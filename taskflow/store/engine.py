@@ -4,10 +4,16 @@ SQLite gets WAL, foreign keys, a busy timeout and explicit ``BEGIN`` statements,
 write transactions can start with ``BEGIN IMMEDIATE`` (the write lock is taken up front
 and concurrent writers queue on the busy timeout instead of failing with
 "database is locked" when they upgrade a read lock).
+
+The busy timeout is 30 s; the URL's ``timeout`` query parameter (seconds, as for Python's
+``sqlite3.connect``) changes it: ``sqlite:///tasks.db?timeout=5``. A write that waits
+longer for another process's lock fails with
+:class:`~taskflow.errors.DatabaseUnavailable`.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from typing import Any
 
@@ -20,7 +26,7 @@ from sqlalchemy.pool import StaticPool
 from taskflow.errors import ConfigurationError
 
 WRITE_OPTION = "taskflow_write"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
+SQLITE_BUSY_TIMEOUT_MS = 30_000  # the default; ``?timeout=<seconds>`` in the URL overrides it
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -34,7 +40,8 @@ def normalize_url(url: str | URL) -> URL:
     """Return ``url`` with taskflow's async driver, or raise for an unsupported database.
 
     ``sqlite:///x.db`` and ``postgresql://...`` are accepted and mapped to aiosqlite and
-    asyncpg. Raises :class:`ConfigurationError` (a ``ValueError``) naming the masked URL.
+    asyncpg. Raises :class:`ConfigurationError` (a ``ValueError``) naming the masked URL,
+    also for a SQLite ``?timeout=`` that is not a number of seconds.
     """
     try:
         parsed = make_url(url) if isinstance(url, str) else url
@@ -46,7 +53,10 @@ def normalize_url(url: str | URL) -> URL:
             f"unsupported database URL {mask(parsed)}: taskflow supports "
             "sqlite+aiosqlite:// and postgresql+asyncpg:// URLs"
         )
-    return parsed.set(drivername=drivername)
+    normalized = parsed.set(drivername=drivername)
+    if normalized.get_backend_name() == "sqlite":
+        sqlite_busy_timeout(normalized)  # refuse a bad ``?timeout=`` at construction
+    return normalized
 
 
 def mask(url: str | URL) -> str:
@@ -63,6 +73,28 @@ def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def sqlite_busy_timeout(url: URL) -> float:
+    """Seconds a SQLite statement waits for another connection's lock: the URL's
+    ``timeout`` query parameter, else 30.
+
+    Raises:
+        ConfigurationError: ``timeout`` is not a number of seconds >= 0.
+    """
+    raw = url.query.get("timeout")
+    if raw is None:
+        return SQLITE_BUSY_TIMEOUT_MS / 1000
+    try:
+        seconds = float(raw if isinstance(raw, str) else raw[-1])
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):  # also refuses nan
+        raise ConfigurationError(
+            f"timeout={raw!r} in the SQLite URL {mask(url)} must be a number of seconds >= 0",
+            field="database_url",
+        )
+    return seconds
+
+
 def create_engine(url: URL, *, pool_size: int = 10, synchronous: str = "FULL") -> AsyncEngine:
     """Create the async engine for ``url`` with taskflow's per-dialect settings."""
     if url.get_backend_name() == "sqlite":
@@ -73,7 +105,8 @@ def create_engine(url: URL, *, pool_size: int = 10, synchronous: str = "FULL") -
 
 
 def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:
-    kwargs: dict[str, Any] = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}}
+    busy_seconds = sqlite_busy_timeout(url)
+    kwargs: dict[str, Any] = {"connect_args": {"timeout": busy_seconds}}
     if is_memory_sqlite(url):
         kwargs["poolclass"] = StaticPool
     else:
@@ -86,7 +119,7 @@ def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:
         # Let our "begin" listener issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={round(busy_seconds * 1000)}")
         if not memory:
             _enable_wal(cursor)
         cursor.execute(f"PRAGMA synchronous={synchronous}")
@@ -116,6 +149,23 @@ def _enable_wal(cursor: Any) -> None:
             if "locked" not in str(exc) or attempt == 99:
                 raise
             time.sleep(0.05)
+
+
+async def check_sqlite_writable(engine: AsyncEngine, url: URL) -> None:
+    """Raise the driver's error when a SQLite database refuses the write lock: a
+    read-only file, directory or file system (``SQLITE_READONLY``). A lock held by
+    another process says nothing about that, so this neither waits for it nor fails."""
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute("PRAGMA busy_timeout=0")
+        try:
+            await driver.execute("BEGIN IMMEDIATE")
+            await driver.execute("ROLLBACK")
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_BUSY":
+                raise
+        finally:
+            await driver.execute(f"PRAGMA busy_timeout={round(sqlite_busy_timeout(url) * 1000)}")
 
 
 async def write_options(conn: AsyncConnection) -> AsyncConnection:

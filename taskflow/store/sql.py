@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -23,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow.errors import DatabaseError
 from taskflow.store import engine as engines
+from taskflow.store import failures
 from taskflow.store.batch import GroupCommitter, Op
 from taskflow.store.schema import (
     TERMINAL_STATUSES,
@@ -50,7 +52,8 @@ class SQLStore:
 
     Args:
         url: any SQLAlchemy URL for SQLite or PostgreSQL; sync driver names are mapped
-            to aiosqlite/asyncpg.
+            to aiosqlite/asyncpg. For SQLite, ``?timeout=<seconds>`` sets the busy
+            timeout (default 30).
         pool_size: connections kept open (PostgreSQL).
         sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` survives power loss,
             ``NORMAL`` survives a process crash).
@@ -88,6 +91,8 @@ class SQLStore:
 
         Raises:
             DatabaseError: the database cannot be reached (the message names the URL).
+            DatabaseReadOnly: a SQLite file (or its directory) cannot be written.
+            DatabaseUnavailable: the database is down, or locked past the busy timeout.
             SchemaOutOfDate: the schema is stale and ``auto_upgrade`` is off.
         """
         from taskflow import migrate
@@ -99,9 +104,14 @@ class SQLStore:
             await migrate.prepare_schema(
                 self.engine, auto_upgrade=auto_upgrade, display_url=self.display_url
             )
+            if self.dialect == "sqlite":  # read-only: fail now, not at the first enqueue
+                await engines.check_sqlite_writable(self.engine, self.url)
         except DatabaseError:
             await self.engine.dispose()
             raise
+        except (sa.exc.SQLAlchemyError, OSError, sqlite3.Error) as exc:
+            await self.engine.dispose()
+            raise failures.translate(exc, url=self.url, display_url=self.display_url) from exc
         except Exception as exc:
             await self.engine.dispose()
             raise DatabaseError(f"cannot open the task database {self.display_url}: {exc}") from exc
@@ -139,7 +149,7 @@ class SQLStore:
         except DatabaseError:
             raise
         except (sa.exc.SQLAlchemyError, OSError) as exc:
-            raise DatabaseError(f"database error on {self.display_url}: {exc}") from exc
+            raise failures.translate(exc, url=self.url, display_url=self.display_url) from exc
 
     # -- group-committed writes --------------------------------------------------------
 
