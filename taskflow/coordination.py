@@ -14,11 +14,11 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskflow import retention
+from taskflow.guard import StepGuard
 from taskflow.runner import utcnow
 from taskflow.submission import job_from_row
 
@@ -43,6 +43,7 @@ class Coordinator:
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
+        self._guard = StepGuard("taskflow")
 
     def wake(self) -> None:
         """Look for claimable tasks now."""
@@ -63,7 +64,7 @@ class Coordinator:
             self._loops.append(
                 asyncio.create_task(self._retention_loop(), name="taskflow-retention")
             )
-        self._listener = await _guard("listen", lambda: manager.db.listen(self._notified))
+        self._listener = await self._guard("listen", lambda: manager.db.listen(self._notified))
 
     async def stop(self) -> None:
         """Stop every loop and the listener."""
@@ -127,7 +128,7 @@ class Coordinator:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.manager.heartbeat_interval)
-            await _guard("heartbeat", self._beat)
+            await self._guard("heartbeat", self._beat)
 
     async def _beat(self) -> None:
         manager = self.manager
@@ -168,8 +169,8 @@ class Coordinator:
                     await self._wake.wait()
             self._wake.clear()
             self.manager.release_stale_holds()
-            await _guard("claim", self._claim)
-            await _guard("cancel requests", self._apply_cancel_requests)
+            await self._guard("claim", self._claim)
+            await self._guard("cancel requests", self._apply_cancel_requests)
 
     async def _claim(self) -> None:
         manager = self.manager
@@ -202,7 +203,7 @@ class Coordinator:
     async def _retention_loop(self) -> None:
         manager = self.manager
         while True:
-            await _guard(
+            await self._guard(
                 "retention",
                 lambda: retention.run_if_due(
                     manager.db,
@@ -211,17 +212,6 @@ class Coordinator:
                 ),
             )
             await asyncio.sleep(min(manager.retention_interval, 3600))
-
-
-async def _guard(what: str, step: Callable[[], Any]) -> Any:
-    """Run one step of a background loop; an error is logged and the loop carries on."""
-    try:
-        return await step()
-    except asyncio.CancelledError:
-        raise
-    except Exception:  # noqa: BLE001 - a background loop must never die
-        logger.exception("taskflow %s step failed; will retry", what)
-        return None
 
 
 def _pid_alive(pid: int) -> bool:

@@ -448,8 +448,14 @@ class TaskManager(ScheduleAPI):
         if self.logger is not None:
             self.logger.start()
         self._started = True
-        await self.scheduler.sync_static()
-        await self.coordinator.start()
+        try:
+            await self.scheduler.sync_static()
+            await self.coordinator.start()
+        except BaseException:
+            # Half started is not started: undo what ran, so the caller can retry.
+            with contextlib.suppress(Exception):
+                await self.shutdown()
+            raise
 
     async def shutdown(self) -> None:
         """Stop taking work, let running tasks finish for ``shutdown_timeout`` seconds,

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from taskflow.guard import StepGuard
 from taskflow.registry import TaskConfig
 from taskflow.runner import utcnow
 from taskflow.submission import build_row, job_from_row, new_task_id
@@ -125,6 +127,7 @@ class Scheduler:
         self.specs: dict[str, ScheduleSpec] = {}
         self._wake = asyncio.Event()
         self._warned: set[str] = set()
+        self._guard = StepGuard("scheduler")
 
     def add(self, spec: ScheduleSpec) -> None:
         """Declare a static schedule (stored at startup)."""
@@ -174,18 +177,19 @@ class Scheduler:
     async def run(self) -> None:
         """Fire due schedules until cancelled; sleeps until the next one is due."""
         while True:
-            await self._guarded(self.tick)
+            await self._guard("tick", self.tick)
             await self._sleep()
 
     async def tick(self) -> int:
         """Fire every schedule that is due now; returns how many runs this process started."""
         fired = 0
         for row in await self.manager.db.due_schedules(now=utcnow()):
-            fired += await self._guarded(lambda row=row: self._fire(row)) or 0
+            fire = functools.partial(self._fire, row)
+            fired += await self._guard(f"slot of {row['name']!r}", fire) or 0
         return fired
 
     async def _sleep(self) -> None:
-        due = await self._guarded(self.manager.db.next_schedule_due)
+        due = await self._guard("next slot", self.manager.db.next_schedule_due)
         pause = MAX_SLEEP
         if isinstance(due, datetime):
             pause = min(max((due - utcnow()).total_seconds(), 0.0), MAX_SLEEP)
@@ -285,12 +289,3 @@ class Scheduler:
         registered here."""
         row = await self.manager.db.get_schedule(name)
         return None if row is None else await self._run_now(row, source="manual")
-
-    async def _guarded(self, step: Any) -> Any:
-        try:
-            return await step()
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # noqa: BLE001 - one bad slot never stops the scheduler
-            logger.exception("scheduler step failed; other schedules keep firing")
-            return None

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,34 @@ async def _own_row(manager, func, args, *, status):
     )
     await manager.db.insert_task_now(row)
     return row["id"]
+
+
+async def test_a_database_outage_is_logged_once_not_at_every_step(manager_factory, caplog):
+    """While the database does not answer, the background loops log one line (no
+    traceback), not one per step, and one more when it answers again."""
+    from taskflow import DatabaseUnavailable
+
+    manager = manager_factory(heartbeat_interval=0.05)
+    await manager.startup()
+    real = manager.db.heartbeat
+    failures = 0
+
+    async def down(*args, **kwargs):
+        nonlocal failures
+        failures += 1
+        raise DatabaseUnavailable("the task database is unavailable (injected)")
+
+    caplog.set_level("WARNING", logger="taskflow")
+    manager.db.heartbeat = down
+    deadline = time.monotonic() + 10
+    while failures < 5:
+        assert time.monotonic() < deadline, failures
+        await asyncio.sleep(0.02)
+    manager.db.heartbeat = real
+    while not any("answers again" in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, caplog.text
+        await asyncio.sleep(0.02)
+    outage = [r for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(outage) == 1, caplog.text
+    assert outage[0].exc_info is None and "injected" in outage[0].getMessage()
+    assert "Traceback" not in caplog.text

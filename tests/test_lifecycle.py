@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from taskflow import DatabaseError, SchemaOutOfDate, TaskManager, task_log
+from taskflow import DatabaseError, DatabaseUnavailable, SchemaOutOfDate, TaskManager, task_log
 from taskflow.retention import run_if_due
 from tests.apps import tasks as app_tasks
 from tests.conftest import abandon, wait_for_status
@@ -177,6 +178,34 @@ async def test_unreachable_database_names_the_masked_url():
     with pytest.raises(DatabaseError) as caught:
         await manager.startup()
     assert "127.0.0.1:1" in str(caught.value) and "secret" not in str(caught.value)
+
+
+async def test_a_startup_that_fails_half_way_can_be_retried(tmp_path):
+    """A SQLite file locked by another process past the busy timeout while the manager
+    registers itself: startup raises DatabaseUnavailable and leaves nothing started;
+    once the lock is gone, the same manager starts and runs tasks."""
+    path = tmp_path / "tasks.db"
+    first = TaskManager(database_url=f"sqlite:///{path}")
+    await first.startup()  # creates the schema
+    await first.shutdown()
+    manager = TaskManager(database_url=f"sqlite:///{path}?timeout=0.5")
+    manager.task()(app_tasks.add)
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(DatabaseUnavailable, match="locked"):
+            await manager.startup()
+        assert not manager.started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    await manager.startup()
+    try:
+        assert (
+            await wait_for_status(manager, await manager.enqueue(app_tasks.add, 1, 2))
+        ).result == 3
+    finally:
+        await manager.shutdown()
 
 
 async def test_stale_schema_is_refused_with_the_command(tmp_path):
