@@ -359,14 +359,19 @@ async def _send_unavailable(send: Send, problem: BaseException) -> None:
 
 
 async def _database_unavailable(request: Any, exc: Exception) -> Any:
-    """A task that could not be stored is a 503, not an opaque 500."""
+    """A task that could not be stored (or read) is a 503, not an opaque 500."""
     from fastapi.responses import JSONResponse
 
     logger.error(
         "task database unavailable during %s %s: %s", request.method, request.url.path, exc
     )
+    what = (
+        "task database could not be read"
+        if request.method in ("GET", "HEAD")
+        else "task could not be stored"
+    )
     return JSONResponse(
-        {"detail": f"task could not be stored: {exc}"},
+        {"detail": f"{what}: {exc}"},
         status_code=503,
         headers={"Retry-After": RETRY_AFTER},
     )

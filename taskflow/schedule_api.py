@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +20,7 @@ from taskflow.errors import (
 from taskflow.groups import ScheduledTask, TaskGroup, scheduled_task_from_row
 from taskflow.runner import utcnow
 from taskflow.scheduler import DEFAULT_MISFIRE_GRACE, ScheduleOptions, ScheduleSpec, trigger_of
-from taskflow.triggers import make_trigger
+from taskflow.triggers import MAX_EVERY, make_trigger
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -28,6 +29,10 @@ if TYPE_CHECKING:
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("taskflow")
+# What the schedules table holds: names and crons are VARCHAR(255), retries an INTEGER,
+# and PostgreSQL text never contains NUL.
+NAME_MAX = 255
+RETRIES_MAX = 2**31 - 1
 
 
 class ScheduleAPI:
@@ -113,7 +118,7 @@ class ScheduleAPI:
                 registered in this process).
         """
         self._require_loop()
-        task_id = await self.scheduler.trigger(name)
+        task_id = await self.scheduler.trigger(name) if storable_name(name) else None
         if task_id is None:
             raise ScheduleNotFound(f"no schedule named {name!r} whose function is registered here")
         return task_id
@@ -126,7 +131,7 @@ class ScheduleAPI:
     async def get_schedule(self, name: str) -> ScheduledTask | None:
         """The schedule called ``name``, or None."""
         self._require_loop()
-        row = await self.db.get_schedule(name)
+        row = await self.db.get_schedule(name) if storable_name(name) else None
         return None if row is None else self._scheduled_task(row)
 
     def _scheduled_task(self, row: Any) -> ScheduledTask:
@@ -154,8 +159,11 @@ class ScheduleAPI:
 
         Raises:
             DuplicateScheduleName: the name is taken.
+            ConfigurationError: a value the schedules table cannot hold (``field``
+                names it).
         """
         self._require_loop()
+        check_storable(row)
         if not await self.db.create_schedule(row):
             raise DuplicateScheduleName(f"a schedule named {row['name']!r} already exists")
         self.scheduler.wake()
@@ -169,7 +177,8 @@ class ScheduleAPI:
             StaticScheduleError: the schedule is static (declared in code).
         """
         self._require_loop()
-        _check_deletable(await self.db.get_schedule(name), name, group_name)
+        found = await self.db.get_schedule(name) if storable_name(name) else None
+        _check_deletable(found, name, group_name)
         row = await self.db.delete_schedule(name)
         _check_deletable(row, name, group_name)
         return self._scheduled_task(row)
@@ -192,7 +201,7 @@ class ScheduleAPI:
 
     async def _set_enabled(self, name: str, *, enabled: bool) -> ScheduledTask:
         self._require_loop()
-        row = await self.db.get_schedule(name)
+        row = await self.db.get_schedule(name) if storable_name(name) else None
         if row is None:
             raise ScheduleNotFound(f"no schedule named {name!r}")
         now = utcnow()
@@ -222,13 +231,18 @@ class ScheduleAPI:
         assert self._bridge is not None
         if create is not None:
             row = create(utcnow())
+            check_storable(row)
             if self._bridge.call(lambda store: store.get_schedule(row["name"])) is not None:
                 raise DuplicateScheduleName(f"a schedule named {row['name']!r} already exists")
             self._background(self.create_schedule(row), f"create schedule {row['name']}")
             return self._scheduled_task(row)
         assert delete is not None
         name, group_name = delete
-        row = self._bridge.call(lambda store: store.get_schedule(name))
+        row = (
+            self._bridge.call(lambda store: store.get_schedule(name))
+            if storable_name(name)
+            else None
+        )
         _check_deletable(row, name, group_name)
         self._background(
             self.delete_schedule(name, group_name=group_name), f"delete schedule {name}"
@@ -252,6 +266,44 @@ class ScheduleAPI:
         from taskflow.management import build_router
 
         return build_router(self)
+
+
+def storable_name(name: Any) -> bool:
+    """True for a name a stored schedule can have. Others (with NUL, too long) are not
+    looked up: the database would refuse the text instead of finding nothing."""
+    return isinstance(name, str) and "\x00" not in name and len(name) <= NAME_MAX
+
+
+def check_storable(row: dict[str, Any]) -> None:
+    """Refuse a new schedule row with a value the schedules table cannot hold.
+
+    Raises:
+        ConfigurationError: the name is empty, too long or has NUL; the cron expression
+            is too long; the description has NUL; retries or a retry delay is too big.
+    """
+    if not row["name"] or not storable_name(row["name"]):
+        raise ConfigurationError(
+            f"a schedule name has 1 to {NAME_MAX} characters and no NUL", field="name"
+        )
+    if row["cron"] is not None and len(row["cron"]) > NAME_MAX:
+        raise ConfigurationError(
+            f"a cron expression has at most {NAME_MAX} characters", field="cron"
+        )
+    if "\x00" in (row["description"] or ""):
+        raise ConfigurationError("the description must not contain NUL", field="description")
+    options = row["options"] or {}
+    if (options.get("retries") or 0) > RETRIES_MAX:
+        raise ConfigurationError(f"retries must be at most {RETRIES_MAX}", field="retries")
+    for key, field_name in (
+        ("retry_delay", "retry_backoff"),
+        ("retry_max_delay", "retry_backoff_max"),
+    ):
+        delay = options.get(key)
+        if delay is not None and not (math.isfinite(delay) and delay <= MAX_EVERY):
+            raise ConfigurationError(
+                f"{field_name} must be at most 100 years in seconds, got {delay!r}",
+                field=field_name,
+            )
 
 
 def _check_deletable(row: Any, name: str, group_name: str | None) -> None:

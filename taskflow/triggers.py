@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from taskflow.errors import ConfigurationError
+
+# The longest interval (100 years): a longer one would overflow a datetime.
+MAX_EVERY = 100 * 365.25 * 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +72,13 @@ def make_trigger(*, every: float | None, cron: str | None, timezone: str = "UTC"
     if (every is None) == (cron is None):
         raise ConfigurationError("give exactly one of every= or cron=", field="cron")
     if every is not None and (
-        isinstance(every, bool) or not isinstance(every, int | float) or not every > 0
+        isinstance(every, bool)
+        or not isinstance(every, int | float)
+        or not 0 < every <= MAX_EVERY  # also refuses NaN and infinity
     ):
         raise ConfigurationError(
-            f"every must be a positive number of seconds, got {every!r}", field="every"
+            f"every must be a positive number of seconds up to 100 years, got {every!r}",
+            field="every",
         )
     if cron is not None and (
         not isinstance(cron, str) or len(cron.split()) != 5 or not croniter.is_valid(cron)
@@ -82,9 +88,22 @@ def make_trigger(*, every: float | None, cron: str | None, timezone: str = "UTC"
         )
     try:
         ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, TypeError) as exc:
-        raise ConfigurationError(f"unknown timezone {timezone!r}", field="timezone") from exc
-    return Trigger(every=float(every) if every is not None else None, cron=cron, timezone=timezone)
+    except (ZoneInfoNotFoundError, ValueError, TypeError, OSError) as exc:
+        # OSError: a name too long for a file name of the tz database
+        shown = timezone[:100] if isinstance(timezone, str) else timezone
+        raise ConfigurationError(f"unknown timezone {shown!r}", field="timezone") from exc
+    trigger = Trigger(
+        every=float(every) if every is not None else None, cron=cron, timezone=timezone
+    )
+    if cron is not None:
+        try:
+            trigger.first_after(datetime.now(UTC))
+        except (CroniterError, ValueError, OverflowError) as exc:
+            # Valid fields that never match a date (``0 0 30 2 *``: February 30th).
+            raise ConfigurationError(
+                f"cron expression {cron!r} never fires (no such date)", field="cron"
+            ) from exc
+    return trigger
 
 
 def _fixed_hours(cron: str) -> bool:

@@ -35,7 +35,7 @@ from taskflow.admin.models import (
 )
 from taskflow.admin.query import QueryError, RunQuery
 from taskflow.admin.service import REPLAYABLE, ActionError, Actor, NewSchedule
-from taskflow.admin.util import capped, encode_cursor, parse_window, utcnow
+from taskflow.admin.util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
 from taskflow.store.dashboard import TaskFilter
 
 if TYPE_CHECKING:
@@ -121,7 +121,9 @@ def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
     @router.get("/audit", response_model=list[AuditOut], summary="Audit log of actions")
     async def audit(
         response: Response,
-        before: int | None = Query(None, description="X-Next-Cursor of the previous page"),
+        before: int | None = Query(
+            None, ge=0, le=MAX_ROW_ID, description="X-Next-Cursor of the previous page"
+        ),
         limit: int = Query(100, ge=1, le=500),
     ) -> Any:
         """Actions taken in the dashboard and API, newest first."""
@@ -181,7 +183,10 @@ def _add_bulk(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         Pending and running tasks are never deleted."""
         if unit not in _UNITS:
             raise HTTPException(400, detail=f"invalid unit {unit!r}: use min, hour or day")
-        before = utcnow() - timedelta(**{_UNITS[unit]: value})
+        try:
+            before = utcnow() - timedelta(**{_UNITS[unit]: value})
+        except OverflowError as exc:
+            raise HTTPException(400, detail=f"{value} {unit} is too long ago") from exc
         deleted = await admin.service.delete_history(before, who, label=f"{value} {unit}")
         return HistoryOut(deleted=deleted, store=0, backend=deleted)
 

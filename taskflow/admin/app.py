@@ -265,6 +265,7 @@ class TaskAdmin:
             first = self.auth.dependencies[0]
 
             async def dependency_viewer(request: Request, value: Any = first) -> Principal:
+                refuse_nul(request)
                 username, read_only = principal_name(value)
                 principal = Principal(
                     username=username,
@@ -277,6 +278,7 @@ class TaskAdmin:
             return dependency_viewer
 
         async def viewer(request: Request) -> Principal:
+            refuse_nul(request)
             principal = await admin._principal(request)
             if principal is None:
                 raise admin.unauthenticated(request, kind)
@@ -339,6 +341,19 @@ class TaskAdmin:
         return HTTPException(
             303, detail="Login required", headers={"Location": f"{login}?next={quote(target)}"}
         )
+
+
+def refuse_nul(request: Request) -> None:
+    """Refuse a URL with a NUL character in its path or query: no task id, name or
+    filter holds one, and PostgreSQL refuses such text instead of matching nothing.
+
+    Raises:
+        HTTPException: 400.
+    """
+    texts = [str(request.scope.get("path", ""))]
+    texts += [text for pair in request.query_params.multi_items() for text in pair]
+    if any("\x00" in text for text in texts):
+        raise HTTPException(400, detail="the URL must not contain NUL characters (%00)")
 
 
 def _client_ip(request: Request) -> str | None:

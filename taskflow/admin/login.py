@@ -80,7 +80,8 @@ def add_login_routes(router: APIRouter, admin: TaskAdmin) -> None:
     @router.post("/auth/login", name=admin.route_name("login_submit"), include_in_schema=False)
     async def login(request: Request) -> Response:
         form = await read_form(request)
-        username = str(form.get("username") or "").strip()
+        # NUL cannot be stored (the audit and the rate limit key on the name): shown as �.
+        username = str(form.get("username") or "").strip().replace("\x00", "\ufffd")
         password = str(form.get("password") or "")
         target = str(form.get("next") or "")
         anchor = await admin.anchor(request)

@@ -22,7 +22,8 @@ class TaskOut(BaseModel):
     """A task, shaped like fastapi-taskflow's ``TaskRecord.to_dict()``.
 
     ``args``/``kwargs`` are null unless the dashboard was created with
-    ``display_func_args=True``; sensitive keys are masked in them and in ``result``.
+    ``display_func_args=True``, and so is the ``result`` of an ``encrypted`` task;
+    sensitive keys are masked in them and in ``result``.
     """
 
     task_id: str
@@ -58,7 +59,9 @@ def task_out_from_record(record: TaskRecord, display_args: bool, redactor: Redac
         data["kwargs"] = redactor.redact(data["kwargs"]) if data["kwargs"] is not None else None
     else:
         data["args"] = data["kwargs"] = None
-    data["result"] = redactor.redact(data["result"])
+    # Encrypted at rest means hidden here too, unless arguments are shown.
+    shown = display_args or not record.encrypted
+    data["result"] = redactor.redact(data["result"]) if shown else None
     return TaskOut(**data)
 
 

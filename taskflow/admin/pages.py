@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from starlette.responses import Response
 
@@ -19,7 +19,14 @@ from taskflow.admin.actions import add_action_routes
 from taskflow.admin.login import add_login_routes, add_logout_routes
 from taskflow.admin.query import SOURCES, STATUSES, QueryError, RunQuery
 from taskflow.admin.security import Principal
-from taskflow.admin.util import WINDOWS, encode_cursor, parse_moment, seconds_between, utcnow
+from taskflow.admin.util import (
+    MAX_ROW_ID,
+    WINDOWS,
+    encode_cursor,
+    parse_moment,
+    seconds_between,
+    utcnow,
+)
 from taskflow.store.dashboard import LogFilter
 
 if TYPE_CHECKING:
@@ -338,7 +345,10 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
 
     @router.get("/dashboard/_/runs/{task_id}/logs", name=name("task_logs"))
     async def task_logs(
-        request: Request, task_id: str, after: int = 0, principal: Principal = Depends(viewer)
+        request: Request,
+        task_id: str,
+        after: int = Query(0, ge=0, le=MAX_ROW_ID),
+        principal: Principal = Depends(viewer),
     ) -> Response:
         lines = await admin.queries.task_logs(task_id, after_id=after)
         status = (await admin.queries.statuses_of([task_id])).get(task_id)
@@ -408,6 +418,8 @@ def _add_logs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
         older = None
         try:
             before = int(params["before"]) if params.get("before") else None
+            if before is not None and not 0 <= before <= MAX_ROW_ID:
+                raise ValueError(f"invalid page cursor {params['before']!r}")
             filters = LogFilter(
                 text=form["q"] or None,
                 level=form["level"] or None,
@@ -490,7 +502,9 @@ def _add_audit(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
 
     @router.get("/dashboard/audit", name=admin.route_name("audit"))
     async def audit(
-        request: Request, before: int | None = None, principal: Principal = Depends(viewer)
+        request: Request,
+        before: int | None = Query(None, ge=0, le=MAX_ROW_ID),
+        principal: Principal = Depends(viewer),
     ) -> Response:
         rows, older = await admin.queries.page_audit(before_id=before, limit=50)
         return await renderer.page(

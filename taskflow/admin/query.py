@@ -58,7 +58,7 @@ class RunQuery:
         """Read the query from request parameters (``func_name`` is an alias of ``func``).
 
         Raises:
-            QueryError: an invalid limit.
+            QueryError: an invalid limit, or NUL in a filter.
         """
         values = {
             item.name: str(params.get(item.name) or "").strip()
@@ -66,6 +66,9 @@ class RunQuery:
             if item.name != "limit"
         }
         values["func"] = values["func"] or str(params.get("func_name") or "").strip()
+        for name, value in values.items():
+            if "\x00" in value:
+                raise QueryError(f"{name} must not contain NUL characters")
         values["sort"] = values["sort"] or "created"
         try:
             limit = int(params.get("limit") or default_limit)

@@ -152,7 +152,9 @@ class AdminService:
     async def replay(self, task_ids: Sequence[str], actor: Actor) -> ReplayResult:
         """Retry each failed or interrupted task of ``task_ids``; others are skipped."""
         outcome = ReplayResult()
-        statuses = await self.queries.statuses_of(list(dict.fromkeys(task_ids)))
+        # An id with NUL cannot exist (and PostgreSQL refuses it as text): skipped.
+        known = [task_id for task_id in dict.fromkeys(task_ids) if "\x00" not in task_id]
+        statuses = await self.queries.statuses_of(known)
         for task_id in task_ids:
             await self._replay_one(task_id, statuses.get(task_id), outcome)
         await self.audit(

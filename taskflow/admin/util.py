@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +22,10 @@ WINDOWS: dict[str, str] = {
 _WINDOW = re.compile(r"^(\d{1,6})(m|min|h|hour|d|day)s?$")
 _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "hour": "hours", "d": "days"}
 _UNITS["day"] = "days"
+# The longest time window: 1,000 years back is still a valid date (longer ones overflow).
+MAX_WINDOW = timedelta(days=365_250)
+# Row ids (audit entries, log lines) are 64-bit integers on both databases.
+MAX_ROW_ID = 2**63 - 1
 
 
 def utcnow() -> datetime:
@@ -32,14 +37,17 @@ def parse_window(text: str | None) -> timedelta | None:
     """``"15m"``, ``"6h"``, ``"7d"`` as a duration; ``""``/``"all"``/None as None.
 
     Raises:
-        ValueError: any other text.
+        ValueError: any other text, or a window over 1,000 years.
     """
     if text is None or text.strip() in ("", "all"):
         return None
     match = _WINDOW.match(text.strip().lower())
     if match is None:
         raise ValueError(f"invalid time window {text!r}: use <N>m, <N>h, <N>d or 'all'")
-    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    window = timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+    if window > MAX_WINDOW:
+        raise ValueError(f"time window {text!r} is too long: at most 1,000 years")
+    return window
 
 
 def parse_moment(text: str | None, *, now: datetime) -> datetime | None:
@@ -58,9 +66,10 @@ def parse_moment(text: str | None, *, now: datetime) -> datetime | None:
         return None if window is None else now - window
     try:
         moment = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        # OverflowError: a time whose offset moves it past year 1 or 9999 in UTC
         raise ValueError(f"invalid time {text!r}: use ISO 8601 or a window like 6h") from exc
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def encode_cursor(cursor: Cursor | None) -> str | None:
@@ -83,10 +92,19 @@ def decode_cursor(text: str | None, *, sort: str) -> Cursor | None:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         value, task_id = json.loads(raw)
+        if not isinstance(task_id, str) or "\x00" in task_id:
+            raise ValueError("a cursor's task id is text without NUL")
         if sort == "duration":
-            return Cursor(float(value), str(task_id))
-        return Cursor(datetime.fromisoformat(value), str(task_id))
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError("a duration cursor is a finite number")
+            return Cursor(number, task_id)
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:
+            raise ValueError("a time cursor has a UTC offset")
+        return Cursor(moment.astimezone(UTC), task_id)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        # Anything but a cursor this module made: a hand-edited or truncated URL.
         raise ValueError("invalid page cursor") from exc
 
 

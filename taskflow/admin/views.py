@@ -184,7 +184,7 @@ async def task_detail(
         record=record,
         args_visible=display_args,
         args_text=_arguments_text(record, redactor) if display_args else None,
-        result_text=_result_text(record, redactor),
+        result_text=_result_text(record, redactor, display_args),
         schedule_name=names.get(record.schedule_id or ""),
         owner=owner,
         timeline=timeline(record),
@@ -201,9 +201,12 @@ def _arguments_text(record: TaskRecord, redactor: Redactor) -> str:
     return pretty_json(shown)
 
 
-def _result_text(record: TaskRecord, redactor: Redactor) -> str | None:
+def _result_text(record: TaskRecord, redactor: Redactor, display_args: bool) -> str | None:
     if record.result is None:
         return None
+    if record.encrypted and not display_args:
+        # Encrypted at rest, so hidden here too unless arguments are shown.
+        return "(encrypted: pass display_func_args=True to TaskAdmin to show the result)"
     return pretty_json(redactor.redact(jsonable(record.result)))
 
 
