@@ -44,6 +44,16 @@ class Settings:
     durability_enqueues: int
     durability_sleep: float
     durability_recovery: float
+    # dashboard: seeded tasks and log lines (lines of each of the 3 big-log tasks), and
+    # requests per page after the first (the median of these is the figure)
+    dashboard_tasks: int
+    dashboard_logs: int
+    dashboard_big_log_lines: int
+    dashboard_repeats: int
+    # cross-process latency: tasks sent at a steady rate to a standalone worker
+    cross_process_tasks: int
+    cross_process_rate: float
+    cross_process_warmup: int
 
 
 FULL = Settings(
@@ -70,6 +80,13 @@ FULL = Settings(
     durability_enqueues=500,
     durability_sleep=2.0,
     durability_recovery=30.0,
+    dashboard_tasks=1_000_000,
+    dashboard_logs=5_000_000,
+    dashboard_big_log_lines=10_000,
+    dashboard_repeats=5,
+    cross_process_tasks=300,
+    cross_process_rate=20.0,
+    cross_process_warmup=20,
 )
 
 QUICK = Settings(
@@ -96,6 +113,13 @@ QUICK = Settings(
     durability_enqueues=500,
     durability_sleep=2.0,
     durability_recovery=20.0,
+    dashboard_tasks=20_000,
+    dashboard_logs=100_000,
+    dashboard_big_log_lines=2_000,
+    dashboard_repeats=3,
+    cross_process_tasks=100,
+    cross_process_rate=20.0,
+    cross_process_warmup=10,
 )
 
 SMOKE = Settings(
@@ -122,6 +146,13 @@ SMOKE = Settings(
     durability_enqueues=20,
     durability_sleep=0.5,
     durability_recovery=15.0,
+    dashboard_tasks=2_000,
+    dashboard_logs=10_000,
+    dashboard_big_log_lines=300,
+    dashboard_repeats=1,
+    cross_process_tasks=20,
+    cross_process_rate=20.0,
+    cross_process_warmup=3,
 )
 
 MODES = {settings.mode: settings for settings in (FULL, QUICK, SMOKE)}

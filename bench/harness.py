@@ -19,6 +19,8 @@ from bench.config import MODES
 from bench.context import Context
 from bench.results import row, scenario
 from bench.scenarios import (
+    crossprocess,
+    dashboard,
     durability,
     enqueue,
     idempotency,
@@ -26,7 +28,6 @@ from bench.scenarios import (
     memory,
     schedule,
     throughput,
-    unavailable,
 )
 
 BENCH = Path(__file__).resolve().parent
@@ -37,12 +38,12 @@ SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
     "throughput_sqlite": throughput.run_sqlite,
     "throughput_postgresql": throughput.run_postgres,
     "latency": latency.run,
-    "latency_cross_process": unavailable.cross_process_latency,
+    "latency_cross_process": crossprocess.run,
     "idempotent_enqueue": idempotency.run,
     "memory": memory.run,
     "schedule_lateness": schedule.run,
     "durability": durability.run,
-    "dashboard": unavailable.dashboard,
+    "dashboard": dashboard.run,
 }
 
 

@@ -100,7 +100,26 @@ def scenario_details(key: str, result: dict[str, Any]) -> list[str]:
             f"Per round (`results.json` → `scenarios.{key}.data`): "
             + "; ".join(_round_text(r) for r in rounds),
         ]
+    if data.get("pages"):
+        lines += ["", f"Every URL (`results.json` → `scenarios.{key}.data.pages`):", ""]
+        lines += pages_table(data["pages"], data.get("target", {}).get("median_ms"))
     return [*lines, ""]
+
+
+def pages_table(pages: list[dict[str, Any]], goal_ms: float | None) -> list[str]:
+    """One line per timed URL: first and median times (❌ above the goal), size."""
+    lines = [
+        "| Database | Page | Variant | first ms | median ms | max ms | KiB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in pages:
+        flag = " ❌" if goal_ms is not None and entry["median_ms"] > goal_ms else ""
+        lines.append(
+            f"| {entry['database']} | {entry['label']} | {entry['variant'] or '—'} | "
+            f"{entry['first_ms']:,.1f} | {entry['median_ms']:,.1f}{flag} | "
+            f"{entry['max_ms']:,.1f} | {entry['bytes'] / 1024:,.0f} |"
+        )
+    return lines
 
 
 def _round_text(entry: dict[str, Any]) -> str:

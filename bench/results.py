@@ -1,9 +1,9 @@
 """The shape of scenario results in ``results.json``.
 
-A scenario result has a ``title``, a ``status`` (``ok``, ``not_available``, ``error``
-or ``skipped``), its ``setup`` and ``rows``. Each row is one line of the Markdown table:
-a ``figure`` (what is measured), a ``unit``, ``values`` per variant (a number, or None
-with the reason in ``notes``) and an optional ``target``.
+A scenario result has a ``title``, a ``status`` (``ok``, ``error`` or ``skipped``), its
+``setup`` and ``rows``. Each row is one line of the Markdown table: a ``figure`` (what
+is measured), a ``unit``, ``values`` per variant (a number, or None with the reason in
+``notes``) and an optional ``target``.
 """
 
 from __future__ import annotations
@@ -49,13 +49,6 @@ def scenario(
         result["reason"] = reason
     result["data"] = data or {}
     return result
-
-
-def not_available(title: str, reason: str) -> dict[str, Any]:
-    """A scenario that cannot be measured yet (the feature does not exist)."""
-    notes = dict.fromkeys(VARIANTS, "not yet available")
-    rows = [row(reason, "", {}, notes)]
-    return scenario(title, {}, rows, status="not_available", reason=reason)
 
 
 def skipped_variants(unavailable: dict[str, str], wanted: tuple[str, ...]) -> dict[str, str]:

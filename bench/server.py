@@ -39,22 +39,29 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
 
 
 class Server:
-    """One uvicorn process serving ``bench.app:app`` for one variant.
+    """One uvicorn process serving ``bench.app:app`` (or ``app``) for one variant.
 
     Args:
         variant: ``plain``, ``fastapi_taskflow`` or ``taskflow``.
         database: SQLite path or PostgreSQL URL (ignored by ``plain``).
         log_path: where the server's output goes.
         env: further ``BENCH_*`` settings (see :mod:`bench.app`).
+        app: the ASGI app to serve, as ``module:attribute`` (it must answer ``/health``).
     """
 
     def __init__(
-        self, variant: str, database: str, log_path: Path, env: dict[str, str] | None = None
+        self,
+        variant: str,
+        database: str,
+        log_path: Path,
+        env: dict[str, str] | None = None,
+        app: str = "bench.app:app",
     ) -> None:
         self.variant = variant
         self.database = database
         self.log_path = log_path
         self.env = env or {}
+        self.app = app
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -68,7 +75,7 @@ class Server:
                     sys.executable,
                     "-m",
                     "uvicorn",
-                    "bench.app:app",
+                    self.app,
                     "--host",
                     "127.0.0.1",
                     "--port",

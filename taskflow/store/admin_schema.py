@@ -9,7 +9,8 @@ it through :mod:`taskflow.admin`). Revision ``0002_dashboard`` creates them.
   logout invalidates the session everywhere.
 * indexes on the task and log tables that keep the dashboard's lists and charts off
   full scans (keyset pagination by status or function, charts by finish time, log
-  search by time).
+  search by time); revision ``0003_dashboard_indexes`` adds function-and-status and
+  start-time ones.
 """
 
 from __future__ import annotations
@@ -49,6 +50,17 @@ sessions = sa.Table(
 # Keyset pages of one status or one function, newest first.
 sa.Index("ix_taskflow_tasks_status_created", tasks.c.status, tasks.c.created_at, tasks.c.id)
 sa.Index("ix_taskflow_tasks_func_created", tasks.c.func_name, tasks.c.created_at, tasks.c.id)
+# One function in one status (runs and failures filtered by function): keyset pages and
+# capped counts read one index range, without a table lookup per row (revision 0003).
+sa.Index(
+    "ix_taskflow_tasks_func_status_created",
+    tasks.c.func_name,
+    tasks.c.status,
+    tasks.c.created_at,
+    tasks.c.id,
+)
+# Runs sorted by start time (revision 0003).
+sa.Index("ix_taskflow_tasks_started", tasks.c.started_at)
 # Throughput charts (count by status over a time range) and per-function statistics.
 sa.Index("ix_taskflow_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
 sa.Index("ix_taskflow_tasks_func_finished", tasks.c.func_name, tasks.c.finished_at)
