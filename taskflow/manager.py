@@ -276,6 +276,10 @@ class TaskManager(ScheduleAPI):
             priority: higher runs first when tasks wait for a free slot.
             executor: ``"async"``, ``"thread"``, ``"process"`` or None to detect.
             timeout: seconds an attempt may run before it fails with ``TaskTimeout``.
+                The attempt is cancelled (async), asked to stop (``is_cancelled()``);
+                one that ignores it for 2 more seconds is settled anyway: its process
+                worker is killed and replaced, its thread abandoned (threads cannot be
+                killed; it no longer takes a pool slot).
             max_delay: cap of the retry delay; jitter: random extra delay (0..1 × delay).
             retry_on: exception types worth a retry (others fail at once).
             queue: the queue the task runs on.
