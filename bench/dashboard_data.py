@@ -38,7 +38,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from bench.databases import _pg_params
+from bench.databases import pg_params
 
 MODULE = "bench.dashboard_app"
 TASKS_TABLE = "taskflow_tasks"
@@ -823,7 +823,7 @@ async def _seed_postgres(url: str, dataset: Dataset, seeded: Seeded, clock: Cloc
     now = datetime.now(UTC)
     plan = TaskSql(Sql("postgresql"), dataset, int(now.timestamp() * 1e6))
     drops, creates = _ddl(pg_dialect.dialect())
-    conn = await asyncpg.connect(**_pg_params(url), timeout=10)
+    conn = await asyncpg.connect(**pg_params(url), timeout=10)
     try:
         backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
         if Path(f"/proc/{backend}/stat").exists():  # the server runs on this host

@@ -23,7 +23,8 @@ def fresh_sqlite(path: Path) -> Path:
     return path
 
 
-def _pg_params(url: str) -> dict[str, Any]:
+def pg_params(url: str) -> dict[str, Any]:
+    """asyncpg connection arguments for a PostgreSQL URL (any driver suffix)."""
     parsed = make_url(url)
     return {
         "host": parsed.host or "127.0.0.1",
@@ -37,7 +38,7 @@ def _pg_params(url: str) -> dict[str, Any]:
 async def _prepare_pg(url: str) -> str:
     import asyncpg
 
-    params = _pg_params(url)
+    params = pg_params(url)
     name = params["database"]
     if not name or name in PROTECTED:
         raise ValueError(f"refusing to use database {name!r} for benchmarks")
@@ -55,7 +56,7 @@ async def _prepare_pg(url: str) -> str:
 async def _reset_pg(url: str) -> None:
     import asyncpg
 
-    params = _pg_params(url)
+    params = pg_params(url)
     if params["database"] in PROTECTED:
         raise ValueError(f"refusing to reset database {params['database']!r}")
     conn = await asyncpg.connect(**params, timeout=5)

@@ -52,7 +52,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.server import ROOT, Server, _env, free_port
+from bench.databases import pg_params
+from bench.server import ROOT, Server, _env
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/taskflow_bench"
 KEY_SHARED_BY = 4  # consecutive requests that share one idempotency key
@@ -184,35 +185,6 @@ def __getattr__(name: str) -> Any:
             _APP = build_app()
         return _APP
     raise AttributeError(name)
-
-
-class SoakServer(Server):
-    """A uvicorn process serving ``bench.soak:app`` (see :class:`bench.server.Server`)."""
-
-    def start(self) -> SoakServer:
-        self.port = free_port()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "bench.soak:app",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                cwd=ROOT,
-                env=_env(self.env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        self._wait_ready()
-        return self
 
 
 # ====================================================================================
@@ -429,20 +401,6 @@ def _utc(value: Any) -> datetime | None:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
-def pg_params(url: str) -> dict[str, Any]:
-    """asyncpg connection arguments for a PostgreSQL URL (any driver suffix)."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    return {
-        "host": parsed.host or "127.0.0.1",
-        "port": parsed.port or 5432,
-        "user": parsed.username or "postgres",
-        "password": parsed.password,
-        "database": parsed.database,
-    }
-
-
 def prepare_postgres(url: str) -> None:
     """Create the database if missing, migrate it and empty the ``taskflow_*`` tables."""
     import asyncpg
@@ -452,6 +410,8 @@ def prepare_postgres(url: str) -> None:
     params = pg_params(url)
 
     async def create() -> None:
+        # Not bench.databases.prepare_pg: that one refuses the test database, which
+        # the suite's soak smoke runs on.
         try:
             conn = await asyncpg.connect(**params, timeout=10)
         except asyncpg.InvalidCatalogNameError:
@@ -655,7 +615,7 @@ def start_load(port: int, plan: Plan) -> subprocess.Popen[bytes]:
 
 
 def sample_loop(
-    server: SoakServer,
+    server: Server,
     probe: SqliteProbe | PgProbe,
     load: subprocess.Popen[bytes],
     plan: Plan,
@@ -688,7 +648,7 @@ def sample_loop(
     return samples
 
 
-def _rss_mb(server: SoakServer) -> float:
+def _rss_mb(server: Server) -> float:
     return server.memory_kb()["rss_kb"] / 1024
 
 
@@ -747,10 +707,11 @@ def run(args: argparse.Namespace) -> int:
         f"keep {plan.keep:g} s, retention every {plan.retention_interval:g} s, "
         f"sample every {plan.sample:g} s; work folder {work}",
     )
-    server = SoakServer(
+    server = Server(
         "soak",
         url,
         work / "server.log",
+        app="bench.soak:app",
         env={
             "SOAK_DB": url,
             "SOAK_KEEP": str(plan.keep),

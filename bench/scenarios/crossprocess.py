@@ -137,7 +137,7 @@ def wait_started(marker: Path, wanted: set[int]) -> dict[int, float]:
 async def _stored_delays(url: str) -> dict[str, float]:
     import asyncpg
 
-    conn = await asyncpg.connect(**databases._pg_params(url), timeout=10)
+    conn = await asyncpg.connect(**databases.pg_params(url), timeout=10)
     try:
         rows = await conn.fetch(
             "SELECT id, EXTRACT(EPOCH FROM started_at - created_at) * 1000 AS ms "
