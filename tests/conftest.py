@@ -71,9 +71,12 @@ async def _drop_taskflow_tables(url: str) -> None:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
-            names = await conn.scalars(sa.text(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
-                "AND tablename LIKE 'taskflow%'"))
+            names = await conn.scalars(
+                sa.text(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+                    "AND tablename LIKE 'taskflow%'"
+                )
+            )
             for name in list(names):
                 await conn.execute(sa.text(f'DROP TABLE IF EXISTS "{name}" CASCADE'))
     finally:
@@ -171,3 +174,35 @@ def free_port() -> Iterator[int]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     yield port
+
+
+@pytest.fixture
+def db(db_url: str) -> Iterator[Any]:
+    """A synchronous reader of the test database's task tables (``tests.servers``)."""
+    from tests.servers import Database
+
+    database = Database(db_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Any]]:
+    """Make real servers (``tests.servers.Server``) on the test database; all are killed
+    at teardown (with their workers) and their logs printed (pytest shows them only when
+    the test failed)."""
+    from tests.servers import Server
+
+    made: list[Server] = []
+
+    def make(name: str, **options: Any) -> Server:
+        server = Server(db_url, tmp_path, name, **options)
+        made.append(server)
+        return server
+
+    yield make
+    for server in made:
+        if server.proc is not None and (server.running() or server.workers is not None):
+            server.kill()
+        server._reap()
+        print(f"===== {server.name} (port {server.port}) =====\n{server.log(tail=20000)}")

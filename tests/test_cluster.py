@@ -17,7 +17,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,33 +38,7 @@ POOL_SIZE = "4"  # per process: keeps 3 processes well inside max_connections=10
 SCHEDULE_ENV = {SCHEDULE_EVERY_ENV: "1", "TASKFLOW_POOL_SIZE": POOL_SIZE}
 
 
-# -- fixtures and helpers ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Make servers on the test database; all are killed at teardown (with their
-    workers) and their logs printed (pytest shows them only when the test failed)."""
-    made: list[Server] = []
-
-    def make(name: str, **options: Any) -> Server:
-        server = Server(db_url, tmp_path, name, **options)
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        if server.proc is not None and (server.running() or server.workers is not None):
-            server.kill()
-        server._reap()
-        print(f"===== {server.name} (port {server.port}) =====\n{server.log(tail=20000)}")
+# -- helpers ---------------------------------------------------------------------------------
 
 
 def poll(condition: Callable[[], Any], *, timeout: float, what: str, interval: float = 0.2) -> Any:

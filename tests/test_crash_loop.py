@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -52,35 +50,6 @@ TASK_SECONDS = 1.0  # how long each counted task runs: a kill always finds some 
 ACKED_PER_LIFE = 100  # tasks acknowledged by an incarnation before it may be killed
 DONE_PER_LIFE = 20  # ... tasks it must have run to success
 RUNNING_OF_EACH = 2  # ... and tasks of each kind it must be running at that moment
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Make servers on the test database; all are killed at teardown and their logs
-    printed (pytest shows them only when the test failed)."""
-    made: list[Server] = []
-
-    def make(name: str, **options: Any) -> Server:
-        server = Server(db_url, tmp_path, name, **options)
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        if server.running():
-            server.kill()
-        server._reap()
-        print(f"===== {server.name} (port {server.port}) =====\n{server.log(tail=20000)}")
 
 
 # -- helpers ----------------------------------------------------------------------------------

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,32 +20,6 @@ from tests.servers import Database, Server, post, start_all
 pytestmark = pytest.mark.slow
 
 FINAL = {"success", "failed", "cancelled", "interrupted"}
-
-
-@pytest.fixture
-def db(db_url: str) -> Iterator[Database]:
-    database = Database(db_url)
-    yield database
-    database.close()
-
-
-@pytest.fixture
-def spawn(db_url: str, tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Make servers on the test database; all are killed at teardown and their logs
-    printed (pytest shows them only when the test failed)."""
-    made: list[Server] = []
-
-    def make(name: str, **options: object) -> Server:
-        server = Server(db_url, tmp_path, name, **options)  # type: ignore[arg-type]
-        made.append(server)
-        return server
-
-    yield make
-    for server in made:
-        if server.running():
-            server.kill()
-        server._reap()
-        print(f"===== {server.name} (port {server.port}) =====\n{server.log()}")
 
 
 def report(server: Server, task_id: str) -> dict:
@@ -245,8 +218,11 @@ def test_sigterm_after_batch_tasks_exits_cleanly(db, spawn):
 def test_sigterm_with_own_backlog_leaves_it_to_the_next_process(db, spawn):
     a = spawn("a").start()
     with ThreadPoolExecutor(4) as pool:
-        ids = [t for chunk in pool.map(lambda _: post(a.url, "/batch", count=25)["task_ids"],
-                                       range(16)) for t in chunk]
+        ids = [
+            t
+            for chunk in pool.map(lambda _: post(a.url, "/batch", count=25)["task_ids"], range(16))
+            for t in chunk
+        ]
     assert a.stop(timeout=15) in (0, -signal.SIGTERM), a.log()
     after_a = db.tasks()
     assert set(after_a) == set(ids)
@@ -257,8 +233,11 @@ def test_sigterm_with_own_backlog_leaves_it_to_the_next_process(db, spawn):
     assert db.rows("SELECT id FROM taskflow_instances") == []
 
     b = spawn("b").start()
-    wait_until(lambda: all(row["status"] in FINAL for row in db.tasks().values()), timeout=20,
-               what="B to run what A left")
+    wait_until(
+        lambda: all(row["status"] in FINAL for row in db.tasks().values()),
+        timeout=20,
+        what="B to run what A left",
+    )
     rows = db.tasks()
     assert {(rows[t]["status"], rows[t]["attempts"]) for t in ids} == {("success", 1)}
     assert b.running()
@@ -272,8 +251,13 @@ def _orphan_pending_tasks(spawn: Callable[..., Server], db: Database, count: int
     (enqueueing is much faster than running them); returns the ids still pending then."""
     a = spawn("a").start()
     with ThreadPoolExecutor(4) as pool:
-        ids = [t for chunk in pool.map(lambda _: post(a.url, "/batch", count=25)["task_ids"],
-                                       range(count // 25)) for t in chunk]
+        ids = [
+            t
+            for chunk in pool.map(
+                lambda _: post(a.url, "/batch", count=25)["task_ids"], range(count // 25)
+            )
+            for t in chunk
+        ]
     a.kill()
     rows = db.tasks()
     assert set(rows) >= set(ids), "acknowledged tasks are missing after SIGKILL"
@@ -290,21 +274,27 @@ def test_sigterm_releases_claimed_tasks_that_never_started(db, spawn):
     b = spawn("b", instance_timeout=60.0).start()
 
     def claimed_by_live_instance() -> int:
-        rows = db.rows("SELECT count(*) AS n FROM taskflow_tasks t JOIN taskflow_instances i "
-                       "ON t.owner = i.id WHERE t.status IN ('pending', 'running')")
+        rows = db.rows(
+            "SELECT count(*) AS n FROM taskflow_tasks t JOIN taskflow_instances i "
+            "ON t.owner = i.id WHERE t.status IN ('pending', 'running')"
+        )
         return rows[0]["n"]
 
     # B has cpu_count + 4 sync threads (at most 32): owning more unfinished tasks than
     # that means claimed tasks are waiting in B's memory for a thread.
-    wait_until(lambda: claimed_by_live_instance() > 40, timeout=10,
-               what="B to claim a backlog of A's pending tasks")
+    wait_until(
+        lambda: claimed_by_live_instance() > 40,
+        timeout=10,
+        what="B to claim a backlog of A's pending tasks",
+    )
     assert b.stop(timeout=15) in (0, -signal.SIGTERM), b.log()
     rows = db.tasks()
     interrupted = [rows[t] for t in orphans if rows[t]["status"] == "interrupted"]
-    assert not interrupted, (f"{len(interrupted)} of A's pending tasks ended interrupted after "
-                             f"B's graceful stop, e.g. {interrupted[0]}")
-    outcomes = {(rows[t]["status"], rows[t]["attempts"], rows[t]["owner"] is None)
-                for t in orphans}
+    assert not interrupted, (
+        f"{len(interrupted)} of A's pending tasks ended interrupted after "
+        f"B's graceful stop, e.g. {interrupted[0]}"
+    )
+    outcomes = {(rows[t]["status"], rows[t]["attempts"], rows[t]["owner"] is None) for t in orphans}
     assert outcomes <= {("success", 1, False), ("pending", 0, True)}, outcomes
     assert ("pending", 0, True) in outcomes, "precondition: B still had a backlog when stopped"
     assert db.rows("SELECT id FROM taskflow_instances") == []
