@@ -12,10 +12,17 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "creating virtual environment in $VENV"
   "$PYTHON" -m venv "$VENV"
 fi
+# Every package comes from the pinned versions in scripts/constraints.txt (refreshed by
+# scripts/lock), so a new upstream release changes nothing until the file does. The
+# build backend is installed from the same pins and used without build isolation, which
+# would otherwise fetch its newest release.
+constraints="$ROOT/scripts/constraints.txt"
 stamp="$VENV/.taskflow-installed"
-if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[${TASKFLOW_EXTRAS:-dev}]"
+if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ] || [ "$constraints" -nt "$stamp" ]; then
+  pip_install() { "$VENV/bin/python" -m pip install --quiet --constraint "$constraints" "$@"; }
+  pip_install --upgrade pip
+  pip_install hatchling editables
+  pip_install --no-build-isolation -e "$ROOT[${TASKFLOW_EXTRAS:-dev}]"
   touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
