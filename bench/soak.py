@@ -83,7 +83,7 @@ async def flaky(seq: int) -> str:
     from taskflow import get_task_context
 
     context = get_task_context()
-    if context is not None and context.attempt == 1:
+    if context is not None and context.attempt == 0:
         raise RuntimeError(f"first attempt of {seq} fails")
     return "recovered"
 

@@ -58,9 +58,9 @@ async def heartbeat() -> None:
 def flaky_import() -> str:
     """Fails on its first two attempts, then succeeds: watch the retries."""
     context = get_task_context()
-    attempt = context.attempt if context else 1
+    attempt = context.attempt if context else 0  # 0 on the first run
     task_log(f"attempt {attempt}")
-    if attempt < 3:
+    if attempt < 2:
         raise ConnectionError(f"upstream not ready (attempt {attempt})")
     return "imported"
 

@@ -10,19 +10,29 @@ Three ways in:
   migrations through ``run_sync`` inside ``asyncio.run``.
 
 The URL comes from the ``sqlalchemy.url`` option (set by :func:`taskflow.migrate.alembic_config`),
-else ``TASKFLOW_DATABASE_URL``, else the demo's ``sqlite+aiosqlite:///taskflow.db``.
+else ``TASKFLOW_DATABASE_URL``; with neither, the command stops with a message saying how
+to give one. Plain ``alembic`` commands other than ``upgrade`` and ``stamp`` refuse a
+SQLite file that does not exist rather than create an empty one to report on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from logging.config import fileConfig
 
 import sqlalchemy as sa
 from alembic import context
+from alembic.util import CommandError
 
-from taskflow.migrate import DEFAULT_URL, VERSION_TABLE, async_url
+from taskflow.migrate import (
+    URL_ENV,
+    VERSION_TABLE,
+    async_url,
+    describe_target,
+    missing_sqlite_file,
+)
 from taskflow.store.engine import create_engine, normalize_url
 from taskflow.store.schema import metadata
 
@@ -34,13 +44,39 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
+# Plain alembic commands that may create the database they are given.
+CREATING_COMMANDS = {"upgrade", "stamp"}
+
+
 def database_url() -> str:
-    """The URL to migrate: config option, then ``TASKFLOW_DATABASE_URL``, then the demo file."""
-    return (
-        config.get_main_option("sqlalchemy.url")
-        or os.environ.get("TASKFLOW_DATABASE_URL")
-        or DEFAULT_URL
-    )
+    """The URL to migrate: the config option, then ``TASKFLOW_DATABASE_URL``.
+
+    :raises alembic.util.CommandError: neither is set (alembic prints the message).
+    """
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get(URL_ENV)
+    if not url:
+        raise CommandError(
+            f"no database given: set {URL_ENV}, e.g. "
+            f"{URL_ENV}=sqlite:///taskflow.db alembic upgrade head "
+            "(or postgresql://user:password@host/dbname)"
+        )
+    return url
+
+
+def refuse_missing_file(url: str) -> None:
+    """Stop a plain ``alembic`` command that only reads (``current``, ``check``,
+    ``downgrade``...) before it creates an empty SQLite file; taskflow's own callers
+    (``cmd_opts`` is None) check for themselves."""
+    options = config.cmd_opts
+    command = getattr(getattr(options, "cmd", (None,))[0], "__name__", None)
+    if command is None or command in CREATING_COMMANDS:
+        return
+    missing = missing_sqlite_file(url)
+    if missing is not None:
+        raise CommandError(
+            f"the SQLite database {missing} does not exist (nothing was created); check "
+            f"{URL_ENV}, or create it with: alembic upgrade head"
+        )
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -91,7 +127,11 @@ async def run_migrations_with_own_engine() -> None:
     """Open taskflow's async engine for the URL, migrate, and always dispose of it."""
     # taskflow's engine (not a bare one) so SQLite gets the same explicit BEGIN handling,
     # pragmas and busy timeout as the running store.
-    engine = create_engine(normalize_url(database_url()))
+    url = database_url()
+    refuse_missing_file(url)
+    if config.cmd_opts is not None:  # plain alembic: say which database this is
+        print(f"database: {describe_target(url)}", file=sys.stderr)
+    engine = create_engine(normalize_url(url))
     try:
         async with engine.connect() as conn:
             await conn.run_sync(run_migrations_on)

@@ -4,7 +4,15 @@ Everything a user needs is importable from here; other modules are internal.
 """
 
 from taskflow.admin import TaskAdmin, TaskAuthBackend
+from taskflow.backends import (
+    MySQLBackend,
+    PostgresBackend,
+    RedisBackend,
+    SnapshotBackend,
+    SqliteBackend,
+)
 from taskflow.background import ManagedBackgroundTasks
+from taskflow.compat_config import Config
 from taskflow.context import TaskContext, get_task_context, task_log
 from taskflow.errors import (
     ConfigurationError,
@@ -15,7 +23,10 @@ from taskflow.errors import (
     DecryptionError,
     DuplicateScheduleName,
     DuplicateTaskName,
+    FastAPITasksError,
+    FastAPITasksUninitializedAppError,
     NotStarted,
+    QueueFullError,
     ScheduleError,
     ScheduleNotFound,
     SchemaOutOfDate,
@@ -23,21 +34,28 @@ from taskflow.errors import (
     TaskArgumentError,
     TaskflowError,
     TaskNotFound,
+    TaskNotRerunnable,
     TaskTimeout,
+    UnknownQueue,
     UnknownTaskFunction,
 )
 from taskflow.groups import ScheduledTask, TaskGroup
+from taskflow.loggers import InMemoryLogger, StdoutLogger
 from taskflow.manager import TaskManager
 from taskflow.observers import FileLogger, LifecycleEvent, LogEvent, LoggerChain, TaskObserver
+from taskflow.once import ScheduledOnce
+from taskflow.queues import QueueConfig
 from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
 from taskflow.registry import TaskConfig, TaskRegistry
+from taskflow.schema.health import HealthResponse
 from taskflow.tasks_api import Tasks, add_tasks
-from taskflow.timing import Task, TaskOptions
+from taskflow.timing import Task, TaskErrorHandler, TaskOptions
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Attempt",
+    "Config",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseFull",
@@ -46,24 +64,42 @@ __all__ = [
     "DecryptionError",
     "DuplicateScheduleName",
     "DuplicateTaskName",
+    "FastAPITasksError",
+    "FastAPITasksUninitializedAppError",
     "FileLogger",
+    "HealthResponse",
+    "InMemoryLogger",
     "LifecycleEvent",
     "LogEvent",
     "LogLine",
     "LoggerChain",
     "ManagedBackgroundTasks",
+    "MySQLBackend",
     "NotStarted",
+    "PostgresBackend",
+    "QueueConfig",
+    "QueueFullError",
+    "RedisBackend",
     "ScheduleError",
     "ScheduleNotFound",
+    "ScheduledOnce",
     "ScheduledTask",
     "SchemaOutOfDate",
+    "SnapshotBackend",
+    "SqliteBackend",
     "StaticScheduleError",
+    "StdoutLogger",
+    "Task",
+    "TaskAdmin",
     "TaskArgumentError",
+    "TaskAuthBackend",
     "TaskConfig",
     "TaskContext",
+    "TaskErrorHandler",
     "TaskGroup",
     "TaskManager",
     "TaskNotFound",
+    "TaskNotRerunnable",
     "TaskObserver",
     "TaskOptions",
     "TaskRecord",
@@ -71,13 +107,11 @@ __all__ = [
     "TaskStatus",
     "TaskTimeout",
     "TaskflowError",
-    "Task",
-    "TaskAdmin",
-    "TaskAuthBackend",
     "Tasks",
+    "UnknownQueue",
     "UnknownTaskFunction",
-    "__version__",
     "add_tasks",
     "get_task_context",
     "task_log",
+    "__version__",
 ]

@@ -26,10 +26,17 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from fastapi import BackgroundTasks as FastAPIBackgroundTasks
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskflow.errors import DatabaseError, TaskflowError
+from taskflow.errors import (
+    DatabaseError,
+    FastAPITasksUninitializedAppError,
+    QueueFullError,
+    TaskflowError,
+)
+from taskflow.ids import new_task_id
 from taskflow.registry import TaskConfig, detect_executor
 from taskflow.runner import JobHooks
 from taskflow.timing import ConfiguredScheduler, Task, TaskOptions, TimingBatch, When, merge
@@ -43,6 +50,10 @@ logger = logging.getLogger("taskflow")
 
 AFTER_ROUTE_START_TIMEOUT = 5.0  # seconds the response waits for after-route tasks to start
 RETRY_AFTER = "5"  # seconds, in every 503 for a task that could not be stored
+UNINITIALIZED = (
+    "Tasks is used in an app that taskflow was not added to: call add_tasks(app) "
+    "(or task_manager.install(app)) on the FastAPI app before it serves requests"
+)
 
 
 @dataclass(slots=True)
@@ -66,32 +77,52 @@ class RequestContext:
 _request: ContextVar[RequestContext | None] = ContextVar("taskflow_request", default=None)
 
 
-class ManagedBackgroundTasks(BackgroundTasks):
+class ManagedBackgroundTasks(FastAPIBackgroundTasks):
     """FastAPI ``BackgroundTasks`` whose tasks are durable taskflow tasks.
 
-    ``add_task`` stores the task and returns its id; it starts after the response is
-    sent (or at once with ``eager=True``). ``schedule``, ``after_route`` and
-    ``after_response`` give fastapi-tasks' three timing modes on the same object.
+    ``add_task`` stores the task and returns its id; in a request it starts after the
+    response is sent (or at once with ``eager=True``), outside a request at once.
+    Before the manager has started, the call is kept in memory under the returned id:
+    ``startup()`` stores and starts it, unless the object was awaited first (as a test
+    may do), which runs the function right there as a plain background task.
+    ``schedule``, ``after_route`` and ``after_response`` give fastapi-tasks' three
+    timing modes on the same object.
 
     Args:
         task_manager: the manager that stores and runs the tasks (default: the one
             serving the current request).
-        tasks: an existing task list to share (the request's native one).
+        background_tasks: the request's native ``BackgroundTasks`` (or its task list)
+            to share, as in fastapi-taskflow.
+        tasks: same as ``background_tasks`` given as a list.
     """
 
     _bound_manager: TaskManager | None = None  # set by install()/add_tasks()
 
     def __init__(
-        self, task_manager: TaskManager | None = None, tasks: list[BackgroundTask] | None = None
+        self,
+        task_manager: TaskManager | None = None,
+        background_tasks: BackgroundTasks | list[BackgroundTask] | None = None,
+        *,
+        tasks: list[BackgroundTask] | None = None,
     ) -> None:
         super().__init__()
-        if tasks is not None:
-            self.tasks = tasks
+        if isinstance(background_tasks, BackgroundTasks):
+            background_tasks = background_tasks.tasks
+        shared = tasks if tasks is not None else background_tasks
+        if shared is not None:
+            self.tasks = shared
         current = _request.get()
+        # Built outside any request and without a request's task list: nothing will run
+        # the list after a response, so add_task starts tasks at once.
+        self._detached = current is None and shared is None
         manager = task_manager or (current.manager if current else None) or self._bound_manager
         if manager is None:
             raise TypeError("ManagedBackgroundTasks needs a TaskManager")
         self.task_manager = manager
+        # False when FastAPI built this for an app without taskflow's middleware (no
+        # add_tasks(app) there): add_task then behaves as FastAPI's, and fastapi-tasks'
+        # methods raise its error.
+        self._wired = task_manager is not None or current is not None
         self.context = current if current is not None else RequestContext(manager=manager)
         self.after_route = TimingBatch(self, "after_route")
         self.after_response = TimingBatch(self, "after_response")
@@ -106,41 +137,78 @@ class ManagedBackgroundTasks(BackgroundTasks):
         tags: dict[str, Any] | None = None,
         priority: int | None = None,
         eager: bool | None = None,
+        queue: str | None = None,
         **kwargs: Any,
     ) -> str | None:
         """Store a task calling ``func(*args, **kwargs)``; returns its id.
 
         With ``idempotency_key``, a task with the same key that has not failed is reused
         and its id returned. ``tags`` label the task; ``priority`` orders waiting tasks;
-        ``eager`` starts it before the response is sent. Callables that cannot be
-        imported back (lambdas, closures) run as plain in-memory background tasks, as
-        FastAPI would run them.
+        ``eager`` starts it before the response is sent; ``queue`` overrides the
+        function's queue. Callables that cannot be imported back (lambdas, closures)
+        and arguments the codec cannot store (locks, open connections) run from memory
+        in this process: the task is stored and visible, but if the process dies first
+        it ends ``interrupted`` instead of running again, and it cannot be retried.
 
         Raises:
-            TaskArgumentError: an argument cannot be stored faithfully.
+            TaskArgumentError: an argument cannot be stored faithfully and the function
+                runs in a worker process (``executor="process"``).
             NotStarted: the TaskManager is not running.
+            QueueFullError: the queue is at its ``max_size``; the task is stored as
+                ``rejected`` and does not run.
         """
-        manager = self.task_manager
-        config = manager.config_for_callable(func)
-        if config is None:
+        if not self._wired:  # an app without taskflow: FastAPI's own behaviour
             super().add_task(func, *args, **kwargs)
             return None
-        task_id, write, created = manager.submit(
-            func,
-            args,
-            kwargs,
-            idempotency_key=idempotency_key,
-            tags=tags,
-            priority=priority,
-            config=config,
-        )
+        manager = self.task_manager
+        if not manager.started:
+            early = _EarlyTask(
+                func=func,
+                args=args,
+                kwargs=kwargs,
+                options={
+                    "idempotency_key": idempotency_key,
+                    "tags": tags,
+                    "priority": priority,
+                    "queue": queue,
+                },
+            )
+            return self._add_before_start(early)
+        config = manager.config_for_callable(func) or _adhoc_config(func)
+        try:
+            task_id, write, created = manager.submit(
+                func,
+                args,
+                kwargs,
+                idempotency_key=idempotency_key,
+                tags=tags,
+                priority=priority,
+                config=config,
+                queue=queue,
+                in_memory=True,
+            )
+        except QueueFullError as exc:
+            if exc.record_write is not None:  # the response waits for the rejected record
+                self.context.writes.append(exc.record_write)
+            raise
         if created:
             self._track(task_id, write)
-            when: When = (
-                "now" if (eager if eager is not None else config.eager) else "after_response"
-            )
-            self._release_at(when, task_id)
+            if self._detached:
+                # Outside a request: start now; the list entry stays (a no-op by then)
+                # for code that awaits it, as fastapi-taskflow's examples do.
+                self._release_at("now", task_id)
+                self._release_at("after_response", task_id)
+            else:
+                eager_now = eager if eager is not None else config.eager
+                self._release_at("now" if eager_now else "after_response", task_id)
         return task_id
+
+    def _add_before_start(self, early: _EarlyTask) -> str:
+        """Keep a call made before startup; returns the id it will be stored under."""
+        manager = self.task_manager
+        manager.when_started(lambda: _store_early(manager, early))
+        self.tasks.append(BackgroundTask(_run_early, manager, early))
+        return early.task_id
 
     # -- fastapi-tasks style -----------------------------------------------------------
 
@@ -171,7 +239,16 @@ class ManagedBackgroundTasks(BackgroundTasks):
         kwargs: dict[str, Any],
         options: TaskOptions | None,
     ) -> Task:
-        """Store a task and start it at ``when``; returns its :class:`Task`."""
+        """Store a task and start it at ``when``; returns its :class:`Task`. A callable
+        that cannot be imported back, or arguments the codec cannot store, run from
+        memory in this process (see :meth:`add_task`).
+
+        Raises:
+            FastAPITasksUninitializedAppError: the app serving the request never
+                called ``add_tasks(app)`` (nor ``install``/``init_app``).
+        """
+        if not self._wired:
+            raise FastAPITasksUninitializedAppError(UNINITIALIZED)
         manager = self.task_manager
         options = options or self.default_options()
         config = manager.config_for_callable(func) or _adhoc_config(func)
@@ -180,7 +257,7 @@ class ManagedBackgroundTasks(BackgroundTasks):
         )
         tags = {"name": options.name} if options.name else None
         task_id, write, _ = manager.submit(
-            func, args, kwargs, tags=tags, config=config, hooks=hooks
+            func, args, kwargs, tags=tags, config=config, hooks=hooks, in_memory=True
         )
         handle = Task(
             task_id=task_id,
@@ -256,6 +333,53 @@ class _EndpointExit:
 
 async def _release(manager: TaskManager, task_id: str) -> None:
     manager.release(task_id)
+
+
+@dataclass(slots=True, eq=False)
+class _EarlyTask:
+    """An ``add_task`` call made before the manager started. Whichever comes first
+    takes it: ``startup()`` (stored and started durably) or awaiting the
+    ``ManagedBackgroundTasks`` (the function runs there, in memory, once)."""
+
+    func: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: dict[str, Any]
+    task_id: str = field(default_factory=new_task_id)
+    taken: bool = False
+
+    def take(self) -> bool:
+        """True for the first caller only."""
+        if self.taken:
+            return False
+        self.taken = True
+        return True
+
+
+def _store_early(manager: TaskManager, early: _EarlyTask) -> None:
+    """At startup: store an early task under its promised id and start it."""
+    if not early.take():
+        return
+    config = manager.config_for_callable(early.func) or _adhoc_config(early.func)
+    task_id, _write, created = manager.submit(
+        early.func,
+        early.args,
+        early.kwargs,
+        config=config,
+        in_memory=True,
+        task_id=early.task_id,
+        **early.options,
+    )
+    if created:
+        manager.release(task_id)
+
+
+async def _run_early(manager: TaskManager, early: _EarlyTask) -> None:
+    """Awaited from the task list: run the call now if startup has not stored it."""
+    if early.take():
+        await BackgroundTask(early.func, *early.args, **early.kwargs)()
+    else:
+        manager.release(early.task_id)
 
 
 def _adhoc_config(func: Callable[..., Any]) -> TaskConfig:

@@ -6,23 +6,28 @@
     taskflow db check     [--url URL]
     taskflow worker MODULE:ATTRIBUTE [--queues a,b] [--concurrency N]
 
-The URL defaults to ``TASKFLOW_DATABASE_URL``, else ``sqlite+aiosqlite:///taskflow.db``.
-Exit codes: 0 success, 1 ``db check`` found the schema out of date, 2 error (one line on
-stderr, password masked, no traceback).
+The URL defaults to ``TASKFLOW_DATABASE_URL``; with neither, the command fails saying how
+to give one. Only ``upgrade`` creates a SQLite file that does not exist; the others say it
+is missing. Every command says on stderr which database it looked at.
+Exit codes: 0 success, 1 ``db check`` found the schema out of date (or no database file),
+2 error (one line on stderr, password masked, no traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import sqlite3
 import sys
 from collections.abc import Callable
 
 import sqlalchemy as sa
 
 from taskflow import migrate
-from taskflow.errors import SchemaOutOfDate
+from taskflow.errors import ConfigurationError, DatabaseError, SchemaOutOfDate
+from taskflow.store import failures
 from taskflow.store.engine import create_engine, normalize_url
 
 Handler = Callable[[argparse.Namespace, str], int]
@@ -37,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "worker":
         return run_worker(args)
-    url = args.url or os.environ.get("TASKFLOW_DATABASE_URL") or migrate.DEFAULT_URL
+    url = args.url or os.environ.get(migrate.URL_ENV) or ""
     handler: Handler = args.handler
     try:
+        if not url:
+            raise ConfigurationError(f"no database given: {migrate.URL_HELP}")
         return handler(args, migrate.async_url(url))
     except Exception as exc:  # the CLI promises one line, never a traceback
         print(f"taskflow: error: {describe_error(exc, url)}", file=sys.stderr)
@@ -110,34 +117,48 @@ def _add_action(
     parser.add_argument(
         "--url",
         default=None,  # resolved in main() so the environment is read at run time
-        help=f"database URL (default: $TASKFLOW_DATABASE_URL or {migrate.DEFAULT_URL})",
+        help=f"database URL (default: ${migrate.URL_ENV})",
     )
     parser.set_defaults(handler=handler)
     return parser
 
 
 def run_upgrade(args: argparse.Namespace, url: str) -> int:
-    """``db upgrade``: migrate forward, then print the revision reached."""
+    """``db upgrade``: migrate forward (creating a SQLite file), print the revision reached."""
     migrate.upgrade(url, args.revision)
-    print(f"database is at revision {migrate.current(url) or 'none'}")
+    _print_revision(url)
     return 0
 
 
 def run_downgrade(args: argparse.Namespace, url: str) -> int:
     """``db downgrade``: migrate back, then print the revision reached."""
+    _require_existing(url)
     migrate.downgrade(url, args.revision)
-    print(f"database is at revision {migrate.current(url) or 'none'}")
+    _print_revision(url)
     return 0
 
 
 def run_current(args: argparse.Namespace, url: str) -> int:
-    """``db current``: print the revision, or ``none`` for a database without one."""
-    print(migrate.current(url) or "none")
+    """``db current``: print the revision, or ``none`` for a database without one, on
+    stdout (for scripts) and the database looked at on stderr."""
+    _require_existing(url)
+    revision = migrate.current(url)
+    _say_database(url)
+    print(revision or "none")
     return 0
 
 
 def run_check(args: argparse.Namespace, url: str) -> int:
     """``db check``: print "up to date" (exit 0) or why not (exit 1)."""
+    missing = migrate.missing_sqlite_file(url)
+    if missing is not None:
+        print(
+            f"taskflow database schema is out of date: the SQLite database {missing} does "
+            f"not exist (nothing was created). Run: taskflow db upgrade --url "
+            f"{migrate.mask_url(url)}"
+        )
+        return 1
+    _say_database(url)
     try:
         asyncio.run(_check(url))
     except SchemaOutOfDate as exc:
@@ -156,8 +177,37 @@ async def _check(url: str) -> None:
         await engine.dispose()
 
 
+def _print_revision(url: str) -> None:
+    """Print the revision ``url`` is at now, and which database that is."""
+    revision = migrate.current(url) or "none"
+    print(f"database is at revision {revision} ({migrate.describe_target(url)})")
+
+
+def _require_existing(url: str) -> None:
+    """Refuse to report on a SQLite file that does not exist: opening it would create it."""
+    missing = migrate.missing_sqlite_file(url)
+    if missing is not None:
+        raise DatabaseError(
+            f"the SQLite database {missing} does not exist (nothing was created): check "
+            f"the URL, or create it with: taskflow db upgrade --url {migrate.mask_url(url)}"
+        )
+
+
+def _say_database(url: str) -> None:
+    """Name the database a command looked at, on stderr (stdout stays for the answer)."""
+    print(f"database: {migrate.describe_target(url)}", file=sys.stderr)
+
+
 def describe_error(exc: BaseException, url: str) -> str:
-    """One line for ``exc``: driver errors without SQLAlchemy's footer, password masked."""
+    """One line for ``exc``: what failed and what to do (as the library says it for
+    driver errors), without SQLAlchemy's footer, password masked."""
+    if not url:
+        return str(exc)
+    if isinstance(exc, sa.exc.SQLAlchemyError | OSError | sqlite3.Error):
+        with contextlib.suppress(ConfigurationError):
+            exc = failures.translate(
+                exc, url=normalize_url(url), display_url=migrate.mask_url(url), connecting=True
+            )
     # DBAPIError's text adds the SQL and a docs link on further lines; the driver's own
     # message is the useful part.
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc

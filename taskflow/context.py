@@ -21,7 +21,8 @@ class TaskContext:
     Attributes:
         task_id: the task's id.
         func_name: the registered name of its function.
-        attempt: 1 for the first attempt, 2 for the first retry, ...
+        attempt: 0 for the first run, 1 for the first retry, ... (fastapi-taskflow's
+            numbering; the dashboard and ``TaskRecord.attempts`` count runs from 1).
         max_retries: retries allowed after the first attempt.
         tags: the labels given to ``add_task(tags=...)``.
         source: ``manual``, ``scheduled``, ``api``, ``retry`` or ``requeue``.

@@ -16,6 +16,12 @@ Every exception derives from :class:`TaskflowError`, so one ``except`` catches t
     ├── TaskArgumentError         an argument or result cannot be stored faithfully
     ├── DecryptionError           a payload cannot be decrypted with the configured keys
     ├── TaskTimeout               a task ran longer than its ``timeout``
+    ├── TaskNotRerunnable         its function or arguments lived only in one process's memory
+    ├── FastAPITasksError         fastapi-tasks' base error
+    │   └── FastAPITasksUninitializedAppError  ``Tasks`` without ``add_tasks(app)``
+    │                                           (also a ``NotStarted``)
+    ├── QueueFullError            a queue is at its ``max_size``: the task was rejected
+    ├── UnknownQueue              no queue by that name is configured
     └── ScheduleError             a schedule cannot be created, changed or removed
         ├── ScheduleNotFound      no schedule (or task group, or function) by that name
         ├── DuplicateScheduleName a schedule with that name exists already
@@ -88,12 +94,45 @@ class TaskArgumentError(TaskflowError, TypeError):
     """An argument (or a result) cannot be stored without losing its type or value."""
 
 
+class TaskNotRerunnable(TaskflowError):
+    """The task's function or arguments lived only in the memory of the process that
+    scheduled it, so it cannot be retried or run anywhere else."""
+
+
 class DecryptionError(TaskflowError):
     """An encrypted payload cannot be decrypted with any configured key."""
 
 
 class TaskTimeout(TaskflowError, TimeoutError):
     """A task attempt ran longer than its ``timeout``."""
+
+
+class QueueFullError(TaskflowError, RuntimeError):
+    """A queue holds ``max_size`` waiting tasks already, so a new task was refused.
+
+    The refused task is stored with status ``rejected`` (visible in the dashboard and
+    retryable). Attributes: ``queue``, ``size`` (tasks waiting), ``limit`` (its
+    ``max_size``) and ``task_id`` (the rejected record, or None). A ``RuntimeError``,
+    as fastapi-taskflow raises.
+    """
+
+    def __init__(
+        self, message: str, *, queue: str, size: int, limit: int, task_id: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.queue = queue
+        self.size = size
+        self.limit = limit
+        self.task_id = task_id
+        self.record_write = None  # the pending write of the rejected record (internal)
+
+
+class UnknownQueue(TaskflowError, KeyError):
+    """No queue by that name is configured on this TaskManager (a ``KeyError``, as
+    fastapi-taskflow's ``update_queue_config`` raises)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class ScheduleError(TaskflowError, RuntimeError):
@@ -110,3 +149,11 @@ class DuplicateScheduleName(ScheduleError):
 
 class StaticScheduleError(ScheduleError):
     """Static schedules are declared in code; only dynamic ones can be deleted."""
+
+
+class FastAPITasksError(TaskflowError):
+    """Base of fastapi-tasks' errors (``from taskflow.errors import FastAPITasksError``)."""
+
+
+class FastAPITasksUninitializedAppError(FastAPITasksError, NotStarted):
+    """``Tasks`` was used in an app on which ``add_tasks(app)`` was never called."""

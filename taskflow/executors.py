@@ -353,8 +353,10 @@ class _Lane:
             return f"exit code {code}"
         return "exit status unknown"
 
-    def close(self) -> None:
-        self.pool.shutdown(wait=False, cancel_futures=True)
+    def close(self, *, wait: bool = False) -> None:
+        """Shut the worker down; ``wait`` joins it and releases the pool's queues (and
+        their semaphores), which an interpreter exit would otherwise report as leaked."""
+        self.pool.shutdown(wait=wait, cancel_futures=True)
 
 
 class ProcessPool:
@@ -471,12 +473,13 @@ class ProcessPool:
         if self._busy:
             await asyncio.wait(set(self._busy), timeout=timeout)
         self._closing = True
-        for lane in list(self._busy.values()):
+        lanes = [*self._busy.values(), *self._idle]
+        for lane in self._busy.values():
             lane.kill()
-            lane.close()
-        for lane in self._idle:
-            lane.close()
         self._idle.clear()
+        # Joined in a thread: each join waits for its worker process to exit.
+        for lane in lanes:
+            await asyncio.to_thread(lane.close, wait=True)
         with contextlib.suppress(Exception):
             self.logs.put(None)
         await asyncio.to_thread(self._drain.join, 5)

@@ -1,14 +1,15 @@
-"""The management API of fastapi-task-manager: create, list and delete schedules over
-REST (``task_manager.get_manager_router()``), plus pause, resume and run-now."""
+"""The management API of fastapi-task-manager (``task_manager.get_manager_router()``):
+create, list and delete schedules, list functions and groups, enable, disable, trigger,
+statistics, health and config, with its request and response shapes and status codes;
+plus taskflow's pause and resume."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel
 
 from taskflow.errors import (
     ConfigurationError,
@@ -18,72 +19,27 @@ from taskflow.errors import (
     TaskArgumentError,
 )
 from taskflow.groups import ScheduledTask, TaskGroup
+from taskflow.management_actions import add_action_routes, matches, schedules_with_rows
+from taskflow.scheduler import ScheduleOptions
+from taskflow.schema.task import (
+    CreateDynamicTaskRequest,
+    DynamicTaskResponse,
+    RegisteredFunctionsResponse,
+    TaskDetailed,
+)
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager
 
 
-class CreateTaskRequest(BaseModel):
-    """Body of ``POST /tasks``: a dynamic schedule of a registered function."""
-
-    task_group_name: str
-    function_name: str
-    cron_expression: str | None = Field(None, description="five-field cron expression")
-    every: float | None = Field(None, description="interval in seconds (instead of cron)")
-    timezone: str = "UTC"
-    kwargs: dict[str, Any] = Field(default_factory=dict)
-    name: str | None = None
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    high_priority: bool = False
-    retry_backoff: float | None = None
-    retry_backoff_max: float | None = None
-    retries: int | None = None
-    overlap: bool = True
-
-
-class TaskResponse(BaseModel):
-    """A schedule as returned by the management API."""
-
-    task_group_name: str | None
-    task_name: str
-    function_name: str
-    cron_expression: str | None
-    every: float | None = None
-    timezone: str = "UTC"
-    kwargs: dict[str, Any]
-    dynamic: bool
-    description: str | None = None
-    tags: list[str] = Field(default_factory=list)
-    high_priority: bool = False
-    enabled: bool = True
-    next_run_at: datetime | None = None
-    last_run_at: datetime | None = None
-
-
-class TaskListResponse(BaseModel):
-    """``GET /tasks``."""
-
-    tasks: list[TaskResponse]
-    count: int
-
-
-class FunctionInfo(BaseModel):
-    """A function that dynamic schedules can run."""
-
-    task_group_name: str
-    function_name: str
-
-
-class FunctionListResponse(BaseModel):
-    """``GET /functions``."""
-
-    functions: list[FunctionInfo]
-    count: int
+# The request and response models keep the names taskflow used before the
+# fastapi-task-manager schema models existed.
+CreateTaskRequest = CreateDynamicTaskRequest
+TaskResponse = DynamicTaskResponse
 
 
 class TriggerResponse(BaseModel):
-    """``POST /tasks/trigger``: the task started now."""
+    """``POST /tasks/trigger`` of earlier taskflow versions (kept for imports)."""
 
     task_name: str
     task_id: str
@@ -93,17 +49,18 @@ def build_router(manager: TaskManager) -> APIRouter:
     """The management router for ``manager``; include it under any prefix."""
     router = APIRouter()
     errors: dict[int | str, dict[str, Any]] = {
-        400: {"description": "static schedules cannot be deleted"},
-        404: {"description": "unknown task group, function or schedule"},
+        400: {"description": "unregistered function, invalid cron, or a static schedule"},
+        404: {"description": "unknown task group or schedule"},
         409: {"description": "a schedule with this name exists"},
     }
 
-    @router.post("/tasks", response_model=TaskResponse, responses=errors)
-    async def create_task(request: CreateTaskRequest) -> Any:
+    @router.post("/tasks", response_model=DynamicTaskResponse, responses=errors)
+    async def create_task(request: CreateDynamicTaskRequest) -> Any:
         group = _group(manager, request.task_group_name)
         options = request.model_dump(
             exclude={"task_group_name", "function_name", "cron_expression", "kwargs", "name"}
         )
+        options["tags"] = options["tags"] or []
         try:
             created = await group.add_dynamic_task_async(
                 request.function_name,
@@ -112,24 +69,33 @@ def build_router(manager: TaskManager) -> APIRouter:
                 request.name,
                 **options,
             )
-        except (ConfigurationError, TaskArgumentError) as exc:
+        except ConfigurationError as exc:
+            if exc.field == "cron" and request.cron_expression is not None:
+                raise HTTPException(400, detail=str(exc)) from exc
+            return _unprocessable(exc)
+        except TaskArgumentError as exc:
             return _unprocessable(exc)
         except DuplicateScheduleName as exc:
             raise HTTPException(409, detail=str(exc)) from exc
         except ScheduleNotFound as exc:
-            raise HTTPException(404, detail=str(exc)) from exc
+            available = sorted(group.functions)
+            raise HTTPException(400, detail=f"{exc} Available: {available}") from exc
         return _response(created)
 
-    @router.get("/tasks", response_model=TaskListResponse)
-    async def list_tasks(task_group_name: str | None = Query(None)) -> Any:
-        schedules = [
-            _response(item)
-            for item in await manager.list_schedules()
-            if task_group_name is None or item.task_group_name == task_group_name
+    @router.get("/tasks", response_model=list[TaskDetailed])
+    async def list_tasks(
+        task_group_name: str | None = Query(None),
+        name: str | None = Query(None),
+        tag: str | None = Query(None),
+    ) -> Any:
+        running = await manager.db.running_schedule_ids()
+        return [
+            _detailed(item, row, running)
+            for item, row in await schedules_with_rows(manager)
+            if matches(item, task_group_name=task_group_name, name=name, tag=tag)
         ]
-        return {"tasks": schedules, "count": len(schedules)}
 
-    @router.delete("/tasks", response_model=TaskResponse, responses=errors)
+    @router.delete("/tasks", response_model=DynamicTaskResponse, responses=errors)
     async def delete_task(task_group_name: str = Query(...), task_name: str = Query(...)) -> Any:
         _group(manager, task_group_name)
         try:
@@ -140,7 +106,7 @@ def build_router(manager: TaskManager) -> APIRouter:
             raise HTTPException(404, detail=str(exc)) from exc
         return _response(removed)
 
-    @router.get("/functions", response_model=FunctionListResponse)
+    @router.get("/functions", response_model=RegisteredFunctionsResponse)
     async def list_functions(task_group_name: str | None = Query(None)) -> Any:
         functions = [
             {"task_group_name": group.name, "function_name": name}
@@ -150,20 +116,41 @@ def build_router(manager: TaskManager) -> APIRouter:
         ]
         return {"functions": functions, "count": len(functions)}
 
-    @router.post("/tasks/pause", response_model=TaskResponse, responses=errors)
+    @router.post("/tasks/pause", response_model=DynamicTaskResponse, responses=errors)
     async def pause_task(task_name: str = Query(...)) -> Any:
         return _response(await _found(manager.pause_schedule(task_name)))
 
-    @router.post("/tasks/resume", response_model=TaskResponse, responses=errors)
+    @router.post("/tasks/resume", response_model=DynamicTaskResponse, responses=errors)
     async def resume_task(task_name: str = Query(...)) -> Any:
         return _response(await _found(manager.resume_schedule(task_name)))
 
-    @router.post("/tasks/trigger", response_model=TriggerResponse, responses=errors)
-    async def trigger_task(task_name: str = Query(...)) -> Any:
-        task_id = await _found(manager.trigger_schedule(task_name))
-        return {"task_name": task_name, "task_id": task_id}
-
+    add_action_routes(router, manager)
     return router
+
+
+def _detailed(item: ScheduledTask, row: Any, running: set[str]) -> dict[str, Any]:
+    """A schedule as ``GET /tasks`` shows it (fastapi-task-manager's ``TaskDetailed``)."""
+    overlap = ScheduleOptions.from_json(row["options"]).overlap
+    return {
+        "name": item.name,
+        "expression": item.cron_expression,
+        "description": item.description,
+        "tags": item.tags,
+        "high_priority": item.high_priority,
+        "retry_backoff": item.retry_backoff,
+        "retry_backoff_max": item.retry_backoff_max,
+        "dynamic": item.dynamic,
+        "allow_parallel": overlap,
+        "task_group_name": item.task_group_name,
+        "kwargs": item.kwargs,
+        "function_name": item.function_name,
+        "next_run": item.next_run_at,
+        "is_active": item.enabled,
+        "is_running": row["id"] in running,
+        "every": item.every,
+        "timezone": item.timezone,
+        "last_run_at": item.last_run_at,
+    }
 
 
 def _group(manager: TaskManager, name: str) -> TaskGroup:

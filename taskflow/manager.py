@@ -8,7 +8,7 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -18,6 +18,7 @@ from starlette.background import BackgroundTasks
 from starlette.requests import Request
 
 from taskflow.bridge import SYNC_TIMEOUT, SyncBridge, running_loop
+from taskflow.compat_config import Config, config_database_url
 from taskflow.coordination import Coordinator
 from taskflow.crypto import make_cipher
 from taskflow.dispatcher import Dispatcher
@@ -25,13 +26,19 @@ from taskflow.errors import (
     ConfigurationError,
     DatabaseError,
     NotStarted,
+    TaskArgumentError,
+    TaskNotRerunnable,
     UnknownTaskFunction,
 )
 from taskflow.executors import ExecutorPool
-from taskflow.groups import TaskGroup
+from taskflow.groups import TaskGroups
+from taskflow.ids import new_hex_id, task_id_forms
 from taskflow.limits import Limits
+from taskflow.manager_compat import CompatAPI
 from taskflow.observers import LogEvent, build_chain
-from taskflow.payloads import Payloads
+from taskflow.once import OnceAPI
+from taskflow.payloads import Payloads, is_memory_only
+from taskflow.queues import QueueAPI, QueueConfig, concurrency_limits, queue_setup
 from taskflow.records import TaskRecord
 from taskflow.registry import TaskConfig, TaskRegistry, detect_executor, import_path, resolve
 from taskflow.retry import validate as validate_retry
@@ -65,7 +72,7 @@ class _Held:
     since: float
 
 
-class TaskManager(ScheduleAPI):
+class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
     """Registers task functions and runs them durably from a SQL database.
 
     The positional parameters are fastapi-taskflow's, in its order; the keyword-only
@@ -73,12 +80,20 @@ class TaskManager(ScheduleAPI):
 
     Args:
         snapshot_db: path of a SQLite file; shorthand for ``database_url``.
-        snapshot_backend: a database URL string, or an object with a ``url`` attribute.
+        snapshot_backend: a database URL string, a ``SqliteBackend``/``PostgresBackend``
+            from :mod:`taskflow.backends`, or an object with a ``url`` attribute
+            (``RedisBackend``, ``MySQLBackend`` and custom ``SnapshotBackend`` subclasses
+            raise ConfigurationError).
         snapshot_interval: accepted for compatibility; every change is written through
             at once, so there is nothing to snapshot.
         requeue_pending: accepted for compatibility; pending tasks always survive a
             restart (they are rows from the moment ``add_task`` returns).
         merged_list_ttl: accepted for compatibility; lists always read the database.
+        retry_replaces_original: accepted for compatibility; a retried task's original
+            record is always kept (history is never deleted by a retry).
+        instance_url, instance_tasks_prefix, registry_ttl, registry_heartbeat: accepted
+            for compatibility; every process reads the same database, so no peer
+            fan-out is needed (instances register themselves with a heartbeat row).
         loggers: observers of log lines and lifecycle transitions.
         log_file, log_file_max_bytes, log_file_backup_count, log_file_mode, log_lifecycle:
             shorthand for a :class:`~taskflow.observers.FileLogger`.
@@ -98,7 +113,11 @@ class TaskManager(ScheduleAPI):
         poll_interval: seconds between looks for claimable tasks.
         heartbeat_interval, instance_timeout: how often this process proves it is alive,
             and after how long without a heartbeat another process takes over its tasks.
-        queues: the queues this process runs.
+        queues: the queues this process runs: a list of names, or a dict of name to
+            :class:`~taskflow.queues.QueueConfig` (per-queue ``concurrency`` and
+            ``max_size``; a ``"default"`` queue is added if missing).
+        max_size: shorthand for the ``"default"`` queue's ``max_size``: most tasks
+            waiting in it before ``add_task`` raises ``QueueFullError``.
         retention_interval: seconds between retention passes.
         pool_size: database connections kept open (PostgreSQL).
         sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` or ``NORMAL``).
@@ -110,6 +129,10 @@ class TaskManager(ScheduleAPI):
         endpoint_error: what happens to a request's tasks that have not started when its
             endpoint raises or the request is cancelled: ``"run"`` (they run anyway) or
             ``"cancel"`` (they end ``cancelled`` with the reason).
+        app: start and stop with this app (as ``init_app(app)``; fastapi-task-manager).
+        config: a fastapi-task-manager :class:`~taskflow.Config`; its fields map onto
+            these settings. Without ``database_url`` it uses ``config.database_url``,
+            ``TASKFLOW_DATABASE_URL`` or the SQLite file ``taskflow.db``.
 
     Raises:
         ValueError: an argument is invalid (bad key, bad URL, negative sizes).
@@ -144,7 +167,8 @@ class TaskManager(ScheduleAPI):
         poll_interval: float = 1.0,
         heartbeat_interval: float = 5.0,
         instance_timeout: float = 30.0,
-        queues: tuple[str, ...] | list[str] = ("default",),
+        queues: Mapping[str, QueueConfig] | Sequence[str] = ("default",),
+        max_size: int | None = None,
         retention_interval: float = 6 * 3600,
         pool_size: int = 10,
         sqlite_synchronous: str = "FULL",
@@ -152,7 +176,16 @@ class TaskManager(ScheduleAPI):
         max_payload_bytes: int = 1_048_576,
         max_log_message_chars: int = 8_192,
         max_log_lines_per_task: int = 10_000,
+        app: FastAPI | None = None,
+        retry_replaces_original: bool = True,
+        instance_url: str | None = None,
+        instance_tasks_prefix: str = "",
+        registry_ttl: int = 90,
+        registry_heartbeat: int = 30,
+        config: Config | None = None,
     ) -> None:
+        if config is not None and not (database_url or snapshot_db or snapshot_backend):
+            database_url = config_database_url(config)
         _check_positive(
             max_concurrent_tasks=max_concurrent_tasks,
             max_sync_threads=max_sync_threads,
@@ -166,10 +199,15 @@ class TaskManager(ScheduleAPI):
         if retention_days is not None and retention_days <= 0:
             raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
         self.registry = TaskRegistry()
-        self.defaults = {"retries": retries, "delay": delay, "backoff": backoff}
+        self.defaults = {"retries": retries, "delay": delay, "backoff": backoff, "max_delay": None}
         self.snapshot_interval = snapshot_interval
         self.requeue_pending = requeue_pending
         self.merged_list_ttl = merged_list_ttl
+        self.retry_replaces_original = retry_replaces_original
+        self.instance_url = instance_url
+        self.instance_tasks_prefix = instance_tasks_prefix
+        self.registry_ttl = registry_ttl
+        self.registry_heartbeat = registry_heartbeat
         self.retention_days = retention_days
         self.retention_interval = retention_interval
         self.max_concurrent_tasks = max_concurrent_tasks
@@ -177,7 +215,8 @@ class TaskManager(ScheduleAPI):
         self.poll_interval = poll_interval
         self.heartbeat_interval = heartbeat_interval
         self.instance_timeout = instance_timeout
-        self.queues = tuple(queues)
+        self.queues, self.queue_configs = queue_setup(queues, max_size=max_size)
+        self._uncommitted: dict[str, int] = {}  # rows of bounded queues not committed yet
         self._cipher = make_cipher(encrypt_args_key)
         self.payloads = Payloads(self._cipher)
         self.logger = build_chain(
@@ -201,13 +240,13 @@ class TaskManager(ScheduleAPI):
             route_log=self._log,
         )
         self.store = TaskStore(self)
-        self.instance_id = new_task_id()
+        self.instance_id = new_hex_id()
         self.db: SQLStore = None  # type: ignore[assignment]  # set by startup()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._bridge: SyncBridge | None = None
         self._runner = Runner(self)
         self.scheduler = Scheduler(self)
-        self.task_groups: dict[str, TaskGroup] = {}
+        self.task_groups = TaskGroups()
         self.task_options = TaskOptions()
         self.limits = Limits(
             payload_bytes=max_payload_bytes,
@@ -218,12 +257,15 @@ class TaskManager(ScheduleAPI):
         self._background_tasks: set[asyncio.Task[Any]] = set()
         self._dispatcher: Dispatcher | None = None
         self._held: dict[str, _Held] = {}
+        self._start_callbacks: list[Callable[[], None]] = []  # see when_started()
         self._queued_keys: dict[str, str] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self.coordinator = Coordinator(self)
         self._apps: set[int] = set()
+        self._memory_only_warned: set[str] = set()
         self._started = False
         self.giving_up_writes = False
+        self._setup_compat(config, app)
 
     # -- properties ----------------------------------------------------------------------
 
@@ -317,7 +359,7 @@ class TaskManager(ScheduleAPI):
     ) -> TaskConfig:
         if not callable(func):
             raise ConfigurationError(f"@task needs a function, got {type(func).__name__}")
-        for key in ("retries", "delay", "backoff"):
+        for key in ("retries", "delay", "backoff", "max_delay"):
             if options[key] is None:
                 options[key] = self.defaults[key]
         validate_retry(
@@ -440,6 +482,7 @@ class TaskManager(ScheduleAPI):
             self._url, pool_size=self._pool_size, sqlite_synchronous=self._sqlite_synchronous
         )
         await self.db.open(auto_upgrade=auto)
+        await self.restore_queue_configs()
         self._bridge = SyncBridge(self._url)
         self._dispatcher = Dispatcher(
             run=self._runner.run,
@@ -448,9 +491,10 @@ class TaskManager(ScheduleAPI):
                 "thread": self.executors.capacity("thread"),
                 "process": self.executors.capacity("process"),
             },
+            queue_limits=concurrency_limits(self.queue_configs),
         )
         if self.logger is not None:
-            self.logger.start()
+            await self.logger.open()
         self._started = True
         try:
             await self.scheduler.sync_static()
@@ -460,6 +504,23 @@ class TaskManager(ScheduleAPI):
             with contextlib.suppress(Exception):
                 await self.shutdown()
             raise
+        self._run_start_callbacks()
+
+    def when_started(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the event loop at the end of the next :meth:`startup`
+        (tasks added before startup use this); it is called at once when running."""
+        if self._started:
+            callback()
+        else:
+            self._start_callbacks.append(callback)
+
+    def _run_start_callbacks(self) -> None:
+        callbacks, self._start_callbacks = self._start_callbacks, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - one bad early task must not stop startup
+                logger.exception("a task added before startup could not be stored")
 
     async def shutdown(self) -> None:
         """Stop taking work, let running tasks finish for ``shutdown_timeout`` seconds,
@@ -535,15 +596,24 @@ class TaskManager(ScheduleAPI):
         source: str = "manual",
         config: TaskConfig | None = None,
         hooks: JobHooks | None = None,
+        queue: str | None = None,
+        in_memory: bool = False,
+        task_id: str | None = None,
     ) -> tuple[str, asyncio.Future[str] | None, bool]:
         """Store a new task from any thread; the row is committed (or queued for the next
         group commit on the loop thread) and held until :meth:`release`.
 
         Returns ``(task_id, pending_write, created)``; ``created`` is False when an
-        idempotency key matched an existing task, whose id is returned.
+        idempotency key matched an existing task, whose id is returned. ``queue``
+        overrides the function's queue. With ``in_memory``, a callable that cannot be
+        imported back or arguments the codec cannot store do not raise: the task runs in
+        this process from memory, and its row is marked as not re-runnable. ``task_id``
+        is the id to store it under (one promised before startup); default a new one.
 
         Raises:
             NotStarted: the manager is not running.
+            QueueFullError: the queue is at its ``max_size`` (the task is stored as
+                ``rejected``).
             TaskArgumentError: an argument, tag or key cannot be stored.
             DatabaseError: the database refused the write (sync callers only).
         """
@@ -556,10 +626,16 @@ class TaskManager(ScheduleAPI):
             tags=tags,
             priority=priority,
             source=source,
+            in_memory=in_memory,
+            task_id=task_id,
         )
         job.hooks = hooks
-        if not config.registered:
+        if queue is not None:
+            _route(row, job, queue=queue, defer=None, served=self.queues)
+            row["owner"] = self.instance_id if queue in self.queues else None
+        if not config.registered or job.memory is not None:
             job.config = config
+            row["owner"] = self.instance_id  # only this process can run it
         loop = self._require_loop()
         if running_loop() is loop:
             return self._submit_on_loop(row, job)
@@ -567,7 +643,17 @@ class TaskManager(ScheduleAPI):
         return self._hold(job, stored, None)
 
     async def _insert(self, row: dict[str, Any]) -> str:
-        return await self.db.insert_task(row)
+        key = row["idempotency_key"]
+        if key is not None and self._bounded(row["queue"]):
+            # An existing task with the key is returned, not refused by a full queue.
+            existing = await self.db.find_live_by_key(key)
+            if existing is not None:
+                return existing
+        return await self.write_task(row)
+
+    def _bounded(self, queue: str) -> bool:
+        config = self.queue_configs.get(queue)
+        return config is not None and config.max_size is not None
 
     def _submit_on_loop(self, row: dict[str, Any], job: Job) -> tuple[str, Any, bool]:
         key = row["idempotency_key"]
@@ -578,7 +664,7 @@ class TaskManager(ScheduleAPI):
             # The id goes back to the caller before the commit: if another process wins
             # the key meanwhile, the store records this id as an alias of the winner.
             row["_promised"] = True
-        write = self.db.insert_task(row)
+        write = self.write_task(row)
         if key is not None:
             self._queued_keys[key] = row["id"]
             write.add_done_callback(lambda _f: self._queued_keys.pop(key, None))
@@ -610,14 +696,15 @@ class TaskManager(ScheduleAPI):
         tags: dict[str, Any] | None,
         priority: int | None,
         source: str,
+        in_memory: bool = False,
+        task_id: str | None = None,
     ) -> tuple[dict[str, Any], Job]:
         clean = clean_tags(tags)
+        payload, memory_only = self._call_payload(config, args, kwargs, in_memory=in_memory)
         row = build_row(
             config,
-            task_id=new_task_id(),
-            payload=self.limits.check_payload(
-                self.payloads.encode_call(args, kwargs), what=f"arguments of {config.name}"
-            ),
+            task_id=task_id or new_task_id(),
+            payload=self.limits.check_payload(payload, what=f"arguments of {config.name}"),
             encrypted=self.payloads.encrypted,
             tags=clean,
             priority=priority,
@@ -628,7 +715,46 @@ class TaskManager(ScheduleAPI):
             owner=self.owner_for(config),
         )
         job = job_from_row(row, config)
+        if memory_only:
+            job.memory = (args, kwargs)
         return row, job
+
+    def _call_payload(
+        self,
+        config: TaskConfig,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        in_memory: bool,
+    ) -> tuple[str, bool]:
+        """The stored text of a call, and whether it is memory-only (``in_memory`` and a
+        callable that cannot be imported back or an argument the codec refuses).
+
+        Raises:
+            TaskArgumentError: an argument cannot be stored and ``in_memory`` is False
+                (or the function runs in a worker process, where memory cannot follow).
+        """
+        if in_memory and not config.registered:
+            return self.payloads.encode_memory_call(args, kwargs), True
+        try:
+            return self.payloads.encode_call(args, kwargs), False
+        except TaskArgumentError as exc:
+            if not in_memory or config.executor == "process":
+                raise
+            self._warn_memory_only(config.name, exc)
+            return self.payloads.encode_memory_call(args, kwargs), True
+
+    def _warn_memory_only(self, name: str, why: TaskArgumentError) -> None:
+        """Log once per function that its tasks run from memory only."""
+        if name in self._memory_only_warned:
+            return
+        self._memory_only_warned.add(name)
+        logger.warning(
+            "task %s runs from memory in this process only (%s); after a crash it ends "
+            "interrupted instead of running again",
+            name,
+            why,
+        )
 
     def _storable(self, func: Callable[..., Any], config: TaskConfig | None) -> TaskConfig:
         """``config``, else the one ``func`` is stored with.
@@ -732,6 +858,10 @@ class TaskManager(ScheduleAPI):
 
         Returns the task id once the row is committed (the existing task's id when
         ``idempotency_key`` matches a task that has not failed).
+
+        Raises:
+            QueueFullError: the queue is at its ``max_size`` (the task is stored as
+                ``rejected``).
         """
         row, job = self._new_row(
             self._storable(func, None),
@@ -744,10 +874,22 @@ class TaskManager(ScheduleAPI):
         )
         _route(row, job, queue=queue, defer=defer, served=self.queues)
         self._require_loop()
-        stored = await self.db.insert_task(row)
+        stored = await self._insert(row)
         if stored == job.task_id and row["owner"] is not None:
             self.hold_and_release(job)
         return stored
+
+    async def add_task(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> str:
+        """Alias of :meth:`enqueue`, same arguments and result.
+
+        fastapi-taskflow's production guide awaits ``task_manager.add_task(fn, ...,
+        queue="reports")`` from routes (fastapi-taskflow itself has no such method); here
+        it stores and starts the task as :meth:`enqueue` does.
+
+        Raises:
+            QueueFullError: the queue is at its ``max_size``.
+        """
+        return await self.enqueue(func, *args, **kwargs)
 
     def hold_and_release(self, job: Job) -> None:
         """Start a job whose row is already committed (or queued before it in the same
@@ -767,38 +909,59 @@ class TaskManager(ScheduleAPI):
 
     async def get_task(self, task_id: str, *, logs: bool = True) -> TaskRecord | None:
         """The task with this id read from the database (with its logs and attempts),
-        or None."""
+        or None. Like every method taking a task id, it accepts the id as a 36-character
+        UUID string or as 32 hex digits, in any case, whichever shape the task was stored
+        with (new ids are UUID strings; see :mod:`taskflow.ids`)."""
         self._require_loop()
         row = await self.db.get_task(task_id)
         if row is None:
             return None
         log_rows = await self.db.get_logs(row["id"]) if logs else []
         attempts = await self.db.get_attempts(row["id"])
-        return record_from_row(row, self.payloads, log_rows, attempts)
+        return self._with_executor(record_from_row(row, self.payloads, log_rows, attempts))
+
+    def _with_executor(self, record: TaskRecord) -> TaskRecord:
+        """Fill ``record.executor`` from the registered function, when known here."""
+        config = self.registry.get(record.func_name)
+        record.executor = config.executor if config is not None else None
+        return record
 
     async def list_tasks(
-        self, *, status: str | None = None, func_name: str | None = None, limit: int = 100
+        self, *, status: str | None = None, func_name: str | None = None, limit: int | None = 100
     ) -> list[TaskRecord]:
-        """Newest tasks first (without logs)."""
+        """Newest tasks first (without logs); ``limit=None`` lists them all."""
         self._require_loop()
         rows = await self.db.list_tasks(status=status, func_name=func_name, limit=limit)
-        return [record_from_row(row, self.payloads, [], []) for row in rows]
+        return [self._with_executor(record_from_row(row, self.payloads, [], [])) for row in rows]
+
+    async def merged_list(self, *, limit: int | None = None) -> list[TaskRecord]:
+        """Every task of every instance, newest first (without logs).
+
+        fastapi-taskflow merged its in-memory tasks with its backend's history; in
+        taskflow the database holds every task of every instance, so this is one query.
+
+        Args:
+            limit: at most this many tasks (None: all of them).
+        """
+        return await self.list_tasks(limit=limit)
 
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
         """Cancel a task. A pending task never runs; a running async task is cancelled;
         a running thread or process task is flagged (``get_task_context().is_cancelled()``)
         and ends ``cancelled``. Returns False when the task is already final or unknown."""
         self._require_loop()
-        held = self._held.pop(task_id, None)
-        if held is not None and held.write is not None:
-            with contextlib.suppress(Exception):  # a failed write leaves nothing to cancel
-                await held.write  # the row may still be waiting for its group commit
+        forms = task_id_forms(task_id)  # the in-memory maps are keyed by the stored shape
+        for held in [self._held.pop(form, None) for form in forms]:
+            if held is not None and held.write is not None:
+                with contextlib.suppress(Exception):  # a failed write leaves nothing to cancel
+                    await held.write  # the row may still be waiting for its group commit
         previous = await self.db.cancel_task(task_id, now=utcnow(), reason=reason)
-        timer = self._timers.pop(task_id, None)
-        if timer is not None:
-            timer.cancel()
+        for timer in [self._timers.pop(form, None) for form in forms]:
+            if timer is not None:
+                timer.cancel()
         if previous == "running":
-            self.cancel_running(task_id)
+            for form in forms:
+                self.cancel_running(form)
         return previous in ("pending", "running")
 
     def cancel_running(self, task_id: str) -> None:
@@ -817,11 +980,22 @@ class TaskManager(ScheduleAPI):
     async def retry(self, task_id: str) -> str | None:
         """Run a task again as a new task (``source="retry"``) with the same function,
         arguments, tags, priority and idempotency key. Returns the new id, or None when
-        ``task_id`` does not exist."""
+        ``task_id`` does not exist.
+
+        Raises:
+            TaskNotRerunnable: the task ran from memory (a closure, or arguments that
+                could not be stored), so there is nothing stored to run again.
+        """
         self._require_loop()
         row = await self.db.get_task(task_id)
         if row is None:
             return None
+        if is_memory_only(row["payload"]):
+            raise TaskNotRerunnable(
+                f"task {row['id']} ({row['func_name']}) cannot be retried: its function or "
+                "arguments lived only in the memory of the process that scheduled it; "
+                "schedule it again from your code"
+            )
         copy = {
             **dict(row),
             "id": new_task_id(),
@@ -897,12 +1071,12 @@ class TaskManager(ScheduleAPI):
                 LogEvent(
                     task_id=task_id,
                     func_name=job.func_name if job else "",
-                    at=now,
-                    level=level,
                     message=message,
-                    extra=row["extra"],
+                    level=level,
+                    timestamp=now,
+                    attempt=max(job.attempt - 1, 0) if job else 0,
                     tags=job.tags if job else {},
-                    attempt=0,
+                    extra=row["extra"],
                 )
             )
 
@@ -940,7 +1114,7 @@ def _route(
     *,
     queue: str | None,
     defer: float | None,
-    served: tuple[str, ...],
+    served: Sequence[str],
 ) -> None:
     """Apply ``enqueue``'s queue and defer options to a new row and its job."""
     if queue is not None:
@@ -982,6 +1156,8 @@ def _choose_url(
 ) -> str | None:
     """The configured URL, or None for a private temporary database."""
     url = database_url or _backend_url(snapshot_backend)
+    if url is not None:
+        _refuse_plain_path(url, "database_url" if database_url else "snapshot_backend")
     if url is None and snapshot_db is not None:
         url = f"sqlite+aiosqlite:///{snapshot_db}"
     if url is None:
@@ -993,11 +1169,25 @@ def _choose_url(
     return None if is_memory_sqlite(normalize_url(url)) else url
 
 
+def _refuse_plain_path(url: Any, parameter: str) -> None:
+    """Raise a helpful ConfigurationError for a file name given where a URL belongs."""
+    if isinstance(url, str) and "://" not in url and ":" not in url.split("/", 1)[0]:
+        raise ConfigurationError(
+            f"{parameter}={url!r} is a file name, not a database URL: for a SQLite file "
+            f"pass snapshot_db={url!r} or {parameter}='sqlite:///{url}' "
+            "(PostgreSQL: postgresql://user:password@host/dbname)",
+            field=parameter,
+        )
+
+
 def _backend_url(backend: Any) -> str | None:
     if backend is None:
         return None
     if isinstance(backend, str):
         return backend
+    resolve = getattr(backend, "taskflow_database_url", None)
+    if callable(resolve):  # taskflow.backends: a URL, or a ConfigurationError saying why not
+        return str(resolve())
     for attribute in ("url", "database_url", "dsn"):
         value = getattr(backend, attribute, None)
         if isinstance(value, str):

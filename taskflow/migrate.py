@@ -24,10 +24,24 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from taskflow.errors import SchemaOutOfDate
-from taskflow.store.engine import create_engine, mask, normalize_url, write_options
+from taskflow.store.engine import (
+    create_engine,
+    is_memory_sqlite,
+    mask,
+    normalize_url,
+    write_options,
+)
 
 VERSION_TABLE = "taskflow_alembic_version"
+# The SQLite file in the working folder that fastapi-task-manager's config= TaskManager
+# falls back to (taskflow.compat_config). The CLI and env.py never default to it.
 DEFAULT_URL = "sqlite+aiosqlite:///taskflow.db"
+URL_ENV = "TASKFLOW_DATABASE_URL"
+# For "no database given": how to give one (the CLI, and plain alembic via env.py).
+URL_HELP = (
+    f"pass --url URL or set {URL_ENV}, e.g. sqlite:///taskflow.db for a SQLite file in "
+    "this folder or postgresql://user:password@host/dbname"
+)
 # Key for pg_advisory_lock: a fixed 64-bit number ("taskflow" as big-endian bytes) that
 # every taskflow process agrees on, so concurrent starters serialize their upgrades.
 ADVISORY_LOCK_KEY = 8386110886257651575
@@ -71,6 +85,31 @@ def async_url(url: str) -> str:
 
 def mask_url(url: str) -> str:
     """Return ``url`` with its password replaced by ``***`` (for messages and logs)."""
+    return mask(url)
+
+
+def missing_sqlite_file(url: str) -> pathlib.Path | None:
+    """The absolute path of a SQLite URL's file when that file does not exist.
+
+    Opening a missing SQLite file creates it, so commands that only report on a
+    database (``current``, ``check``, ``downgrade``) ask first.
+
+    :returns: None for PostgreSQL, an in-memory database, or a file that exists.
+    :raises taskflow.errors.ConfigurationError: unsupported or unparseable URL.
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() != "sqlite" or is_memory_sqlite(parsed):
+        return None
+    path = pathlib.Path(parsed.database or "")
+    return None if path.exists() else path.absolute()
+
+
+def describe_target(url: str) -> str:
+    """Which database ``url`` names, for messages: a SQLite file's absolute path, else
+    the URL with its password masked."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite" and not is_memory_sqlite(parsed):
+        return f"SQLite file {pathlib.Path(parsed.database or '').absolute()}"
     return mask(url)
 
 

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from taskflow.errors import ConfigurationError
+from taskflow.records import TaskStatus
 
 __all__ = [
     "FILE_LOG_MODES",
@@ -58,60 +59,181 @@ _LIFECYCLE_LEVELS: dict[str, int] = {
     "cancelled": logging.WARNING,
 }
 
+# Ranks for ``min_level`` filtering (fastapi-taskflow's four names, plus "critical").
+_LEVEL_RANKS: dict[str, int] = {
+    "debug": 0,
+    "info": 1,
+    "warning": 2,
+    "error": 3,
+    "critical": 4,
+}
+
 _file_logger_ids = itertools.count(1)
 
 _HOOKS = ("on_log", "on_lifecycle")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class LogEvent:
     """One line written by a task through ``task_log()``.
+
+    The fields and their order are fastapi-taskflow's, so observers written for it work
+    unchanged; ``at`` is kept as an alias of ``timestamp``.
 
     Attributes:
         task_id: Id of the task that logged the line.
         func_name: Registered name of the task function.
-        at: When the line was logged (timezone-aware UTC preferred).
-        level: Level name such as ``"info"`` or ``"ERROR"``.
         message: The logged text.
-        extra: Structured fields passed alongside the message.
+        level: Level name such as ``"info"`` or ``"error"``.
+        timestamp: When the line was logged (timezone-aware UTC).
+        attempt: Zero-based retry index of the attempt that logged it (0 = first run).
         tags: The task's tags.
-        attempt: Attempt number the line belongs to (1 for the first run).
+        extra: Structured fields passed to ``task_log()``.
     """
 
     task_id: str
     func_name: str
-    at: datetime
-    level: str
     message: str
-    extra: dict[str, Any]
-    tags: dict[str, str]
+    level: str
+    timestamp: datetime
     attempt: int
+    tags: dict[str, str]
+    extra: dict[str, Any]
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        message: str,
+        level: str = "info",
+        timestamp: datetime | None = None,
+        attempt: int = 0,
+        tags: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        *,
+        at: datetime | None = None,
+    ) -> None:
+        """Build the event; ``at`` is accepted in place of ``timestamp``.
+
+        Raises:
+            TypeError: neither ``timestamp`` nor ``at`` is given.
+        """
+        _set_fields(
+            self,
+            task_id=task_id,
+            func_name=func_name,
+            message=message,
+            level=level,
+            timestamp=_when(timestamp, at),
+            attempt=attempt,
+            tags=dict(tags or {}),
+            extra=dict(extra or {}),
+        )
+
+    @property
+    def at(self) -> datetime:
+        """Alias of :attr:`timestamp`."""
+        return self.timestamp
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class LifecycleEvent:
     """A task moved to a new status.
+
+    The fields and their order are fastapi-taskflow's. ``status`` is a
+    :class:`~taskflow.records.TaskStatus` (a ``str`` enum, so ``event.status == "failed"``
+    and ``event.status.value`` both work). A failed attempt that will be retried is
+    reported as ``PENDING`` with ``retrying=True`` (fastapi-taskflow reports nothing
+    then); :attr:`label` gives ``"retrying"`` for it.
 
     Attributes:
         task_id: Id of the task.
         func_name: Registered name of the task function.
-        at: When the transition happened.
-        status: One of ``"pending"``, ``"running"``, ``"success"``, ``"failed"``,
-            ``"retrying"``, ``"cancelled"`` or ``"interrupted"``.
-        attempt: Attempt number the transition belongs to.
-        tags: The task's tags.
+        status: The task's new status.
+        timestamp: When the transition happened (timezone-aware UTC).
+        attempt: Zero-based retry index of the attempt (0 = first run).
+        retries_used: Retries consumed so far (equal to ``attempt``).
+        duration: Seconds the attempt ran; ``None`` on ``RUNNING``.
         error: Error text for failing transitions, otherwise ``None``.
-        duration: Seconds the attempt ran, when known.
+        stacktrace: Traceback of a failing attempt, otherwise ``None``.
+        tags: The task's tags.
+        retrying: True when the attempt failed and the task will run again.
     """
 
     task_id: str
     func_name: str
-    at: datetime
-    status: str
+    status: TaskStatus
+    timestamp: datetime
     attempt: int
+    retries_used: int
+    duration: float | None
+    error: str | None
+    stacktrace: str | None
     tags: dict[str, str]
-    error: str | None = None
-    duration: float | None = None
+    retrying: bool
+
+    def __init__(
+        self,
+        task_id: str,
+        func_name: str,
+        status: TaskStatus | str,
+        timestamp: datetime | None = None,
+        attempt: int = 0,
+        retries_used: int | None = None,
+        duration: float | None = None,
+        error: str | None = None,
+        stacktrace: str | None = None,
+        tags: dict[str, str] | None = None,
+        *,
+        retrying: bool = False,
+        at: datetime | None = None,
+    ) -> None:
+        """Build the event; ``at`` is accepted in place of ``timestamp`` and the string
+        ``"retrying"`` in place of ``status=PENDING, retrying=True``.
+
+        Raises:
+            TypeError: neither ``timestamp`` nor ``at`` is given.
+            ValueError: ``status`` is not a task status.
+        """
+        if status == "retrying":
+            status, retrying = TaskStatus.PENDING, True
+        _set_fields(
+            self,
+            task_id=task_id,
+            func_name=func_name,
+            status=TaskStatus(status),
+            timestamp=_when(timestamp, at),
+            attempt=attempt,
+            retries_used=attempt if retries_used is None else retries_used,
+            duration=duration,
+            error=error,
+            stacktrace=stacktrace,
+            tags=dict(tags or {}),
+            retrying=retrying,
+        )
+
+    @property
+    def at(self) -> datetime:
+        """Alias of :attr:`timestamp`."""
+        return self.timestamp
+
+    @property
+    def label(self) -> str:
+        """The status as text, ``"retrying"`` for a failed attempt that will run again."""
+        return "retrying" if self.retrying else self.status.value
+
+
+def _when(timestamp: datetime | None, at: datetime | None) -> datetime:
+    when = timestamp if timestamp is not None else at
+    if when is None:
+        raise TypeError("an event needs timestamp= (or at=)")
+    return when
+
+
+def _set_fields(event: object, **values: Any) -> None:
+    # The events are frozen; their __init__ is custom to accept both spellings.
+    for name, value in values.items():
+        object.__setattr__(event, name, value)
 
 
 Event = LogEvent | LifecycleEvent
@@ -121,9 +243,33 @@ class TaskObserver:
     """Base class: override any of these. Default implementations do nothing.
 
     Methods are awaited from a :class:`LoggerChain` drain task, one event at a time, each
-    bounded by the chain's ``observer_timeout``. Exceptions they raise are logged and
-    otherwise ignored.
+    bounded by the chain's ``observer_timeout``. Exceptions they raise are logged (logger
+    ``taskflow.observers``, with the traceback) and otherwise ignored.
+
+    As in fastapi-taskflow, ``min_level`` is stored for subclasses, which filter with
+    :meth:`_should_log` / :meth:`_should_log_lifecycle`; the chain itself delivers every
+    event.
+
+    Args:
+        min_level: ``"debug"``, ``"info"``, ``"warning"`` or ``"error"``.
     """
+
+    _min_level: int = _LEVEL_RANKS["info"]
+
+    def __init__(self, min_level: str = "info") -> None:
+        self._min_level = _LEVEL_RANKS.get(str(min_level).lower(), _LEVEL_RANKS["info"])
+
+    def _should_log(self, level: str) -> bool:
+        """True when ``level`` is at least this observer's ``min_level``."""
+        return _LEVEL_RANKS.get(str(level).lower(), _LEVEL_RANKS["info"]) >= self._min_level
+
+    def _should_log_lifecycle(self, event: LifecycleEvent) -> bool:
+        """True when the severity of ``event``'s status is at least ``min_level``."""
+        level = logging.getLevelName(_LIFECYCLE_LEVELS.get(event.label, logging.INFO))
+        return self._should_log(str(level))
+
+    async def startup(self) -> None:
+        """Prepare resources; awaited once before the first event is delivered."""
 
     async def on_log(self, event: LogEvent) -> None:
         """Receive one ``task_log()`` line.
@@ -167,6 +313,7 @@ class FileLogger(TaskObserver):
         backup_count: int = DEFAULT_BACKUP_COUNT,
         mode: str = "rotate",
         log_lifecycle: bool = False,
+        min_level: str = "info",
     ) -> None:
         """Open the log file.
 
@@ -177,12 +324,15 @@ class FileLogger(TaskObserver):
             mode: ``"rotate"`` rotates by size; ``"watched"`` reopens the file when it is
                 moved or deleted by an external tool, ignoring ``max_bytes``.
             log_lifecycle: Also write a line for each status transition.
+            min_level: Lines below this level (``"debug"``, ``"info"``, ``"warning"``,
+                ``"error"``) are not written; transitions are ranked by their severity.
 
         Raises:
             ConfigurationError: ``mode`` is not one of :data:`FILE_LOG_MODES` (this is a
                 ``ValueError``).
             OSError: The file cannot be opened.
         """
+        super().__init__(min_level)
         self.path = path
         self.mode = mode
         self.log_lifecycle = log_lifecycle
@@ -208,6 +358,8 @@ class FileLogger(TaskObserver):
         Args:
             event: The logged line.
         """
+        if not self._should_log(event.level):
+            return
         await asyncio.to_thread(self._write, _level_number(event.level), format_log_line(event))
 
     async def on_lifecycle(self, event: LifecycleEvent) -> None:
@@ -216,9 +368,9 @@ class FileLogger(TaskObserver):
         Args:
             event: The transition.
         """
-        if not self.log_lifecycle:
+        if not self.log_lifecycle or not self._should_log_lifecycle(event):
             return
-        level = _LIFECYCLE_LEVELS.get(event.status, logging.INFO)
+        level = _LIFECYCLE_LEVELS.get(event.label, logging.INFO)
         await asyncio.to_thread(self._write, level, format_lifecycle_line(event))
 
     async def close(self) -> None:
@@ -290,14 +442,14 @@ def format_lifecycle_line(event: LifecycleEvent) -> str:
     Returns:
         The rendered line.
     """
-    level = logging.getLevelName(_LIFECYCLE_LEVELS.get(event.status, logging.INFO))
+    level = logging.getLevelName(_LIFECYCLE_LEVELS.get(event.label, logging.INFO))
     head = _line_head(event.at, level, event.func_name, event.task_id)
-    details: dict[str, Any] = {"status": event.status, "attempt": event.attempt}
+    details: dict[str, Any] = {"status": event.label, "attempt": event.attempt}
     if event.duration is not None:
         details["duration"] = round(event.duration, 6)
     if event.error is not None:
         details["error"] = event.error
-    message = f"task {event.status}"
+    message = f"task {event.label}"
     return _join(head, message, _format_fields(details), _format_fields(event.tags))
 
 
@@ -395,6 +547,19 @@ class LoggerChain:
             self._drain_task = asyncio.get_running_loop().create_task(
                 self._drain(), name="taskflow-observers"
             )
+
+    async def open(self) -> None:
+        """Await every observer's ``startup()`` (each bounded by ``observer_timeout``,
+        failures logged), then :meth:`start` delivery.
+
+        Raises:
+            RuntimeError: The chain is closed.
+        """
+        if self._closed:
+            raise RuntimeError("LoggerChain is closed")
+        for observer in self.observers:
+            await self._call(observer, "startup")
+        self.start()
 
     def emit(self, event: Event) -> None:
         """Queue ``event`` for delivery without blocking; never raises.

@@ -14,6 +14,8 @@ class TaskStatus(enum.StrEnum):
     ``pending`` waits to run (first time or before a retry), ``running`` is executing,
     and the rest are final. ``interrupted`` means the process running it died or shut
     down and the function is not declared safe to re-run (``requeue_on_interrupt``).
+    ``rejected`` means its queue was at its ``max_size`` when it was enqueued: it never
+    ran (``QueueFullError`` was raised) and can be retried.
     """
 
     PENDING = "pending"
@@ -22,6 +24,7 @@ class TaskStatus(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
+    REJECTED = "rejected"
 
     @property
     def is_final(self) -> bool:
@@ -58,6 +61,11 @@ class TaskRecord:
 
     ``args``/``kwargs``/``result`` are decoded values; they are ``None`` when the
     payload is encrypted and the record was read without decrypting (dashboard lists).
+
+    fastapi-taskflow's fields are all here: ``retries_used`` and ``duration`` are
+    properties, ``encrypted_payload`` holds the stored ciphertext of an encrypted task
+    (never in :meth:`to_dict`), and ``executor`` is the registered function's executor
+    when this process knows it.
     """
 
     task_id: str
@@ -87,6 +95,8 @@ class TaskRecord:
     cancel_requested: bool = False
     logs: list[LogLine] = field(default_factory=list)
     history: list[Attempt] = field(default_factory=list)
+    executor: str | None = None
+    encrypted_payload: bytes | None = None
 
     @property
     def retries_used(self) -> int:
@@ -119,6 +129,7 @@ class TaskRecord:
             "attempts": self.attempts,
             "max_retries": self.max_retries,
             "priority": self.priority,
+            "executor": self.executor,
             "queue": self.queue,
             "tags": dict(self.tags),
             "idempotency_key": self.idempotency_key,

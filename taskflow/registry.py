@@ -16,12 +16,22 @@ _EXECUTORS = ("async", "thread", "process")
 
 @dataclass(slots=True)
 class TaskConfig:
-    """How one task function runs: its name, executor, retry policy and defaults."""
+    """How one task function runs: its name, executor, retry policy and defaults.
 
-    name: str
-    func: Callable[..., Any]
-    path: str
-    executor: ExecutorKind
+    ``@task_manager.task()`` builds it; every field has a default so that
+    fastapi-taskflow's keyword construction (``TaskConfig(retries=3, delay=1.0)``) works.
+    ``name``, ``func`` and ``executor`` are ``None`` only on such hand-made configs
+    (``executor=None`` means "detect from the function").
+
+    fastapi-tasks exports a ``TaskConfig`` of its own under the same name (``name``,
+    ``shield``, ``on_error`` and the ``shielded`` property); this class takes that form
+    too, and ``add_tasks(app, config=...)`` accepts it.
+    """
+
+    name: str | None = None
+    func: Callable[..., Any] | None = None
+    path: str = ""
+    executor: ExecutorKind | None = None
     retries: int = 0
     delay: float = 0.0
     backoff: float = 1.0
@@ -36,6 +46,13 @@ class TaskConfig:
     queue: str = "default"
     registered: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
+    shield: bool | None = None
+    on_error: Callable[..., Any] | None = None
+
+    @property
+    def shielded(self) -> bool:
+        """True when ``shield`` is set (fastapi-tasks' ``TaskConfig.shielded``)."""
+        return bool(self.shield)
 
 
 def import_path(func: Callable[..., Any]) -> str | None:

@@ -15,9 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskflow import context as task_context
-from taskflow.errors import DatabaseError, TaskArgumentError
+from taskflow.errors import DatabaseError, TaskArgumentError, TaskNotRerunnable
 from taskflow.executors import Call
 from taskflow.observers import LifecycleEvent
+from taskflow.payloads import MEMORY_ONLY_LOST, is_memory_only
 from taskflow.registry import ExecutorKind, TaskConfig
 from taskflow.retry import RetryPolicy
 
@@ -64,8 +65,12 @@ class Job:
     retry_delay: float | None = None  # overrides of the function's retry delays
     retry_max_delay: float | None = None
     config: TaskConfig | None = None  # for callables that cannot be imported by name
+    # The call itself when it could not be stored (payload is memory-only): only this
+    # process can run it.
+    memory: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     hooks: JobHooks | None = None
     log_lines: int = 0
+    attempt: int = 0  # the attempt running (1 for the first), 0 before it starts
 
 
 @dataclass(slots=True)
@@ -98,6 +103,7 @@ class Runner:
         started = utcnow()
         if job.hooks is not None and job.hooks.started is not None:
             job.hooks.started.set()
+        job.attempt = attempt
         self._lifecycle(job, "running", attempt)
         outcome = await self._execute(job, attempt)
         await self._settle(job, attempt, outcome, started)
@@ -131,11 +137,16 @@ class Runner:
 
     def _prepare(self, job: Job, attempt: int) -> tuple[Call, TaskConfig]:
         config = self._config(job)
-        args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
+        if job.memory is not None:
+            args, kwargs = job.memory
+        elif is_memory_only(job.payload):
+            raise TaskNotRerunnable(MEMORY_ONLY_LOST)
+        else:
+            args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
         context = task_context.TaskContext(
             task_id=job.task_id,
             func_name=job.func_name,
-            attempt=attempt,
+            attempt=attempt - 1,  # fastapi-taskflow's numbering: 0 is the first run
             max_retries=job.max_retries,
             tags=job.tags,
             source=job.source,
@@ -177,6 +188,7 @@ class Runner:
             "retrying" if retry_in is not None else update["status"],
             attempt,
             error=update.get("error"),
+            stacktrace=update.get("traceback"),
             duration=(now - started).total_seconds(),
         )
         if retry_in is not None:
@@ -230,8 +242,11 @@ class Runner:
         attempt: int,
         *,
         error: str | None = None,
+        stacktrace: str | None = None,
         duration: float | None = None,
     ) -> None:
+        """Tell observers about a transition; ``attempt`` counts from 1 here and is
+        reported zero-based, as fastapi-taskflow does."""
         chain = self.manager.logger
         if chain is None:
             return
@@ -239,12 +254,13 @@ class Runner:
             LifecycleEvent(
                 task_id=job.task_id,
                 func_name=job.func_name,
-                at=utcnow(),
                 status=status,
-                attempt=attempt,
-                tags=job.tags,
-                error=error,
+                timestamp=utcnow(),
+                attempt=max(attempt - 1, 0),
                 duration=duration,
+                error=error,
+                stacktrace=stacktrace,
+                tags=job.tags,
             )
         )
 

@@ -151,8 +151,29 @@ class ScheduleAPI:
         existing = self.task_groups.get(group.name)
         if existing is not None and existing is not group:
             raise ConfigurationError(f"a task group named {group.name!r} is already added")
-        self.task_groups[group.name] = group
+        self.task_groups.add(group)
         group.attach(self)
+
+    def group_schedules(self: TaskManager, group_name: str) -> list[ScheduledTask]:
+        """The stored schedules of task group ``group_name``, read synchronously (from
+        the loop's thread through the helper thread, else on the loop)."""
+        loop = self._require_loop()
+        if running_loop() is loop:
+            assert self._bridge is not None
+            rows = self._bridge.call(lambda store: store.list_schedules())
+        else:
+            pending = asyncio.run_coroutine_threadsafe(self.db.list_schedules(), loop)
+            rows = pending.result(SYNC_TIMEOUT)
+        return [self._scheduled_task(row) for row in rows if row["group_name"] == group_name]
+
+    def run_schedule_coroutine(self: TaskManager, coro: Any, what: str) -> None:
+        """Run ``coro`` on the manager's loop: in the background from the loop's own
+        thread, else waiting for it."""
+        loop = self._require_loop()
+        if running_loop() is loop:
+            self._background(coro, what)
+        else:
+            asyncio.run_coroutine_threadsafe(coro, loop).result(SYNC_TIMEOUT)
 
     async def create_schedule(self, row: dict[str, Any]) -> ScheduledTask:
         """Store a dynamic schedule row built by :meth:`TaskGroup.build_schedule`.
@@ -165,7 +186,7 @@ class ScheduleAPI:
         self._require_loop()
         check_storable(row)
         if not await self.db.create_schedule(row):
-            raise DuplicateScheduleName(f"a schedule named {row['name']!r} already exists")
+            raise DuplicateScheduleName(_taken(row))
         self.scheduler.wake()
         return self._scheduled_task(row)
 
@@ -233,7 +254,7 @@ class ScheduleAPI:
             row = create(utcnow())
             check_storable(row)
             if self._bridge.call(lambda store: store.get_schedule(row["name"])) is not None:
-                raise DuplicateScheduleName(f"a schedule named {row['name']!r} already exists")
+                raise DuplicateScheduleName(_taken(row))
             self._background(self.create_schedule(row), f"create schedule {row['name']}")
             return self._scheduled_task(row)
         assert delete is not None
@@ -306,12 +327,22 @@ def check_storable(row: dict[str, Any]) -> None:
             )
 
 
+def _taken(row: dict[str, Any]) -> str:
+    where = f" inside group {row['group_name']!r}" if row["group_name"] else ""
+    return (
+        f"Task with name {row['name']!r} already exists{where} "
+        "(schedule names are unique across all groups)."
+    )
+
+
 def _check_deletable(row: Any, name: str, group_name: str | None) -> None:
     if row is None or (group_name is not None and row["group_name"] != group_name):
-        where = f" in task group {group_name!r}" if group_name is not None else ""
-        raise ScheduleNotFound(f"no schedule named {name!r}{where}")
+        if group_name is not None:
+            raise ScheduleNotFound(f"Task {name!r} not found in group {group_name!r}.")
+        raise ScheduleNotFound(f"no schedule named {name!r}")
     if row["kind"] != "dynamic":
+        where = f" in group {group_name!r}" if group_name is not None else ""
         raise StaticScheduleError(
-            f"schedule {name!r} is static (declared in code) and cannot be deleted; "
-            "pause it instead"
+            f"Task {name!r}{where} is static and cannot be removed at runtime "
+            "(it is declared in code; pause it instead)."
         )

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from taskflow.guard import StepGuard
+from taskflow.ids import new_hex_id
 from taskflow.registry import TaskConfig
 from taskflow.runner import utcnow
 from taskflow.submission import build_row, job_from_row, new_task_id
@@ -75,6 +76,7 @@ class ScheduleSpec:
     description: str | None = None
     tags: list[str] = field(default_factory=list)
     options: ScheduleOptions = field(default_factory=ScheduleOptions)
+    kwargs: dict[str, Any] = field(default_factory=dict)
 
 
 def schedule_row(
@@ -93,7 +95,7 @@ def schedule_row(
 ) -> dict[str, Any]:
     """A new ``taskflow_schedules`` row."""
     return {
-        "id": new_task_id(),
+        "id": new_hex_id(),
         "name": name,
         "group_name": group_name,
         "func_name": task_name,
@@ -144,13 +146,16 @@ class Scheduler:
         self._wake.set()
 
     async def sync_static(self) -> None:
-        """Store every declared schedule; fire ``run_on_startup`` ones once; warn about
+        """Store every declared schedule (and task groups' dynamic schedules defined
+        before startup); fire ``run_on_startup`` ones once; warn about
         stored schedules whose function is not registered in this process."""
         now = utcnow()
         for spec in self.specs.values():
             row = await self.manager.db.upsert_static_schedule(self._static_row(spec, now))
             if spec.run_on_startup:
                 await self._run_now(row, source="scheduled")
+        for group in self.manager.task_groups:
+            await group.store_pending()
         for row in await self.manager.db.list_schedules():
             if self._config(row) is None:
                 logger.warning(
@@ -166,7 +171,7 @@ class Scheduler:
             task_name=spec.task_name,
             trigger=spec.trigger,
             kind="static",
-            payload=self.manager.payloads.encode_call((), {}),
+            payload=self.manager.payloads.encode_call((), spec.kwargs),
             now=now,
             group_name=spec.group_name,
             description=spec.description,
@@ -203,6 +208,8 @@ class Scheduler:
         slot: datetime = row["next_run_at"]
         options = ScheduleOptions.from_json(row["options"])
         task_row = self._slot_task(row, options, slot, now)
+        if task_row is not None:
+            task_row = await self.manager.admit_scheduled(task_row)
         _, inserted = await self.manager.db.fire_schedule(
             schedule_id=row["id"],
             slot=slot,
@@ -211,7 +218,8 @@ class Scheduler:
             task_row=task_row,
             skip_if_active=not options.overlap,
         )
-        if inserted and task_row is not None and task_row["owner"] is not None:
+        started = inserted and task_row is not None and task_row["status"] == "pending"
+        if started and task_row["owner"] is not None:  # type: ignore[index]
             self.manager.hold_and_release(job_from_row(task_row, self._config(row)))
         return int(inserted)
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
 from taskflow.errors import TaskArgumentError
+from taskflow.ids import new_task_id as new_task_id  # re-exported: callers import it here
 from taskflow.registry import TaskConfig
 from taskflow.runner import Job
 
 SOURCES = ("manual", "scheduled", "api", "retry", "requeue")
-
-
-def new_task_id() -> str:
-    """A fresh random task id (32 hex characters)."""
-    return uuid.uuid4().hex
 
 
 def clean_tags(tags: Mapping[str, Any] | None) -> dict[str, str]:

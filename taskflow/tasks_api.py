@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from fastapi import background as fastapi_background
+from fastapi.dependencies import utils as fastapi_utils
 from starlette.background import BackgroundTasks
 
-from taskflow.background import ManagedBackgroundTasks, patch_fastapi
-from taskflow.errors import NotStarted
+from taskflow.background import UNINITIALIZED, ManagedBackgroundTasks, patch_fastapi
+from taskflow.errors import FastAPITasksUninitializedAppError
+from taskflow.registry import TaskConfig
 from taskflow.timing import TaskOptions
 
 if TYPE_CHECKING:
@@ -26,16 +29,49 @@ class Tasks(ManagedBackgroundTasks):
     """
 
     def __new__(cls, background_tasks: BackgroundTasks) -> Any:  # type: ignore[misc]
-        if isinstance(background_tasks, ManagedBackgroundTasks):
+        if isinstance(background_tasks, ManagedBackgroundTasks) and background_tasks._wired:
             return background_tasks
-        raise NotStarted(
-            "Tasks needs taskflow's injection: call add_tasks(app) (or task_manager.install(app))"
-        )
+        raise FastAPITasksUninitializedAppError(UNINITIALIZED)
+
+
+class UnwiredBackgroundTasks(fastapi_background.BackgroundTasks):
+    """What FastAPI injects for ``BackgroundTasks`` (and ``tasks: Tasks``) parameters
+    while no app of the process has called ``add_tasks``/``install``: FastAPI's own
+    ``BackgroundTasks``, unchanged, except that fastapi-tasks' methods raise
+    :class:`FastAPITasksUninitializedAppError` instead of ``AttributeError``."""
+
+    def schedule(self, func: Any, /, *args: Any, **kwargs: Any) -> Any:
+        """Raises FastAPITasksUninitializedAppError: ``add_tasks(app)`` was not called."""
+        raise FastAPITasksUninitializedAppError(UNINITIALIZED)
+
+    def task(self, **options: Any) -> Any:
+        """Raises FastAPITasksUninitializedAppError: ``add_tasks(app)`` was not called."""
+        raise FastAPITasksUninitializedAppError(UNINITIALIZED)
+
+    @property
+    def after_route(self) -> Any:
+        """Raises FastAPITasksUninitializedAppError: ``add_tasks(app)`` was not called."""
+        raise FastAPITasksUninitializedAppError(UNINITIALIZED)
+
+    @property
+    def after_response(self) -> Any:
+        """Raises FastAPITasksUninitializedAppError: ``add_tasks(app)`` was not called."""
+        raise FastAPITasksUninitializedAppError(UNINITIALIZED)
+
+
+def _inject_unwired() -> None:
+    """Make FastAPI build :class:`UnwiredBackgroundTasks` where it would build its own
+    ``BackgroundTasks`` (left alone once taskflow's injection is installed)."""
+    if fastapi_utils.BackgroundTasks is fastapi_background.BackgroundTasks:
+        fastapi_utils.BackgroundTasks = UnwiredBackgroundTasks  # type: ignore[misc]
+
+
+_inject_unwired()
 
 
 def add_tasks(
     app: FastAPI,
-    config: TaskOptions | dict[str, Any] | None = None,
+    config: TaskOptions | TaskConfig | dict[str, Any] | None = None,
     *,
     task_manager: TaskManager | None = None,
 ) -> TaskManager:
@@ -43,7 +79,8 @@ def add_tasks(
 
     Args:
         app: the FastAPI application.
-        config: default :class:`TaskOptions` (or a dict of them) for ``Tasks``.
+        config: default :class:`TaskOptions` for ``Tasks``, as a ``TaskOptions``, a
+            fastapi-tasks style ``TaskConfig(name=, shield=, on_error=)`` or a dict.
         task_manager: the manager to use; default: the one already on the app
             (``init_app``), else a new ``TaskManager`` on ``TASKFLOW_DATABASE_URL`` or,
             without it, a private temporary SQLite database.
@@ -57,7 +94,16 @@ def add_tasks(
     if manager is None:
         manager = TaskManager(database_url=os.environ.get("TASKFLOW_DATABASE_URL"))
     if config is not None:
-        manager.task_options = config if isinstance(config, TaskOptions) else TaskOptions(**config)
+        manager.task_options = _options(config)
     patch_fastapi(manager)
     manager.init_app(app)
     return manager
+
+
+def _options(config: TaskOptions | TaskConfig | dict[str, Any]) -> TaskOptions:
+    """``add_tasks``' ``config`` as :class:`TaskOptions`."""
+    if isinstance(config, TaskOptions):
+        return config
+    if isinstance(config, TaskConfig):
+        return TaskOptions(name=config.name, shield=config.shielded, on_error=config.on_error)
+    return TaskOptions(**config)

@@ -93,6 +93,7 @@ def record_from_row(
         schedule_slot=row["schedule_slot"],
         owner=row["owner"],
         encrypted=bool(row["encrypted"]),
+        encrypted_payload=str(row["payload"]).encode() if row["encrypted"] else None,
         next_attempt_at=row["next_attempt_at"],
         cancel_requested=bool(row["cancel_requested"]),
         logs=[

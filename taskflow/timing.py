@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 When = Literal["now", "after_route", "after_response"]
 ErrorHandler = Callable[["Task", BaseException], Any]
+TaskErrorHandler = ErrorHandler  # fastapi-tasks' name for it
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +36,11 @@ class TaskOptions:
     name: str | None = None
     shield: bool = False
     on_error: ErrorHandler | None = None
+
+    @property
+    def shielded(self) -> bool:
+        """Same as ``shield`` (fastapi-tasks' ``TaskConfig.shielded``)."""
+        return self.shield
 
 
 @dataclass(slots=True, eq=False)

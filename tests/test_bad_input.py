@@ -279,6 +279,9 @@ def fuzz_operation(
     check()
 
 
+# The management router has 16 operations (fastapi-task-manager's full surface): fuzzing
+# them all takes longer than the default per-test timeout on a busy machine.
+@pytest.mark.timeout(360)
 def test_fuzzed_management_router_and_json_api_never_answer_5xx(env):
     sent, failures = fuzz(env)
     assert not failures, "\n\n".join(failures)
@@ -414,7 +417,7 @@ def schedule_form(field_name: str, value: Any) -> dict[str, str]:
 
 
 def schedule_names(env: Env) -> list[str]:
-    return sorted(item["task_name"] for item in env.client.get(f"{ROUTER}/tasks").json()["tasks"])
+    return sorted(item["name"] for item in env.client.get(f"{ROUTER}/tasks").json())
 
 
 @pytest.mark.parametrize("surface", ["router", "api", "form"])
@@ -429,6 +432,10 @@ def test_bad_cron_timezone_interval_and_names_get_422_with_a_message(env, surfac
             response = client.post(
                 f"{ROUTER}/tasks", content=schedule_body(field_name, value), headers=json_headers
             )
+            if field_name == "cron":  # fastapi-task-manager answers 400 for a bad cron
+                assert response.status_code == 400, what
+                assert "cron" in response.json()["detail"], what
+                continue
             assert response.status_code == 422, what
             assert_json_error(response, what)
             location = [item["loc"] for item in response.json()["detail"]]
@@ -663,7 +670,7 @@ def test_unicode_and_nul_in_search_fields(env):
             page = client.get("/tasks/dashboard/logs", params={key: text})
             assert page.status_code == 200 and "Traceback" not in page.text, (key, text)
         listed = client.get(f"{ROUTER}/tasks", params={"task_group_name": text})
-        assert listed.status_code == 200 and listed.json()["count"] == 0
+        assert listed.status_code == 200 and listed.json() == []
         functions = client.get(f"{ROUTER}/functions", params={"task_group_name": text})
         assert functions.status_code == 200 and functions.json()["count"] == 0
     for params in ({"q": "a\x00b"}, {"func_name": "\x00"}, {"queue": "\x00"}, {"tag": "k=\x00"}):
@@ -672,7 +679,7 @@ def test_unicode_and_nul_in_search_fields(env):
         for page in (*PAGES, "/tasks/dashboard/logs"):
             assert_refused(client.get(page, params={"q": "\x00"}), page)
     listed = client.get(f"{ROUTER}/tasks", params={"task_group_name": "\x00"})
-    assert listed.status_code == 200 and listed.json()["count"] == 0
+    assert listed.status_code == 200 and listed.json() == []
 
 
 # -- the bugs the fuzzer and the tests above found, one regression test each ----------------
@@ -738,7 +745,7 @@ REGRESSIONS: dict[str, tuple[Any, int, str]] = {
     ),
     "cron on February 30th": (
         lambda env: _post_schedule(env, cron_expression="0 0 30 2 *"),
-        422,
+        400,  # fastapi-task-manager's status for a cron that cannot be used
         "never fires",
     ),
     "timezone longer than a file name": (
@@ -763,7 +770,7 @@ REGRESSIONS: dict[str, tuple[Any, int, str]] = {
     ),
     "cron over 255 characters": (
         lambda env: _post_schedule(env, cron_expression=LONG_CRON),
-        422,
+        400,
         "255",
     ),
     "description with NUL": (
@@ -791,7 +798,7 @@ REGRESSIONS: dict[str, tuple[Any, int, str]] = {
             f"{ROUTER}/tasks", params={"task_group_name": "reports", "task_name": "\x00"}
         ),
         404,
-        "no schedule",
+        "not found",
     ),
     "task id with NUL": (
         lambda env: env.client.get(f"/tasks/{quote(chr(0))}"),
@@ -908,7 +915,9 @@ LITERAL_ROWS = [
     {"func_name": "zeta", "status": "interrupted", "error": "plain error"},
 ]
 LOG_LINES = ["100% of lines", "under_score line", "back\\slash line", "it's a line"]
-TASK_LINK = re.compile(r'href="/tasks/dashboard/runs/([0-9a-f]{32})"')
+TASK_LINK = re.compile(
+    r'href="/tasks/dashboard/runs/([0-9a-f]{32}|[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12})"'
+)
 
 
 async def table_counts(manager: Any) -> dict[str, int]:
@@ -1005,7 +1014,7 @@ def test_sql_injection_through_every_filter_is_inert(env):
             assert logs.status_code == 200, (key, what)
             assert not any(html.escape(line, quote=False) in logs.text for line in LOG_LINES)
         # The management router and the schedule routes look names up, never run them.
-        assert client.get(f"{ROUTER}/tasks", params={"task_group_name": text}).json()["count"] == 0
+        assert client.get(f"{ROUTER}/tasks", params={"task_group_name": text}).json() == []
         functions = client.get(f"{ROUTER}/functions", params={"task_group_name": text})
         assert functions.json()["count"] == 0
         for verb in ("pause", "resume", "trigger"):

@@ -110,16 +110,6 @@ def test_task_enqueued_before_an_error_still_runs(db_url):
         assert records[0].result == 42
 
 
-def test_add_task_before_startup_is_a_clear_error(db_url):
-    from taskflow import ManagedBackgroundTasks, NotStarted
-
-    _, manager = build_app(db_url)
-    from tests.apps import tasks as app_tasks
-
-    with pytest.raises(NotStarted, match="init_app"):
-        ManagedBackgroundTasks(manager).add_task(app_tasks.add, 1, 2)
-
-
 def test_spec_example_adding_tasks_outside_a_route(db_url):
     """fastapi-taskflow's "Adding tasks outside a route" example, as written."""
     import asyncio as aio

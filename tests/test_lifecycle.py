@@ -107,7 +107,7 @@ async def test_process_task_runs_in_another_process_and_logs(manager_factory):
     task_id = await manager.enqueue(app_tasks.process_info, 21)
     record = await wait_for_status(manager, task_id, timeout=60)
     assert record.status == "success", record.error
-    assert record.result["value"] == 42 and record.result["attempt"] == 1
+    assert record.result["value"] == 42 and record.result["attempt"] == 0
     assert record.result["pid"] != os.getpid()
     deadline = asyncio.get_running_loop().time() + 10
     while not (await manager.get_task(task_id)).logs:

@@ -32,7 +32,7 @@ async def test_async_task_stores_result_logs_and_context(manager_factory):
     assert record.result == "hello ada"
     assert record.func_name == "greet"
     assert record.tags == {"team": "core", "n": "3"}
-    assert seen == {"attempt": 1, "tags": {"team": "core", "n": "3"}, "name": "greet"}
+    assert seen == {"attempt": 0, "tags": {"team": "core", "n": "3"}, "name": "greet"}
     assert [(line.message, line.extra) for line in record.logs] == [("greeting", {"name": "ada"})]
     assert record.history[0].status == "success"
 
@@ -58,12 +58,12 @@ async def test_retries_keep_every_attempt_error(manager_factory):
     assert record.status == "failed"
     assert record.attempts == 3
     assert [a.error for a in record.history] == [
+        "ConnectionError: attempt 0",
         "ConnectionError: attempt 1",
         "ConnectionError: attempt 2",
-        "ConnectionError: attempt 3",
     ]
     assert all("ConnectionError" in a.traceback for a in record.history)
-    assert record.error == "ConnectionError: attempt 3"
+    assert record.error == "ConnectionError: attempt 2"
 
 
 async def test_retry_on_filters_exceptions(manager_factory):
@@ -84,7 +84,7 @@ async def test_manager_wide_retries_default(manager_factory):
 
     @manager.task()
     async def flaky() -> str:
-        if get_task_context().attempt == 1:
+        if get_task_context().attempt == 0:
             raise RuntimeError("first")
         return "second"
 

@@ -2,10 +2,12 @@
 
 fastapi-taskflow's routes and shapes are kept (``GET {path}``, ``/metrics``,
 ``/{task_id}``, ``/{task_id}/retry``, ``/{task_id}/cancel``, ``/bulk-retry``,
-``/retry-failed``, ``DELETE /history``, ``/audit``); lists are paginated (``limit``,
+``/retry-failed``, ``DELETE /history``, ``/audit``, ``/queues``); lists are paginated (``limit``,
 ``after``/``before`` cursors in ``X-Next-Cursor``/``X-Prev-Cursor``) and filtered in
-SQL, and schedules have their own endpoints. Every mutating call needs the CSRF token
-of ``GET {path}/auth/session`` in an ``X-CSRF-Token`` header.
+SQL, and schedules have their own endpoints. A mutating call that a browser marks as
+cross-site is refused; one without browser marks (curl, scripts) needs the CSRF token of
+``GET {path}/auth/session`` in an ``X-CSRF-Token`` header only when a cookie
+authenticates it (:meth:`TaskAdmin.check_cross_site`).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from taskflow.admin.models import (
 from taskflow.admin.query import QueryError, RunQuery
 from taskflow.admin.service import REPLAYABLE, ActionError, Actor, NewSchedule
 from taskflow.admin.util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
+from taskflow.errors import ConfigurationError
 from taskflow.store.dashboard import TaskFilter
 
 if TYPE_CHECKING:
@@ -44,10 +47,11 @@ if TYPE_CHECKING:
 TAGS = ["taskflow dashboard"]
 _UNITS = {"min": "minutes", "hour": "hours", "day": "days"}
 _BULK_BODY = Body(..., examples=[{"task_ids": ["<id>"]}])
+_QUEUE_BODY = Body(..., examples=[{"concurrency": 8, "max_size": 100}])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "the task or schedule is in a state that does not allow this"},
     401: {"description": "not logged in"},
-    403: {"description": "read-only user, or missing CSRF token"},
+    403: {"description": "read-only user, cross-site request, or missing CSRF token"},
     404: {"description": "no such task or schedule"},
 }
 
@@ -60,8 +64,38 @@ def build_api_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
     _add_lists(router, admin)
     _add_bulk(router, admin, actor)
     _add_schedules(router, admin, actor)
+    _add_queues(router, admin, actor)
     _add_task(router, admin, actor)
     return router
+
+
+def _add_queues(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+    """fastapi-taskflow's ``GET {path}/queues`` and ``PATCH {path}/queues/{name}``."""
+
+    @router.get("/queues", summary="Named queues with their limits and counts")
+    async def list_queues() -> Any:
+        """Each configured queue: limits, and pending/running/finished/rejected counts."""
+        return await admin.manager.read_queue_stats()
+
+    @router.patch("/queues/{name}", summary="Change a queue's concurrency or max_size")
+    async def update_queue(
+        name: str,
+        body: dict[str, Any] = _QUEUE_BODY,
+        who: Actor = Depends(actor),
+    ) -> Any:
+        """Set ``concurrency`` and/or ``max_size`` (null removes a limit; a missing
+        field keeps its value). Applies at once here and to every process at its next
+        start."""
+        current = admin.manager.queue_configs.get(name)
+        if current is None:
+            raise HTTPException(404, detail=f"no queue named {name!r}")
+        values = {key: body.get(key, getattr(current, key)) for key in ("concurrency", "max_size")}
+        try:
+            stats = admin.manager.update_queue_config(name, **values)
+        except ConfigurationError as exc:
+            raise HTTPException(422, detail=str(exc)) from exc
+        await admin.service.audit(who, "update_queue", name, values)
+        return stats
 
 
 def _found(exc: ActionError) -> HTTPException:
@@ -112,9 +146,9 @@ def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
 
     @router.get("/metrics", response_model=MetricsOut, summary="Counts and recent statistics")
     async def metrics() -> Any:
-        """Counts by status (each capped at ``count_cap``), success rate, and the average
-        duration of recent successful runs."""
-        counts = await admin.queries.status_counts(views.STATUSES, cap=admin.count_cap)
+        """Exact counts by status, success rate, and the average duration of recent
+        successful runs."""
+        counts = await admin.queries.exact_status_counts(views.STATUSES)
         stats = await admin.cache.get("overview", lambda: views.overview(admin.queries))
         return MetricsOut.build(counts, stats, cap=admin.count_cap)
 

@@ -30,6 +30,7 @@ from taskflow.admin.security import (
     SecretHolder,
     Signer,
     new_token,
+    request_site,
     session_hash,
     set_cookie,
 )
@@ -256,6 +257,33 @@ class TaskAdmin:
         if not (await self.signer()).check_csrf(anchor, supplied):
             raise HTTPException(403, detail="CSRF token missing or invalid; reload the page")
 
+    async def check_cross_site(self, request: Request, anchor: str) -> None:
+        """Refuse a mutating request that a browser marks as cross-site; accept a
+        same-origin one; ask an unmarked one (no ``Sec-Fetch-Site``, no ``Origin``) for
+        the CSRF token only when a cookie authenticates it (see
+        :func:`~taskflow.admin.security.request_site`).
+
+        Raises:
+            HTTPException: 403.
+        """
+        site = request_site(request)
+        if site == "cross-site":
+            raise HTTPException(
+                403, detail="cross-site request refused: act from the dashboard's own pages"
+            )
+        if site == "unmarked" and self._cookie_authenticated(request):
+            await self.check_csrf(request, anchor)
+
+    def _cookie_authenticated(self, request: Request) -> bool:
+        """True when a cookie (which browsers send by themselves) may be what
+        authenticates this request: a login session, or any cookie of the app's own
+        auth dependency (the dashboard's anonymous and flash cookies prove nothing)."""
+        if self.auth.mode == "login":
+            return True
+        if self.auth.mode == "dependency":
+            return any(name not in (ANON_COOKIE, FLASH_COOKIE) for name in request.cookies)
+        return False
+
     # -- guards (FastAPI dependencies) -------------------------------------------------
 
     def viewer_guard(self, kind: str) -> Callable[..., Any]:
@@ -295,13 +323,14 @@ class TaskAdmin:
         return Principal(username="anonymous", read_only=False, anchor=await self.anchor(request))
 
     def actor_guard(self, viewer: Callable[..., Any]) -> Callable[..., Any]:
-        """The dependency that lets a visitor act: not read-only, with a CSRF token."""
+        """The dependency that lets a visitor act: not read-only, and not a cross-site
+        request (:meth:`check_cross_site`)."""
         admin = self
 
         async def actor(request: Request, principal: Principal = Depends(viewer)) -> Actor:
             if principal.read_only:
                 raise HTTPException(403, detail=f"{principal.username} may look but not act")
-            await admin.check_csrf(request, principal.anchor)
+            await admin.check_cross_site(request, principal.anchor)
             return Actor(username=principal.username, ip=_client_ip(request))
 
         return actor

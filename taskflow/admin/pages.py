@@ -27,6 +27,7 @@ from taskflow.admin.util import (
     seconds_between,
     utcnow,
 )
+from taskflow.ids import task_id_forms
 from taskflow.store.dashboard import LogFilter
 
 if TYPE_CHECKING:
@@ -351,8 +352,8 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
         principal: Principal = Depends(viewer),
     ) -> Response:
         lines = await admin.queries.task_logs(task_id, after_id=after)
-        status = (await admin.queries.statuses_of([task_id])).get(task_id)
-        live = status in ("pending", "running")
+        statuses = await admin.queries.statuses_of(task_id_forms(task_id))  # either id shape
+        live = any(status in ("pending", "running") for status in statuses.values())
         if not lines and live:
             return Response(status_code=204)
         return await renderer.fragment(

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from taskflow.admin.util import decode_cursor, parse_moment, utcnow
 from taskflow.store.dashboard import SORTS, Cursor, TaskFilter
 
-STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted")
+STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted", "rejected")
 SOURCES = ("manual", "scheduled", "retry")
 MAX_LIMIT = 500
 # Sorting by duration reads every task of the window (no index can hold a duration), so

@@ -61,6 +61,7 @@ STATUS_CLASSES = {
     "failed": "st-failed",
     "cancelled": "st-cancelled",
     "interrupted": "st-interrupted",
+    "rejected": "st-rejected",
 }
 
 

@@ -6,8 +6,12 @@
   signed with HMAC-SHA256, the table only the token's SHA-256. Logging out deletes the
   row, so the cookie stops working in every process.
 * Each visitor has a CSRF *anchor*: the session token, or (without a login) a random
-  token in a signed cookie of its own. The CSRF token is an HMAC of the anchor; every
-  mutating request must send it back in ``X-CSRF-Token`` or a ``csrf_token`` form field.
+  token in a signed cookie of its own. The CSRF token is an HMAC of the anchor.
+* Mutating requests are checked the way browsers allow today (:func:`request_site`):
+  a browser's cross-site or same-site request (``Sec-Fetch-Site``, or without it an
+  ``Origin`` other than the request's host) is refused; a same-origin one is accepted;
+  a request with neither header (curl, scripts) needs the CSRF token only when a cookie
+  authenticates it. The dashboard's forms and htmx calls always send the token.
 * Failed logins are audited; too many recent failures for a user name or from an
   address refuse further attempts for a while, across processes.
 """
@@ -42,6 +46,8 @@ LOGIN_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
 MAX_FAILURES_PER_ADDRESS = 20
 ANON_COOKIE_AGE = 30 * 86400
+# Sec-Fetch-Site values of requests a page of this origin (or the user) started.
+SAME_ORIGIN_SITES = frozenset({"same-origin", "none"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,33 @@ class Signer:
     def _mac(self, purpose: str, token: str) -> str:
         digest = hmac.new(self._key, f"{purpose}:{token}".encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def request_site(request: Request) -> str:
+    """Where a request comes from, as the browser that sent it says.
+
+    ``Sec-Fetch-Site`` is trusted when present (browsers set it; pages cannot):
+    ``same-origin`` and ``none`` (typed or bookmarked) are ``"same-origin"``; anything
+    else, ``same-site`` included (a sibling subdomain is another origin), is
+    ``"cross-site"``. Without it, an ``Origin`` header is compared with the ``Host``
+    header (host and port, not the scheme, which a TLS proxy changes). Without
+    either, the request is ``"unmarked"``: not sent by a web page of a current
+    browser (curl, scripts, server-to-server calls).
+
+    Returns:
+        ``"same-origin"``, ``"cross-site"`` or ``"unmarked"``.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        return "same-origin" if site.strip().lower() in SAME_ORIGIN_SITES else "cross-site"
+    origin = request.headers.get("origin")
+    if origin is None:
+        return "unmarked"
+    _, _, authority = origin.strip().partition("://")
+    host = request.headers.get("host", "")
+    if authority and host and authority.rstrip("/").lower() == host.strip().lower():
+        return "same-origin"
+    return "cross-site"
 
 
 def session_hash(token: str) -> str:

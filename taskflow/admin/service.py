@@ -19,17 +19,19 @@ from taskflow.errors import (
     ScheduleNotFound,
     StaticScheduleError,
     TaskArgumentError,
+    TaskNotRerunnable,
 )
 from taskflow.groups import ScheduledTask
+from taskflow.ids import task_id_forms
 from taskflow.store.dashboard import Cursor, DashboardStore, TaskFilter
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager
 
-RETRYABLE = ("failed", "interrupted", "cancelled")
+RETRYABLE = ("failed", "interrupted", "cancelled", "rejected")
 REPLAYABLE = ("failed", "interrupted")
 CANCELLABLE = ("pending", "running")
-FINAL = ("success", "failed", "cancelled", "interrupted")
+FINAL = ("success", "failed", "cancelled", "interrupted", "rejected")
 REPLAY_BATCH = 100
 HISTORY_BATCH = 500
 
@@ -112,14 +114,18 @@ class AdminService:
         """Run a final task again as a new task; returns the new id.
 
         Raises:
-            ActionError: 404 unknown task, 400 a status that cannot be retried.
+            ActionError: 404 unknown task, 400 a status that cannot be retried, 409 a
+                task that ran from memory only (nothing stored to run again).
         """
-        status = await self._status(task_id)
+        task_id, status = await self._stored(task_id)
         if status not in allowed:
             raise ActionError(
                 400, f"only {', '.join(allowed)} tasks can be retried; this one is {status}"
             )
-        new_id = await self._manager.retry(task_id)
+        try:
+            new_id = await self._manager.retry(task_id)
+        except TaskNotRerunnable as exc:
+            raise ActionError(409, str(exc)) from None
         if new_id is None:
             raise ActionError(404, f"task {task_id} not found")
         await self.audit(actor, "retry", task_id, {"new_task_id": new_id})
@@ -131,7 +137,7 @@ class AdminService:
         Raises:
             ActionError: 404 unknown task, 400 the task is already final.
         """
-        status = await self._status(task_id)
+        task_id, status = await self._stored(task_id)
         if status not in CANCELLABLE or not await self._manager.cancel(
             task_id, reason=f"cancelled from the dashboard by {actor.username}"
         ):
@@ -144,7 +150,7 @@ class AdminService:
         Raises:
             ActionError: 404 unknown task, 400 the task is not final.
         """
-        status = await self._status(task_id)
+        task_id, status = await self._stored(task_id)
         if status not in FINAL or not await self._manager.delete(task_id):
             raise ActionError(400, f"only finished tasks can be deleted; this one is {status}")
         await self.audit(actor, "delete", task_id, {"status": status})
@@ -154,9 +160,13 @@ class AdminService:
         outcome = ReplayResult()
         # An id with NUL cannot exist (and PostgreSQL refuses it as text): skipped.
         known = [task_id for task_id in dict.fromkeys(task_ids) if "\x00" not in task_id]
-        statuses = await self.queries.statuses_of(known)
+        # Either id shape: look up both, then use the one stored.
+        statuses = await self.queries.statuses_of(
+            [form for task_id in known for form in task_id_forms(task_id)]
+        )
         for task_id in task_ids:
-            await self._replay_one(task_id, statuses.get(task_id), outcome)
+            stored = next((form for form in task_id_forms(task_id) if form in statuses), task_id)
+            await self._replay_one(stored, statuses.get(stored), outcome)
         await self.audit(
             actor,
             "replay",
@@ -209,7 +219,10 @@ class AdminService:
         if status not in REPLAYABLE:
             outcome.skipped += 1
             return
-        new_id = await self._manager.retry(task_id)
+        try:
+            new_id = await self._manager.retry(task_id)
+        except TaskNotRerunnable:
+            new_id = None  # ran from memory only: nothing stored to run again
         if new_id is None:
             outcome.skipped += 1
             return
@@ -227,11 +240,16 @@ class AdminService:
         await self.audit(actor, "delete_history", label, {"deleted": deleted})
         return deleted
 
-    async def _status(self, task_id: str) -> str:
-        status = (await self.queries.statuses_of([task_id])).get(task_id)
-        if status is None:
+    async def _stored(self, task_id: str) -> tuple[str, str]:
+        """The task's id as stored (``task_id`` may be in either id shape) and status.
+
+        Raises:
+            ActionError: 404 unknown task.
+        """
+        found = await self.queries.statuses_of(task_id_forms(task_id))
+        if not found:
             raise ActionError(404, f"task {task_id} not found")
-        return status
+        return next(iter(found.items()))
 
     # -- schedules -------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from taskflow.manager import TaskManager
 
 T = TypeVar("T")
-STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted")
+STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted", "rejected")
 OK_STATUSES = ("success",)
 BAD_STATUSES = ("failed", "interrupted")
 FUNCTION_SAMPLE = 500

@@ -46,7 +46,12 @@ def normalize_url(url: str | URL) -> URL:
     try:
         parsed = make_url(url) if isinstance(url, str) else url
     except sa.exc.ArgumentError as exc:
-        raise ConfigurationError(f"invalid database URL {str(url)!r}: {exc}") from exc
+        hint = (
+            f" (a SQLite file is written sqlite:///{url}, PostgreSQL postgresql://user@host/db)"
+            if isinstance(url, str) and "://" not in url
+            else ""
+        )
+        raise ConfigurationError(f"invalid database URL {str(url)!r}: {exc}{hint}") from exc
     drivername = _DRIVERS.get(parsed.drivername, parsed.drivername)
     if drivername not in _SUPPORTED:
         raise ConfigurationError(

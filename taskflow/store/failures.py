@@ -38,19 +38,24 @@ _PG_FULL_CODES = {"53100"}  # disk full
 _PG_READ_ONLY_CODES = {"25006"}  # read-only transaction (a hot standby)
 
 
-def translate(exc: BaseException, *, url: URL, display_url: str) -> DatabaseError:
+def translate(
+    exc: BaseException, *, url: URL, display_url: str, connecting: bool = False
+) -> DatabaseError:
     """The taskflow exception for a driver (or OS) error raised while using ``url``.
 
     Args:
         exc: a SQLAlchemy error, or an ``OSError`` raised while connecting.
         url: the database URL (its path locates a SQLite file for the diagnosis).
         display_url: the URL with its password masked, for the message.
+        connecting: the error came from a first connection (startup, the CLI), where
+            "retry the request" means nothing: an unreachable server's message then
+            says what to check instead.
     """
     if isinstance(exc, DatabaseError):
         return exc
     if url.get_backend_name() == "sqlite":
         return _sqlite(exc, url, display_url)
-    return _postgresql(exc, display_url)
+    return _postgresql(exc, display_url, connecting=connecting)
 
 
 def reason_of(exc: BaseException) -> str:
@@ -173,7 +178,7 @@ def _errno(error: BaseException) -> int | None:
 # -- PostgreSQL ---------------------------------------------------------------------------
 
 
-def _postgresql(exc: BaseException, display_url: str) -> DatabaseError:
+def _postgresql(exc: BaseException, display_url: str, *, connecting: bool) -> DatabaseError:
     orig = getattr(exc, "orig", None)
     state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
     reason = reason_of(exc)
@@ -186,6 +191,12 @@ def _postgresql(exc: BaseException, display_url: str) -> DatabaseError:
         return DatabaseReadOnly(
             f"the task database {display_url} is read-only ({reason}): point taskflow at "
             "the primary server, not a standby or a read-only user"
+        )
+    if _pg_unavailable(exc, orig, state) and connecting:
+        return DatabaseUnavailable(
+            f"cannot connect to the task database {display_url} ({reason}): check that "
+            "the PostgreSQL server is running and accepts connections, and that host, "
+            "port and database name in the URL are right"
         )
     if _pg_unavailable(exc, orig, state):
         return DatabaseUnavailable(

@@ -16,8 +16,13 @@ metadata = sa.MetaData()
 
 # Statuses that end a task's life. An idempotency key is free again once its task ends
 # in one of FAILED_STATUSES (spec 002: "if a non-failed task with the same key exists").
-TERMINAL_STATUSES = ("success", "failed", "cancelled", "interrupted")
+TERMINAL_STATUSES = ("success", "failed", "cancelled", "interrupted", "rejected")
 FAILED_STATUSES = ("failed", "cancelled", "interrupted")
+# A one-off firing (``schedule_once``) is pending until its first attempt starts; a
+# fired one keeps its run_key as a record, and a retry copy has another source.
+ONCE_PENDING_WHERE = (
+    "run_key IS NOT NULL AND status = 'pending' AND attempts = 0 AND source = 'scheduled'"
+)
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -46,10 +51,16 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Task ids: canonical UUID strings (36 characters) since migration 0004; older rows keep
+# 32 hex digits (taskflow/ids.py). SQLite ignores VARCHAR lengths, so its columns keep the
+# declared length 32 (widening them would rebuild the tasks table, whose DROP cascades
+# to the logs): the variant keeps schema comparisons clean on both dialects.
+TaskId = sa.String(36).with_variant(sa.String(32), "sqlite")
+
 tasks = sa.Table(
     "taskflow_tasks",
     metadata,
-    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("id", TaskId, primary_key=True),
     sa.Column("func_name", sa.String(255), nullable=False),
     sa.Column("func_path", sa.String(500), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
@@ -70,6 +81,8 @@ tasks = sa.Table(
     sa.Column("source", sa.String(16), nullable=False, default="manual"),
     sa.Column("schedule_id", sa.String(32)),
     sa.Column("schedule_slot", UTCDateTime),
+    # Identity of a one-off firing (``schedule_once``); see ONCE_PENDING_WHERE.
+    sa.Column("run_key", sa.String(255)),
     sa.Column("owner", sa.String(32)),
     sa.Column("requeue_on_interrupt", sa.Boolean, nullable=False, default=False),
     sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
@@ -102,6 +115,14 @@ tasks = sa.Table(
         sqlite_where=sa.text("schedule_id IS NOT NULL AND source = 'scheduled'"),
         postgresql_where=sa.text("schedule_id IS NOT NULL AND source = 'scheduled'"),
     ),
+    # At most one pending one-off firing per run_key (revision 0005_once_run_key).
+    sa.Index(
+        "uq_taskflow_tasks_run_key",
+        "run_key",
+        unique=True,
+        sqlite_where=sa.text(ONCE_PENDING_WHERE),
+        postgresql_where=sa.text(ONCE_PENDING_WHERE),
+    ),
 )
 
 task_logs = sa.Table(
@@ -110,7 +131,7 @@ task_logs = sa.Table(
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
     sa.Column(
         "task_id",
-        sa.String(32),
+        TaskId,
         sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
         nullable=False,
     ),
@@ -126,7 +147,7 @@ task_attempts = sa.Table(
     metadata,
     sa.Column(
         "task_id",
-        sa.String(32),
+        TaskId,
         sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
         primary_key=True,
     ),
@@ -157,7 +178,7 @@ schedules = sa.Table(
     sa.Column("enabled", sa.Boolean, nullable=False, default=True),
     sa.Column("next_run_at", UTCDateTime),
     sa.Column("last_run_at", UTCDateTime),
-    sa.Column("last_task_id", sa.String(32)),
+    sa.Column("last_task_id", TaskId),
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("updated_at", UTCDateTime, nullable=False),
     sa.Index("ix_taskflow_schedules_due", "enabled", "next_run_at"),
@@ -189,10 +210,10 @@ meta = sa.Table(
 task_aliases = sa.Table(
     "taskflow_task_aliases",
     metadata,
-    sa.Column("alias", sa.String(32), primary_key=True),
+    sa.Column("alias", TaskId, primary_key=True),
     sa.Column(
         "task_id",
-        sa.String(32),
+        TaskId,
         sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
         nullable=False,
     ),

@@ -23,6 +23,8 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow.errors import DatabaseError
+from taskflow.ids import task_id_forms
+from taskflow.payloads import MEMORY_ONLY, MEMORY_ONLY_LOST
 from taskflow.store import engine as engines
 from taskflow.store import failures
 from taskflow.store.batch import GroupCommitter, Op
@@ -111,7 +113,9 @@ class SQLStore:
             raise
         except (sa.exc.SQLAlchemyError, OSError, sqlite3.Error) as exc:
             await self.engine.dispose()
-            raise failures.translate(exc, url=self.url, display_url=self.display_url) from exc
+            raise failures.translate(
+                exc, url=self.url, display_url=self.display_url, connecting=True
+            ) from exc
         except Exception as exc:
             await self.engine.dispose()
             raise DatabaseError(f"cannot open the task database {self.display_url}: {exc}") from exc
@@ -285,13 +289,16 @@ class SQLStore:
     # -- direct reads ----------------------------------------------------------------
 
     async def get_task(self, task_id: str) -> RowMapping | None:
-        """The task row with this id (or with the id it is an alias of), or None."""
+        """The task row with this id (or with the id it is an alias of), or None.
+
+        The id may be given in either shape (see :func:`taskflow.ids.task_id_forms`)."""
+        forms = task_id_forms(task_id)
         async with self.read() as conn:
-            result = await conn.execute(sa.select(tasks).where(tasks.c.id == task_id))
+            result = await conn.execute(sa.select(tasks).where(tasks.c.id.in_(forms)))
             row = result.mappings().first()
             if row is not None:
                 return row
-            target = sa.select(task_aliases.c.task_id).where(task_aliases.c.alias == task_id)
+            target = sa.select(task_aliases.c.task_id).where(task_aliases.c.alias.in_(forms))
             result = await conn.execute(
                 sa.select(tasks).where(tasks.c.id == target.scalar_subquery())
             )
@@ -324,9 +331,10 @@ class SQLStore:
             return await _live_task_with_key(conn, key)
 
     async def list_tasks(
-        self, *, status: str | None = None, func_name: str | None = None, limit: int = 100
+        self, *, status: str | None = None, func_name: str | None = None, limit: int | None = 100
     ) -> list[RowMapping]:
-        """Newest tasks first, optionally filtered by status and function name."""
+        """Newest tasks first, optionally filtered by status and function name (``limit``
+        None: all)."""
         query = sa.select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.id).limit(limit)
         if status is not None:
             query = query.where(tasks.c.status == status)
@@ -340,6 +348,31 @@ class SQLStore:
         query = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
         async with self.read() as conn:
             return {row[0]: row[1] for row in await conn.execute(query)}
+
+    async def count_waiting(self, queue: str, *, now: datetime) -> int:
+        """Number of pending tasks of ``queue`` due by ``now`` (an index-only count on the
+        claim index). Tasks deferred to later (one-off firings, retries waiting out their
+        delay) are not waiting to run yet, so they do not fill the queue."""
+        query = sa.select(sa.func.count()).where(
+            tasks.c.status == "pending",
+            tasks.c.queue == queue,
+            tasks.c.next_attempt_at <= now,
+        )
+        async with self.read() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def queue_counts(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Number of tasks in each status, per queue, for ``queues``."""
+        query = (
+            sa.select(tasks.c.queue, tasks.c.status, sa.func.count())
+            .where(tasks.c.queue.in_(list(queues)))
+            .group_by(tasks.c.queue, tasks.c.status)
+        )
+        counts: dict[str, dict[str, int]] = {name: {} for name in queues}
+        async with self.read() as conn:
+            for queue, status, count in await conn.execute(query):
+                counts[queue][status] = int(count)
+        return counts
 
     # -- direct writes -----------------------------------------------------------------
 
@@ -379,7 +412,16 @@ class SQLStore:
         Returns the status the task had, or None if there is no such task.
         """
         async with self.write() as conn:
-            status = await conn.scalar(sa.select(tasks.c.status).where(tasks.c.id == task_id))
+            found = (
+                await conn.execute(
+                    sa.select(tasks.c.id, tasks.c.status).where(
+                        tasks.c.id.in_(task_id_forms(task_id))
+                    )
+                )
+            ).first()
+            if found is None:
+                return None
+            task_id, status = found
             if status == "pending":
                 await conn.execute(
                     tasks.update()
@@ -438,7 +480,9 @@ class SQLStore:
         or None if ``task_id`` does not exist.
         """
         async with self.write() as conn:
-            exists = await conn.scalar(sa.select(tasks.c.id).where(tasks.c.id == task_id))
+            exists = await conn.scalar(
+                sa.select(tasks.c.id).where(tasks.c.id.in_(task_id_forms(task_id)))
+            )
             if exists is None:
                 return None
             if row.get("idempotency_key") is None:
@@ -450,7 +494,9 @@ class SQLStore:
         """Delete a finished task with its logs and attempts; False if absent or not final."""
         async with self.write() as conn:
             result = await conn.execute(
-                tasks.delete().where(tasks.c.id == task_id, tasks.c.status.in_(TERMINAL_STATUSES))
+                tasks.delete().where(
+                    tasks.c.id.in_(task_id_forms(task_id)), tasks.c.status.in_(TERMINAL_STATUSES)
+                )
             )
             return result.rowcount == 1
 
@@ -511,14 +557,16 @@ class SQLStore:
 
         Its pending tasks become unowned (claimable); its running tasks go back to
         pending when ``requeue_on_interrupt`` was set, else end ``interrupted`` with
-        ``reason``. ``only`` limits this to some task ids (and keeps the instance row).
-        Returns counts by outcome.
+        ``reason``. Tasks that only that process could run (memory-only payload) end
+        ``interrupted``, running or pending, with a message saying why. ``only`` limits
+        this to some task ids (and keeps the instance row). Returns counts by outcome.
         """
         mine = tasks.c.owner == instance
         if only is not None:
             mine = sa.and_(mine, tasks.c.id.in_(list(only)))
             remove = False
         async with self.write() as conn:
+            lost = await self._end_memory_only(conn, mine, now=now, reason=reason)
             running = sa.and_(mine, tasks.c.status == "running")
             interrupted = await conn.execute(
                 tasks.update()
@@ -545,7 +593,30 @@ class SQLStore:
             "interrupted": len(interrupted_rows),
             "requeued": len(requeued_rows),
             "released": released.rowcount,
+            "lost": lost,
         }
+
+    async def _end_memory_only(
+        self, conn: AsyncConnection, mine: Any, *, now: datetime, reason: str
+    ) -> int:
+        """End the memory-only tasks among ``mine`` (running or pending) as
+        ``interrupted``: nothing stored can run them again. Returns how many."""
+        why = f"{reason}; {MEMORY_ONLY_LOST}"
+        memory = tasks.c.payload.startswith(MEMORY_ONLY, autoescape=True)
+        ended = 0
+        for status in ("running", "pending"):
+            rows = list(
+                await conn.execute(
+                    tasks.update()
+                    .where(mine, memory, tasks.c.status == status)
+                    .values(status="interrupted", finished_at=now, error=why, owner=None)
+                    .returning(tasks.c.id, tasks.c.attempts)
+                )
+            )
+            if status == "running":
+                await _interrupt_attempts(conn, rows, now=now, why=why)
+            ended += len(rows)
+        return ended
 
     # -- schedules -------------------------------------------------------------------------
 
@@ -669,6 +740,43 @@ class SQLStore:
         async with self.read() as conn:
             query = sa.select(schedules).order_by(schedules.c.name)
             return list((await conn.execute(query)).mappings())
+
+    async def running_schedule_ids(self) -> set[str]:
+        """Ids of the schedules that have a run in status ``running``."""
+        query = (
+            sa.select(tasks.c.schedule_id)
+            .where(tasks.c.schedule_id.is_not(None), tasks.c.status == "running")
+            .distinct()
+        )
+        async with self.read() as conn:
+            return set((await conn.scalars(query)).all())
+
+    async def schedule_runs(self, schedule_id: str, *, limit: int) -> list[RowMapping]:
+        """Start and finish times of the newest ``limit`` finished runs of a schedule,
+        oldest first."""
+        query = (
+            sa.select(tasks.c.started_at, tasks.c.finished_at)
+            .where(
+                tasks.c.schedule_id == schedule_id,
+                tasks.c.status.in_(TERMINAL_STATUSES),
+                tasks.c.started_at.is_not(None),
+                tasks.c.finished_at.is_not(None),
+            )
+            .order_by(tasks.c.finished_at.desc(), tasks.c.id)
+            .limit(limit)
+        )
+        async with self.read() as conn:
+            return list(reversed(list((await conn.execute(query)).mappings())))
+
+    async def clear_schedule_runs(self, schedule_id: str) -> int:
+        """Delete the finished runs of a schedule (with their logs and attempts)."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                tasks.delete().where(
+                    tasks.c.schedule_id == schedule_id, tasks.c.status.in_(TERMINAL_STATUSES)
+                )
+            )
+            return result.rowcount
 
     # -- retention and meta ------------------------------------------------------------
 

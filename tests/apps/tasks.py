@@ -38,7 +38,7 @@ def thread_name() -> str:
 def process_info(value: int) -> dict[str, int]:
     task_log("in a worker process", value=value)
     context = get_task_context()
-    return {"pid": os.getpid(), "value": value * 2, "attempt": context.attempt if context else 0}
+    return {"pid": os.getpid(), "value": value * 2, "attempt": context.attempt if context else -1}
 
 
 def process_until_cancelled() -> str:

@@ -91,6 +91,7 @@ def build_app(
         return "done"
 
     task_manager.task()(app_tasks.add)
+    task_manager.task(executor="process")(app_tasks.process_info)
 
     @app.post("/signup")
     def signup(email: str, tasks=Depends(task_manager.get_tasks)):
@@ -125,6 +126,11 @@ def build_app(
     ):
         func = slow_rerunnable if rerun else slow
         return {"task_id": tasks.add_task(func, seconds)}
+
+    @app.post("/process")
+    async def enqueue_process(value: int, tasks=Depends(task_manager.get_tasks)):
+        """A task that runs in taskflow's process pool (``tests.apps.tasks.process_info``)."""
+        return {"task_id": tasks.add_task(app_tasks.process_info, value)}
 
     @app.post("/batch")
     async def batch(count: int, tasks=Depends(task_manager.get_tasks)):
