@@ -440,7 +440,7 @@ class DashboardStore:
     ) -> list[RowMapping]:
         """Log lines of one task after line ``after_id``, oldest first. With
         ``after_id=0`` these are the *last* ``limit`` lines (a long log shows its end)."""
-        query = sa.select(task_logs).where(task_logs.c.task_id.in_(task_id_forms(task_id)))
+        query = sa.select(task_logs).where(task_logs.c.task_id == _stored_id(task_id))
         if after_id:
             query = query.where(task_logs.c.id > after_id).order_by(task_logs.c.id).limit(limit)
             async with self._store.read() as conn:
@@ -619,6 +619,18 @@ def _id_starts_with(digits: str) -> Any:
     return sa.or_(tasks.c.id.between(low, high), tasks.c.id.between(dashed(low), dashed(high)))
 
 
+def _stored_id(task_id: str) -> Any:
+    """The id ``task_id`` is stored under (either shape), as a scalar subquery.
+
+    Log lines are then matched with ``=``: PostgreSQL plans ``task_id IN (a, b)`` with
+    ``ORDER BY id LIMIT n`` as a backward walk of the whole log table, filtered (about
+    0.9 s at 5,000,000 lines), and ``= (subquery)`` as a range of the
+    ``(task_id, id)`` index."""
+    return (
+        sa.select(tasks.c.id).where(tasks.c.id.in_(task_id_forms(task_id))).limit(1)
+    ).scalar_subquery()
+
+
 def _log_conditions(filters: LogFilter) -> list[Any]:
     conditions: list[Any] = []
     if filters.text:
@@ -628,7 +640,7 @@ def _log_conditions(filters: LogFilter) -> list[Any]:
     if filters.func_name:
         conditions.append(tasks.c.func_name == filters.func_name)
     if filters.task_id:
-        conditions.append(task_logs.c.task_id.in_(task_id_forms(filters.task_id)))
+        conditions.append(task_logs.c.task_id == _stored_id(filters.task_id))
     if filters.since is not None:
         conditions.append(task_logs.c.at >= filters.since)
     if filters.until is not None:
