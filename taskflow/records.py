@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -62,46 +62,49 @@ class TaskRecord:
     ``args``/``kwargs``/``result`` are decoded values; they are ``None`` when the
     payload is encrypted and the record was read without decrypting (dashboard lists).
 
-    fastapi-taskflow's fields are all here: ``retries_used`` and ``duration`` are
-    properties, ``encrypted_payload`` holds the stored ciphertext of an encrypted task
-    (never in :meth:`to_dict`), and ``executor`` is the registered function's executor
-    when this process knows it.
+    fastapi-taskflow's fields come first, in its order and with its defaults, so its
+    positional and keyword construction works; taskflow's own follow. ``retries_used``
+    is derived from ``attempts`` unless given; ``encrypted_payload`` holds the stored
+    ciphertext of an encrypted task (never in :meth:`to_dict`); ``executor`` is the
+    registered function's executor when this process knows it; ``logs`` holds
+    :class:`LogLine` objects (``to_dict()`` gives strings).
     """
 
     task_id: str
     func_name: str
     status: TaskStatus
-    args: tuple[Any, ...] | None
-    kwargs: dict[str, Any] | None
-    created_at: datetime
-    func_path: str = ""
+    args: tuple[Any, ...] | None = ()
+    kwargs: dict[str, Any] | None = field(default_factory=dict)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     start_time: datetime | None = None
     end_time: datetime | None = None
-    result: Any = None
+    retries_used: int | None = None  # None: derived from ``attempts``
     error: str | None = None
+    logs: list[LogLine] = field(default_factory=list)
     stacktrace: str | None = None
+    idempotency_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    encrypted_payload: bytes | None = None
+    source: str = "manual"
+    priority: int | None = None
+    executor: str | None = None
+    queue: str = "default"
+    # taskflow's own fields
+    func_path: str = ""
+    result: Any = None
     attempts: int = 0
     max_retries: int = 0
-    priority: int = 0
-    queue: str = "default"
-    tags: dict[str, str] = field(default_factory=dict)
-    idempotency_key: str | None = None
-    source: str = "manual"
     schedule_id: str | None = None
     schedule_slot: datetime | None = None
     owner: str | None = None
     encrypted: bool = False
     next_attempt_at: datetime | None = None
     cancel_requested: bool = False
-    logs: list[LogLine] = field(default_factory=list)
     history: list[Attempt] = field(default_factory=list)
-    executor: str | None = None
-    encrypted_payload: bytes | None = None
 
-    @property
-    def retries_used(self) -> int:
-        """Attempts made after the first one."""
-        return max(self.attempts - 1, 0)
+    def __post_init__(self) -> None:
+        if self.retries_used is None:  # attempts made after the first one
+            self.retries_used = max(self.attempts - 1, 0)
 
     @property
     def duration(self) -> float | None:

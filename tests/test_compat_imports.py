@@ -149,3 +149,51 @@ def test_one_task_config_serves_both_libraries() -> None:
     assert TaskConfig(name="process_payment", shield=True).shielded is True
     assert TaskConfig(shield=False).shielded is False
     assert TaskConfig().shielded is False
+
+
+def test_task_record_builds_as_fastapi_taskflow_documents_it() -> None:
+    """Its documented fields in their documented order, positionally and by keyword."""
+    from datetime import UTC, datetime
+
+    from taskflow.models import TaskRecord, TaskStatus
+
+    created = datetime(2026, 1, 2, tzinfo=UTC)
+    by_keyword = TaskRecord(
+        task_id="7d1c2f64-0b5e-4c59-9d2a-3f1e8c6b5a40",
+        func_name="send_email",
+        status=TaskStatus.FAILED,
+        args=("ada@example.com",),
+        kwargs={"urgent": True},
+        created_at=created,
+        start_time=created,
+        end_time=created,
+        retries_used=2,
+        error="SMTPError: refused",
+        logs=[],
+        stacktrace="Traceback ...",
+        idempotency_key="signup-1",
+        tags={"team": "growth"},
+        encrypted_payload=None,
+        source="manual",
+        priority=5,
+        executor="thread",
+        queue="email",
+    )
+    positional = TaskRecord(
+        "7d1c2f64-0b5e-4c59-9d2a-3f1e8c6b5a40",
+        "send_email",
+        TaskStatus.FAILED,
+        ("ada@example.com",),
+        {"urgent": True},
+        created,
+        created,
+        created,
+        2,
+        "SMTPError: refused",
+    )
+    assert by_keyword.retries_used == positional.retries_used == 2
+    assert by_keyword.duration == 0.0
+    assert by_keyword.to_dict()["status"] == "failed"
+    assert by_keyword.to_dict()["executor"] == "thread"
+    assert "encrypted_payload" not in by_keyword.to_dict()
+    assert TaskRecord("a", "f", TaskStatus.PENDING).retries_used == 0  # the rest defaults
