@@ -3,23 +3,18 @@
 ``TaskManager(app=app, config=Config(redis_host="localhost"))`` works unchanged. Fields
 with a meaning in taskflow set the matching TaskManager setting when they are given;
 fields left out keep taskflow's defaults. The Redis fields are accepted and ignored:
-taskflow keeps schedules and runs in its SQL database.
+taskflow keeps schedules and runs in its SQL database. The mapping itself is applied by
+the TaskManager (:mod:`taskflow.manager_compat`); this module only describes it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from taskflow.migrate import DEFAULT_URL
-
-if TYPE_CHECKING:
-    from taskflow.manager import TaskManager
-
-logger = logging.getLogger("taskflow")
 
 REDIS_FIELDS = ("redis_host", "redis_port", "redis_password", "redis_db")
 # Config field -> TaskManager attribute it sets (when the field is given).
@@ -81,49 +76,6 @@ def config_database_url(config: Config) -> str:
     ``TASKFLOW_DATABASE_URL``, else the SQLite file ``taskflow.db`` in the working
     directory (so dynamic schedules survive restarts, as they did in Redis)."""
     return config.database_url or os.environ.get("TASKFLOW_DATABASE_URL") or DEFAULT_URL
-
-
-def apply_config(manager: TaskManager, config: Config) -> None:
-    """Set the manager's settings from the fields given in ``config``; log once when
-    Redis fields are given."""
-    given = config.model_fields_set
-    for field_name, attribute in MANAGER_FIELDS.items():
-        if field_name in given:
-            setattr(manager, attribute, getattr(config, field_name))
-    for field_name, key in RETRY_FIELDS.items():
-        if field_name in given:
-            manager.defaults[key] = getattr(config, field_name)
-    redis_given = [name for name in REDIS_FIELDS if name in given]
-    if redis_given:
-        _warn_redis(redis_given, manager.database_url)
-
-
-def _warn_redis(fields: list[str], database: str) -> None:
-    logger.warning(
-        "taskflow ignores Config(%s): it keeps schedules and runs in its SQL database, "
-        "not Redis. This manager uses %s; point it elsewhere with "
-        "Config(database_url=...), TaskManager(database_url=...) or the "
-        "TASKFLOW_DATABASE_URL environment variable (SQLite or PostgreSQL).",
-        ", ".join(f"{name}=..." for name in fields),
-        database,
-    )
-
-
-def config_of(manager: TaskManager, given: Config | None = None) -> Config:
-    """``given`` (or a default Config) with the mapped fields set to the values the
-    manager really uses (for ``task_manager.config`` and ``GET /config``)."""
-    return (given or Config()).model_copy(
-        update={
-            "concurrent_tasks": manager.max_concurrent_tasks,
-            "poll_interval": manager.poll_interval,
-            "running_heartbeat_interval": manager.heartbeat_interval,
-            "statistics_history_runs": manager.statistics_history_runs,
-            "allow_parallel": manager.allow_parallel,
-            "retry_backoff": manager.defaults["delay"],
-            "retry_backoff_multiplier": manager.defaults["backoff"],
-            "retry_backoff_max": manager.defaults.get("max_delay"),
-        }
-    )
 
 
 def response_fields(config: Config) -> dict[str, Any]:

@@ -4,9 +4,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-from taskflow.compat_config import Config, apply_config, config_of
+from taskflow.compat_config import MANAGER_FIELDS, REDIS_FIELDS, RETRY_FIELDS, Config
 from taskflow.errors import DatabaseError
 from taskflow.schema.health import HealthResponse
 
@@ -14,6 +15,8 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from taskflow.manager import TaskManager
+
+logger = logging.getLogger("taskflow")
 
 
 class CompatAPI:
@@ -77,3 +80,46 @@ class CompatAPI:
     async def stop(self: TaskManager) -> None:
         """Stop the manager (same as :meth:`shutdown`)."""
         await self.shutdown()
+
+
+def apply_config(manager: TaskManager, config: Config) -> None:
+    """Set the manager's settings from the fields given in ``config``; log once when
+    Redis fields are given."""
+    given = config.model_fields_set
+    for field_name, attribute in MANAGER_FIELDS.items():
+        if field_name in given:
+            setattr(manager, attribute, getattr(config, field_name))
+    for field_name, key in RETRY_FIELDS.items():
+        if field_name in given:
+            manager.defaults[key] = getattr(config, field_name)
+    redis_given = [name for name in REDIS_FIELDS if name in given]
+    if redis_given:
+        _warn_redis(redis_given, manager.database_url)
+
+
+def _warn_redis(fields: list[str], database: str) -> None:
+    logger.warning(
+        "taskflow ignores Config(%s): it keeps schedules and runs in its SQL database, "
+        "not Redis. This manager uses %s; point it elsewhere with "
+        "Config(database_url=...), TaskManager(database_url=...) or the "
+        "TASKFLOW_DATABASE_URL environment variable (SQLite or PostgreSQL).",
+        ", ".join(f"{name}=..." for name in fields),
+        database,
+    )
+
+
+def config_of(manager: TaskManager, given: Config | None = None) -> Config:
+    """``given`` (or a default Config) with the mapped fields set to the values the
+    manager really uses (for ``task_manager.config`` and ``GET /config``)."""
+    return (given or Config()).model_copy(
+        update={
+            "concurrent_tasks": manager.max_concurrent_tasks,
+            "poll_interval": manager.poll_interval,
+            "running_heartbeat_interval": manager.heartbeat_interval,
+            "statistics_history_runs": manager.statistics_history_runs,
+            "allow_parallel": manager.allow_parallel,
+            "retry_backoff": manager.defaults["delay"],
+            "retry_backoff_multiplier": manager.defaults["backoff"],
+            "retry_backoff_max": manager.defaults.get("max_delay"),
+        }
+    )

@@ -3,18 +3,19 @@
 ``TaskConfig``, ``ScheduledOnce``, ``AuditEntry``, ``TaskContext``) works after changing
 only the import.
 
-New code should import these names from :mod:`taskflow`.
+The data classes of fastapi-taskflow's models that taskflow has no other home for are
+defined here (``QueueConfig``, ``ScheduledOnce``, ``AuditEntry``); the rest are
+re-exported. New code should import these names from :mod:`taskflow`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from taskflow.context import TaskContext
-from taskflow.once import ScheduledOnce
-from taskflow.queues import QueueConfig
+from taskflow.errors import ConfigurationError
 from taskflow.records import TaskRecord, TaskStatus
 from taskflow.registry import TaskConfig
 
@@ -75,4 +76,86 @@ class AuditEntry:
             "actor": self.actor,
             "timestamp": self.timestamp.isoformat(),
             "detail": dict(self.detail),
+        }
+
+
+@dataclass(slots=True)
+class QueueConfig:
+    """The limits of one named queue.
+
+    Args:
+        concurrency: most tasks of this queue running at once in one process (None: no
+            limit beyond the executor's own).
+        max_size: most tasks of this queue waiting to run (pending, counted in the
+            database across all processes); when reached, enqueueing raises
+            :class:`~taskflow.errors.QueueFullError` and stores the task as
+            ``rejected``. None: no limit.
+
+    Raises:
+        ConfigurationError: a limit is not a positive integer or None.
+    """
+
+    concurrency: int | None = None
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit("concurrency", self.concurrency)
+        _check_limit("max_size", self.max_size)
+
+    def to_dict(self) -> dict[str, int | None]:
+        """``{"concurrency": ..., "max_size": ...}``."""
+        return {"concurrency": self.concurrency, "max_size": self.max_size}
+
+
+def _check_limit(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"QueueConfig.{name} must be an int >= 1 or None, got {value!r}")
+
+
+@dataclass
+class ScheduledOnce:
+    """One pending one-off firing, as :meth:`~taskflow.once.OnceAPI.list_scheduled` returns it.
+
+    Attributes:
+        run_key: identity of the pending firing; scheduling it again replaces it.
+        func_name: name of the registered function to run.
+        fire_at: UTC time at which the task runs.
+        args, kwargs: the call's arguments (empty when ``encrypted_payload`` is set).
+        encrypted_payload: the encrypted arguments when ``encrypt_args_key`` is set.
+        queue: queue the firing runs on.
+        priority: priority of the firing.
+        idempotency_key: the firing's idempotency key (held from the moment it is
+            scheduled, see the scheduling guide).
+        tags: labels of the task.
+        created_at: when the firing was scheduled (UTC).
+        task_id: id of the pending task row (a taskflow addition; a replaced firing
+            gets a new id).
+    """
+
+    run_key: str
+    func_name: str
+    fire_at: datetime
+    args: tuple[Any, ...] = field(default_factory=tuple)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    encrypted_payload: bytes | None = None
+    queue: str = "default"
+    priority: int | None = None
+    idempotency_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    task_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view (without the arguments), like fastapi-taskflow's."""
+        return {
+            "run_key": self.run_key,
+            "func_name": self.func_name,
+            "fire_at": self.fire_at.isoformat(),
+            "queue": self.queue,
+            "priority": self.priority,
+            "tags": dict(self.tags),
+            "created_at": self.created_at.isoformat(),
+            "task_id": self.task_id,
         }

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from taskflow.errors import ScheduleError, TaskArgumentError, TaskflowError, UnknownTaskFunction
+from taskflow.models import ScheduledOnce
 from taskflow.runner import utcnow
 from taskflow.store.once import OnceStore
 
@@ -31,53 +31,6 @@ if TYPE_CHECKING:
     from taskflow.payloads import Payloads
 
 RUN_KEY_MAX = 255  # the run_key column is VARCHAR(255)
-
-
-@dataclass
-class ScheduledOnce:
-    """One pending one-off firing, as :meth:`OnceAPI.list_scheduled` returns it.
-
-    Attributes:
-        run_key: identity of the pending firing; scheduling it again replaces it.
-        func_name: name of the registered function to run.
-        fire_at: UTC time at which the task runs.
-        args, kwargs: the call's arguments (empty when ``encrypted_payload`` is set).
-        encrypted_payload: the encrypted arguments when ``encrypt_args_key`` is set.
-        queue: queue the firing runs on.
-        priority: priority of the firing.
-        idempotency_key: the firing's idempotency key (held from the moment it is
-            scheduled, see the scheduling guide).
-        tags: labels of the task.
-        created_at: when the firing was scheduled (UTC).
-        task_id: id of the pending task row (a taskflow addition; a replaced firing
-            gets a new id).
-    """
-
-    run_key: str
-    func_name: str
-    fire_at: datetime
-    args: tuple[Any, ...] = field(default_factory=tuple)
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    encrypted_payload: bytes | None = None
-    queue: str = "default"
-    priority: int | None = None
-    idempotency_key: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    created_at: datetime = field(default_factory=utcnow)
-    task_id: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view (without the arguments), like fastapi-taskflow's."""
-        return {
-            "run_key": self.run_key,
-            "func_name": self.func_name,
-            "fire_at": self.fire_at.isoformat(),
-            "queue": self.queue,
-            "priority": self.priority,
-            "tags": dict(self.tags),
-            "created_at": self.created_at.isoformat(),
-            "task_id": self.task_id,
-        }
 
 
 class OnceAPI:

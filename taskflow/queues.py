@@ -19,11 +19,12 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from taskflow.bridge import SYNC_TIMEOUT, running_loop
 from taskflow.errors import ConfigurationError, QueueFullError, UnknownQueue
+from taskflow.models import QueueConfig
 from taskflow.runner import utcnow
 
 if TYPE_CHECKING:
@@ -33,41 +34,6 @@ logger = logging.getLogger("taskflow")
 
 DEFAULT_QUEUE = "default"
 MAX_QUEUE_NAME = 100  # the width of the ``queue`` column
-
-
-@dataclass(slots=True)
-class QueueConfig:
-    """The limits of one named queue.
-
-    Args:
-        concurrency: most tasks of this queue running at once in one process (None: no
-            limit beyond the executor's own).
-        max_size: most tasks of this queue waiting to run (pending, counted in the
-            database across all processes); when reached, enqueueing raises
-            :class:`~taskflow.errors.QueueFullError` and stores the task as
-            ``rejected``. None: no limit.
-
-    Raises:
-        ConfigurationError: a limit is not a positive integer or None.
-    """
-
-    concurrency: int | None = None
-    max_size: int | None = None
-
-    def __post_init__(self) -> None:
-        _check_limit("concurrency", self.concurrency)
-        _check_limit("max_size", self.max_size)
-
-    def to_dict(self) -> dict[str, int | None]:
-        """``{"concurrency": ..., "max_size": ...}``."""
-        return {"concurrency": self.concurrency, "max_size": self.max_size}
-
-
-def _check_limit(name: str, value: Any) -> None:
-    if value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"QueueConfig.{name} must be an int >= 1 or None, got {value!r}")
 
 
 def queue_setup(
@@ -94,8 +60,7 @@ def queue_setup(
     if max_size is not None:
         default = configs.setdefault(DEFAULT_QUEUE, QueueConfig())
         if default.max_size is None:
-            _check_limit("max_size", max_size)
-            default.max_size = max_size
+            default.max_size = QueueConfig(max_size=max_size).max_size  # validated
     return served, configs
 
 
