@@ -2,7 +2,7 @@
 
 The database is migrated with taskflow's own Alembic history first, so every row lands in
 the real tables. The indexes of the task and log tables (as declared in
-``taskflow/store/schema.py`` and ``admin_schema.py``) are dropped for the load and
+``taskflow/_store/schema.py`` and ``admin_schema.py``) are dropped for the load and
 created again from the same declarations afterwards, which is much faster than
 maintaining eleven indexes row by row. Nothing goes through the taskflow API.
 
@@ -551,9 +551,9 @@ def function_attr(func_name: str) -> str:
 
 def schedule_rows(now: datetime) -> list[dict[str, Any]]:
     """The schedules, as taskflow's own schedule_row() builds them."""
-    from taskflow.payloads import Payloads
-    from taskflow.scheduler import schedule_row
-    from taskflow.triggers import Trigger
+    from taskflow._payloads.payloads import Payloads
+    from taskflow._schedules.scheduler import schedule_row
+    from taskflow._schedules.triggers import Trigger
 
     payloads = Payloads(None)
     rows = []
@@ -643,7 +643,7 @@ LINK_SCHEDULES = (
 def _ddl(dialect: Any) -> tuple[list[str], dict[str, list[str]]]:
     """``(drop, create by table)``: the task and log tables' secondary indexes, from the
     declarations in taskflow's schema modules."""
-    from taskflow.store.schema import task_logs, tasks
+    from taskflow._store.schema import task_logs, tasks
 
     drops: list[str] = []
     creates: dict[str, list[str]] = {}
@@ -722,14 +722,14 @@ def migrate_sqlite(path: Path) -> None:
     """Create taskflow's schema in a new SQLite file with its Alembic migrations.
 
     Alembic is not thread-safe: migrate every database before loading any in parallel."""
-    from taskflow import migrate
+    from taskflow._store import migrate
 
     migrate.upgrade(f"sqlite:///{path}")
 
 
 def migrate_postgres(url: str) -> None:
     """Create taskflow's schema in an empty PostgreSQL database (see :func:`migrate_sqlite`)."""
-    from taskflow import migrate
+    from taskflow._store import migrate
 
     migrate.upgrade(url)
 
@@ -738,7 +738,7 @@ def seed_sqlite(path: Path, dataset: Dataset, log: Callable[[str], None] = print
     """Write the dataset into the migrated SQLite file ``path``."""
     from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-    from taskflow.store.schema import instances, schedules
+    from taskflow._store.schema import instances, schedules
 
     seeded = Seeded("SQLite")
     clock = Clock(seeded, log)
@@ -817,8 +817,8 @@ async def _seed_postgres(url: str, dataset: Dataset, seeded: Seeded, clock: Cloc
     from sqlalchemy.dialects import postgresql as pg_dialect
     from sqlalchemy.ext.asyncio import create_async_engine
 
-    from taskflow.migrate import async_url
-    from taskflow.store.schema import instances, schedules
+    from taskflow._store.migrate import async_url
+    from taskflow._store.schema import instances, schedules
 
     now = datetime.now(UTC)
     plan = TaskSql(Sql("postgresql"), dataset, int(now.timestamp() * 1e6))

@@ -85,7 +85,7 @@ def reset_pg(url: str) -> None:
 
 def migrate_sqlite(path: Path) -> None:
     """Create taskflow's schema in a SQLite file (its Alembic migrations)."""
-    from taskflow import migrate
+    from taskflow._store import migrate
 
     migrate.upgrade(f"sqlite:///{path}")
 
@@ -93,7 +93,7 @@ def migrate_sqlite(path: Path) -> None:
 def seed_tasks(path: Path, count: int) -> float:
     """Insert ``count`` finished tasks, each with its own idempotency key, in one SQL
     statement (no API round trips); returns the seconds it took."""
-    from taskflow.payloads import Payloads
+    from taskflow._payloads.payloads import Payloads
 
     payload = Payloads(None).encode_call((0,), {})
     stamp = datetime.now(UTC).replace(tzinfo=None).strftime(SQLITE_TIME)

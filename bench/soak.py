@@ -378,7 +378,7 @@ class PgProbe:
 
 
 def _metadata() -> Any:
-    from taskflow.store.schema import metadata
+    from taskflow._store.schema import metadata
 
     return metadata
 
@@ -405,7 +405,7 @@ def prepare_postgres(url: str) -> None:
     """Create the database if missing, migrate it and empty the ``taskflow_*`` tables."""
     import asyncpg
 
-    from taskflow import migrate
+    from taskflow._store import migrate
 
     params = pg_params(url)
 

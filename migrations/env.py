@@ -9,7 +9,8 @@ Three ways in:
 * otherwise: open taskflow's own async engine for the configured URL and run the
   migrations through ``run_sync`` inside ``asyncio.run``.
 
-The URL comes from the ``sqlalchemy.url`` option (set by :func:`taskflow.migrate.alembic_config`),
+The URL comes from the ``sqlalchemy.url`` option (set by
+:func:`taskflow._store.migrate.alembic_config`),
 else ``TASKFLOW_DATABASE_URL``; with neither, the command stops with a message saying how
 to give one. Plain ``alembic`` commands other than ``upgrade`` and ``stamp`` refuse a
 SQLite file that does not exist rather than create an empty one to report on.
@@ -26,15 +27,15 @@ import sqlalchemy as sa
 from alembic import context
 from alembic.util import CommandError
 
-from taskflow.migrate import (
+from taskflow._store.engine import create_engine, normalize_url
+from taskflow._store.migrate import (
     URL_ENV,
     VERSION_TABLE,
     async_url,
     describe_target,
     missing_sqlite_file,
 )
-from taskflow.store.engine import create_engine, normalize_url
-from taskflow.store.schema import metadata
+from taskflow._store.schema import metadata
 
 config = context.config
 

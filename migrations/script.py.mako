@@ -6,7 +6,7 @@ Create Date: ${create_date}
 
 One script for SQLite and PostgreSQL: env.py renders batch operations
 (``with op.batch_alter_table(...)``) so column changes also work on SQLite.
-Reference custom types by module path, e.g. ``taskflow.store.schema.UTCDateTime()``.
+Reference custom types by module path, e.g. ``taskflow._store.schema.UTCDateTime()``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import taskflow.store.schema  # noqa: F401  (autogenerate renders custom types by path)
+import taskflow._store.schema  # noqa: F401  (autogenerate renders custom types by path)
 ${imports if imports else ""}
 
 revision: str = ${repr(up_revision)}

@@ -3,6 +3,15 @@
 Everything a user needs is importable from here; other modules are internal.
 """
 
+from taskflow._compat.config import Config
+from taskflow._engine.context import TaskContext, get_task_context, task_log
+from taskflow._engine.queues import QueueConfig
+from taskflow._engine.registry import TaskConfig, TaskRegistry
+from taskflow._fastapi.background import ManagedBackgroundTasks
+from taskflow._fastapi.tasks_api import Tasks, add_tasks
+from taskflow._fastapi.timing import Task, TaskErrorHandler, TaskOptions
+from taskflow._schedules.groups import ScheduledTask, TaskGroup
+from taskflow._schedules.once import ScheduledOnce
 from taskflow.admin import TaskAdmin, TaskAuthBackend
 from taskflow.backends import (
     MySQLBackend,
@@ -11,9 +20,6 @@ from taskflow.backends import (
     SnapshotBackend,
     SqliteBackend,
 )
-from taskflow.background import ManagedBackgroundTasks
-from taskflow.compat_config import Config
-from taskflow.context import TaskContext, get_task_context, task_log
 from taskflow.errors import (
     ConfigurationError,
     DatabaseError,
@@ -39,17 +45,11 @@ from taskflow.errors import (
     UnknownQueue,
     UnknownTaskFunction,
 )
-from taskflow.groups import ScheduledTask, TaskGroup
 from taskflow.loggers import InMemoryLogger, StdoutLogger
 from taskflow.manager import TaskManager
 from taskflow.observers import FileLogger, LifecycleEvent, LogEvent, LoggerChain, TaskObserver
-from taskflow.once import ScheduledOnce
-from taskflow.queues import QueueConfig
 from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
-from taskflow.registry import TaskConfig, TaskRegistry
 from taskflow.schema.health import HealthResponse
-from taskflow.tasks_api import Tasks, add_tasks
-from taskflow.timing import Task, TaskErrorHandler, TaskOptions
 
 __version__ = "0.1.0"
 

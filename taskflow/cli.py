@@ -25,10 +25,9 @@ from collections.abc import Callable
 
 import sqlalchemy as sa
 
-from taskflow import migrate
+from taskflow._store import failures, migrate
+from taskflow._store.engine import create_engine, normalize_url
 from taskflow.errors import ConfigurationError, DatabaseError, SchemaOutOfDate
-from taskflow.store import failures
-from taskflow.store.engine import create_engine, normalize_url
 
 Handler = Callable[[argparse.Namespace, str], int]
 
@@ -79,7 +78,7 @@ def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def run_worker(args: argparse.Namespace) -> int:
     """``worker``: serve until SIGTERM/SIGINT; errors are one line and exit code 2."""
-    from taskflow import worker
+    from taskflow._engine import worker
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     try:

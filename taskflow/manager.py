@@ -17,11 +17,36 @@ import anyio
 from starlette.background import BackgroundTasks
 from starlette.requests import Request
 
-from taskflow.bridge import SYNC_TIMEOUT, SyncBridge, running_loop
-from taskflow.compat_config import Config, config_database_url
-from taskflow.coordination import Coordinator
-from taskflow.crypto import make_cipher
-from taskflow.dispatcher import Dispatcher
+from taskflow._compat.config import Config, config_database_url
+from taskflow._compat.manager import CompatAPI
+from taskflow._compat.taskstore import TaskStore, record_from_row
+from taskflow._engine.bridge import SYNC_TIMEOUT, SyncBridge, running_loop
+from taskflow._engine.coordination import Coordinator
+from taskflow._engine.dispatcher import Dispatcher
+from taskflow._engine.executors import ExecutorPool
+from taskflow._engine.ids import new_hex_id, task_id_forms
+from taskflow._engine.queues import QueueAPI, QueueConfig, concurrency_limits, queue_setup
+from taskflow._engine.registry import (
+    TaskConfig,
+    TaskRegistry,
+    detect_executor,
+    import_path,
+    resolve,
+)
+from taskflow._engine.retry import validate as validate_retry
+from taskflow._engine.runner import Job, JobHooks, Runner, utcnow
+from taskflow._engine.submission import build_row, clean_tags, job_from_row, new_task_id
+from taskflow._fastapi.timing import TaskOptions
+from taskflow._payloads.crypto import make_cipher
+from taskflow._payloads.limits import Limits
+from taskflow._payloads.payloads import Payloads, is_memory_only
+from taskflow._schedules.api import ScheduleAPI
+from taskflow._schedules.groups import TaskGroups
+from taskflow._schedules.once import OnceAPI
+from taskflow._schedules.scheduler import (
+    Scheduler,
+)
+from taskflow._store.sql import SQLStore
 from taskflow.errors import (
     ConfigurationError,
     DatabaseError,
@@ -30,32 +55,13 @@ from taskflow.errors import (
     TaskNotRerunnable,
     UnknownTaskFunction,
 )
-from taskflow.executors import ExecutorPool
-from taskflow.groups import TaskGroups
-from taskflow.ids import new_hex_id, task_id_forms
-from taskflow.limits import Limits
-from taskflow.manager_compat import CompatAPI
 from taskflow.observers import LogEvent, build_chain
-from taskflow.once import OnceAPI
-from taskflow.payloads import Payloads, is_memory_only
-from taskflow.queues import QueueAPI, QueueConfig, concurrency_limits, queue_setup
 from taskflow.records import TaskRecord
-from taskflow.registry import TaskConfig, TaskRegistry, detect_executor, import_path, resolve
-from taskflow.retry import validate as validate_retry
-from taskflow.runner import Job, JobHooks, Runner, utcnow
-from taskflow.schedule_api import ScheduleAPI
-from taskflow.scheduler import (
-    Scheduler,
-)
-from taskflow.store.sql import SQLStore
-from taskflow.submission import build_row, clean_tags, job_from_row, new_task_id
-from taskflow.taskstore import TaskStore, record_from_row
-from taskflow.timing import TaskOptions
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from taskflow.background import ManagedBackgroundTasks
+    from taskflow._fastapi.background import ManagedBackgroundTasks
 
 logger = logging.getLogger("taskflow")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -114,7 +120,7 @@ class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
         heartbeat_interval, instance_timeout: how often this process proves it is alive,
             and after how long without a heartbeat another process takes over its tasks.
         queues: the queues this process runs: a list of names, or a dict of name to
-            :class:`~taskflow.queues.QueueConfig` (per-queue ``concurrency`` and
+            :class:`~taskflow._engine.queues.QueueConfig` (per-queue ``concurrency`` and
             ``max_size``; a ``"default"`` queue is added if missing).
         max_size: shorthand for the ``"default"`` queue's ``max_size``: most tasks
             waiting in it before ``add_task`` raises ``QueueFullError``.
@@ -277,7 +283,7 @@ class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
     @property
     def database_url(self) -> str:
         """The database URL in use, password masked."""
-        from taskflow.store.engine import mask
+        from taskflow._store.engine import mask
 
         return mask(self._url)
 
@@ -431,7 +437,7 @@ class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
     ) -> ManagedBackgroundTasks:
         """FastAPI dependency: a :class:`ManagedBackgroundTasks` sharing the request's
         native background task list."""
-        from taskflow.background import managed_for_request
+        from taskflow._fastapi.background import managed_for_request
 
         return managed_for_request(self, request, background_tasks)
 
@@ -443,7 +449,7 @@ class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
     def init_app(self, app: FastAPI) -> None:
         """Run ``startup()``/``shutdown()`` with ``app``'s lifespan and install the
         durability middleware and ``BackgroundTasks`` injection. Safe to call twice."""
-        from taskflow.background import install_on_app
+        from taskflow._fastapi.background import install_on_app
 
         if id(app) in self._apps:
             return
@@ -453,7 +459,7 @@ class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
     def install(self, app: FastAPI) -> None:
         """Make bare ``BackgroundTasks`` parameters receive :class:`ManagedBackgroundTasks`
         (a process-wide patch, as in fastapi-taskflow), and call :meth:`init_app`."""
-        from taskflow.background import patch_fastapi
+        from taskflow._fastapi.background import patch_fastapi
 
         patch_fastapi(self)
         self.init_app(app)
@@ -911,7 +917,7 @@ class TaskManager(ScheduleAPI, CompatAPI, QueueAPI, OnceAPI):
         """The task with this id read from the database (with its logs and attempts),
         or None. Like every method taking a task id, it accepts the id as a 36-character
         UUID string or as 32 hex digits, in any case, whichever shape the task was stored
-        with (new ids are UUID strings; see :mod:`taskflow.ids`)."""
+        with (new ids are UUID strings; see :mod:`taskflow._engine.ids`)."""
         self._require_loop()
         row = await self.db.get_task(task_id)
         if row is None:
@@ -1162,7 +1168,7 @@ def _choose_url(
         url = f"sqlite+aiosqlite:///{snapshot_db}"
     if url is None:
         return None
-    from taskflow.store.engine import is_memory_sqlite, normalize_url
+    from taskflow._store.engine import is_memory_sqlite, normalize_url
 
     # An in-memory database cannot be shared by the connections taskflow uses, so it
     # becomes a private temporary file, deleted at shutdown.

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from taskflow.context import TaskContext
+from taskflow._engine.context import TaskContext
+from taskflow._engine.registry import TaskConfig
 from taskflow.errors import ConfigurationError
 from taskflow.records import TaskRecord, TaskStatus
-from taskflow.registry import TaskConfig
 
 __all__ = [
     "AuditEntry",
@@ -116,7 +116,7 @@ def _check_limit(name: str, value: Any) -> None:
 
 @dataclass
 class ScheduledOnce:
-    """One pending one-off firing, as :meth:`~taskflow.once.OnceAPI.list_scheduled` returns it.
+    """One pending one-off firing, as ``TaskManager.list_scheduled`` returns it.
 
     Attributes:
         run_key: identity of the pending firing; scheduling it again replaces it.

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taskflow.triggers import Trigger
+from taskflow._schedules.triggers import Trigger
 
 if TYPE_CHECKING:
-    from taskflow.groups import ScheduledTask
+    from taskflow._engine.registry import TaskConfig
+    from taskflow._schedules.groups import ScheduledTask
+    from taskflow._schedules.once import ScheduledOnce
     from taskflow.manager import TaskManager
-    from taskflow.once import ScheduledOnce
-    from taskflow.registry import TaskConfig
 
 __all__ = ["DEFAULT_HORIZON", "DEFAULT_REFILL_INTERVAL", "ScheduledEntry", "scheduled_entries"]
 
@@ -48,7 +48,7 @@ class ScheduledEntry:
 
     Attributes:
         func: the task function.
-        config: its :class:`~taskflow.registry.TaskConfig`.
+        config: its :class:`~taskflow._engine.registry.TaskConfig`.
         every: interval in seconds, or None for a cron schedule.
         cron: five-field cron expression, or None for an interval.
         run_on_startup: whether the schedule also runs at startup (known for schedules

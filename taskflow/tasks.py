@@ -7,8 +7,8 @@ fastapi-tasks' ``TasksScheduler`` (built by hand from an anyio task group kept o
 TaskManager, so use the ``Tasks`` dependency (see docs/migrating.md).
 """
 
-from taskflow.registry import TaskConfig
-from taskflow.timing import Task, TaskErrorHandler
-from taskflow.timing import TimingBatch as TasksBatch
+from taskflow._engine.registry import TaskConfig
+from taskflow._fastapi.timing import Task, TaskErrorHandler
+from taskflow._fastapi.timing import TimingBatch as TasksBatch
 
 __all__ = ["Task", "TaskConfig", "TaskErrorHandler", "TasksBatch"]

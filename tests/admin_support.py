@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from taskflow import TaskAdmin, TaskGroup, TaskManager, task_log
-from taskflow.store.schema import task_logs, tasks
+from taskflow._store.schema import task_logs, tasks
 
 XSS = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=1">'
 

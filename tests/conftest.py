@@ -18,8 +18,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from taskflow import TaskManager, migrate
-from taskflow.store.schema import metadata
+from taskflow import TaskManager
+from taskflow._store import migrate
+from taskflow._store.schema import metadata
 
 PG_URL = os.environ.get("TASKFLOW_TEST_DATABASE_URL")
 IN_CI = os.environ.get("CI") == "true"

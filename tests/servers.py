@@ -30,7 +30,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
-from taskflow.store import engine as engines
+from taskflow._store import engine as engines
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0

@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from fastapi import Cookie, Depends, Header, HTTPException
 from fastapi.testclient import TestClient
 
-from taskflow.store.schema import tasks
+from taskflow._store.schema import tasks
 from tests.admin_support import build, call, csrf, login
 
 USERS = [("admin", "pw")]

@@ -28,7 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 from taskflow import TaskManager
-from taskflow.store.schema import metadata
+from taskflow._store.schema import metadata
 from tests.admin_support import (
     XSS,
     admin_fail,
@@ -149,7 +149,7 @@ def _free_port() -> int:
 
 
 async def _empty_tables(url: str) -> None:
-    from taskflow.store.engine import create_engine, normalize_url
+    from taskflow._store.engine import create_engine, normalize_url
 
     engine = create_engine(normalize_url(url))
     names = ", ".join(table.name for table in metadata.sorted_tables)
@@ -235,7 +235,7 @@ def _seed(site: Site) -> None:
     rows.append(hostile)
 
     async def insert() -> None:
-        from taskflow.store.schema import task_logs, tasks
+        from taskflow._store.schema import task_logs, tasks
 
         async with site.manager.db.write() as conn:
             await conn.execute(tasks.insert(), rows)

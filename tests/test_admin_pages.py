@@ -12,6 +12,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from taskflow import TaskAdmin, TaskManager
+from taskflow._store.dashboard import Buckets, Cursor
+from taskflow._store.migrate import resource_path
 from taskflow.admin.actions import new_schedule
 from taskflow.admin.charts import throughput_chart
 from taskflow.admin.query import QueryError, RunQuery
@@ -25,8 +27,6 @@ from taskflow.admin.util import (
     parse_window,
     percentile,
 )
-from taskflow.migrate import resource_path
-from taskflow.store.dashboard import Buckets, Cursor
 from tests.admin_support import (
     admin_fail,
     admin_parked,

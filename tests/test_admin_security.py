@@ -13,7 +13,7 @@ from fastapi import Depends, Header, HTTPException
 from fastapi.testclient import TestClient
 
 from taskflow import TaskAuthBackend
-from taskflow.store.admin_schema import sessions
+from taskflow._store.admin_schema import sessions
 from tests.admin_support import (
     XSS,
     admin_fail,

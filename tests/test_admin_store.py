@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from taskflow.store.dashboard import DashboardStore, LogFilter, TaskFilter
+from taskflow._store.dashboard import DashboardStore, LogFilter, TaskFilter
 from tests.admin_support import insert_log, insert_rows, task_row
 
 pytestmark = pytest.mark.anyio

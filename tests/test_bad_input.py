@@ -44,8 +44,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from taskflow import TaskAdmin, TaskManager, task_log
+from taskflow._store.schema import schedules, task_logs, tasks
 from taskflow.admin.security import FLASH_COOKIE
-from taskflow.store.schema import schedules, task_logs, tasks
 from tests.admin_support import (
     AdminApp,
     admin_ok,

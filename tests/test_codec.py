@@ -1,4 +1,4 @@
-"""Tests for taskflow.codec: exact round-trips, escaping, refusals and their messages."""
+"""Tests for taskflow._payloads.codec: exact round-trips, escaping, refusals and their messages."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pydantic import BaseModel
 
-from taskflow.codec import decode_call, dumps, encode_call, loads
+from taskflow._payloads.codec import decode_call, dumps, encode_call, loads
 from taskflow.errors import TaskArgumentError
 
 PARIS = ZoneInfo("Europe/Paris")

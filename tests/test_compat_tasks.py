@@ -21,13 +21,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskflow import TaskAdmin, TaskflowError, Tasks, add_tasks
+from taskflow._fastapi.tasks_api import UnwiredBackgroundTasks
 from taskflow.errors import (
     FastAPITasksError,
     FastAPITasksUninitializedAppError,
     NotStarted,
     TaskNotRerunnable,
 )
-from taskflow.tasks_api import UnwiredBackgroundTasks
 from tests.apps import tasks as app_tasks
 from tests.conftest import abandon, wait_for_status
 

@@ -173,7 +173,7 @@ async def test_tasks_an_instance_lost_track_of_are_settled(manager_factory):
 async def _own_row(manager, func, args, *, status):
     from datetime import timedelta
 
-    from taskflow.runner import utcnow
+    from taskflow._engine.runner import utcnow
 
     config = manager.config_for_callable(func)
     row, _ = manager._new_row(

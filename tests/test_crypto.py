@@ -1,11 +1,11 @@
-"""Tests for taskflow.crypto: encryption, key rotation and key validation."""
+"""Tests for taskflow._payloads.crypto: encryption, key rotation and key validation."""
 
 from __future__ import annotations
 
 import pytest
 from cryptography.fernet import Fernet, MultiFernet
 
-from taskflow.crypto import PayloadCipher, make_cipher
+from taskflow._payloads.crypto import PayloadCipher, make_cipher
 from taskflow.errors import DecryptionError
 
 TEXT = '{"args":["a@b.c"],"kwargs":{"note":"héllo ✓"}}'

@@ -223,7 +223,7 @@ def test_dynamic_schedule_fires_is_shared_and_survives_restart(db_url, caplog):
     bare = TaskManager(database_url=db_url)
     bare.init_app(bare_app)
     with (
-        caplog.at_level(logging.WARNING, logger="taskflow.scheduler"),
+        caplog.at_level(logging.WARNING, logger="taskflow._schedules.scheduler"),
         TestClient(bare_app) as client,
     ):
         names = {s.name for s in client.portal.call(bare.list_schedules)}

@@ -18,9 +18,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from taskflow import ConfigurationError, DatabaseUnavailable, TaskManager, migrate
+from taskflow import ConfigurationError, DatabaseUnavailable, TaskManager
+from taskflow._schedules.triggers import make_trigger
+from taskflow._store import migrate
 from taskflow.cli import main
-from taskflow.triggers import make_trigger
 from tests.conftest import wait_until
 from tests.servers import ROOT, free_port, poll, post
 from tests.test_dynamic import WEEKLY, spec_app

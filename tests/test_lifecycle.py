@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskflow import DatabaseError, DatabaseUnavailable, SchemaOutOfDate, TaskManager, task_log
-from taskflow.retention import run_if_due
+from taskflow._engine.retention import run_if_due
 from tests.apps import tasks as app_tasks
 from tests.conftest import abandon, wait_for_status
 

@@ -21,11 +21,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from taskflow import migrate
+from taskflow._store import migrate, schema
+from taskflow._store.engine import create_engine, normalize_url
 from taskflow.cli import main
 from taskflow.errors import SchemaOutOfDate
-from taskflow.store import schema
-from taskflow.store.engine import create_engine, normalize_url
 
 # The maintenance database of the test server: the one TASKFLOW_TEST_DATABASE_URL names
 # (scripts/test sets it), else the local default.

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 import taskflow
 from taskflow import ConfigurationError, QueueConfig, QueueFullError, TaskManager, UnknownQueue
-from taskflow.queues import meta_key
+from taskflow._engine.queues import meta_key
 from tests.conftest import wait_for_status
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskflow import TaskManager
+from taskflow._schedules.triggers import make_trigger
 from taskflow.errors import ScheduleNotFound
-from taskflow.triggers import make_trigger
 from tests.conftest import wait_for_status
 
 pytestmark = pytest.mark.anyio

@@ -49,7 +49,8 @@ TASK_SCRIPT = textwrap.dedent(
     from pathlib import Path
 
     import taskflow
-    from taskflow import TaskManager, TaskStatus, migrate
+    from taskflow import TaskManager, TaskStatus
+    from taskflow._store import migrate
 
     venv, url, repo = Path(sys.argv[1]).resolve(), sys.argv[2], Path(sys.argv[3]).resolve()
 

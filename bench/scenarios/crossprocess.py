@@ -167,7 +167,7 @@ def run(ctx: Context) -> dict[str, Any]:
         )
     import asyncio
 
-    from taskflow import migrate
+    from taskflow._store import migrate
 
     settings = ctx.settings
     databases.reset_pg(ctx.pg_url)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import taskflow.store.schema
+import taskflow._store.schema
 
 revision: str = "0001_initial"
 down_revision: str | Sequence[str] | None = None
@@ -65,9 +65,9 @@ def downgrade() -> None:
     op.drop_table("taskflow_tasks")
 
 
-def utc() -> taskflow.store.schema.UTCDateTime:
+def utc() -> taskflow._store.schema.UTCDateTime:
     """A fresh timestamp column type (timestamptz on PostgreSQL, UTC text on SQLite)."""
-    return taskflow.store.schema.UTCDateTime()
+    return taskflow._store.schema.UTCDateTime()
 
 
 def create_tasks() -> None:

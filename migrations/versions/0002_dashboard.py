@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-import taskflow.store.schema
+import taskflow._store.schema
 
 revision: str = "0002_dashboard"
 down_revision: str | Sequence[str] | None = "0001_initial"
@@ -29,9 +29,9 @@ TASK_INDEXES = {
 }
 
 
-def utc() -> taskflow.store.schema.UTCDateTime:
+def utc() -> taskflow._store.schema.UTCDateTime:
     """A fresh timestamp column type (timestamptz on PostgreSQL, UTC text on SQLite)."""
-    return taskflow.store.schema.UTCDateTime()
+    return taskflow._store.schema.UTCDateTime()
 
 
 def upgrade() -> None:

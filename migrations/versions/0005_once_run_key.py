@@ -25,7 +25,7 @@ down_revision: str | Sequence[str] | None = "0004_uuid_task_ids"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# The same text as taskflow.store.schema.ONCE_PENDING_WHERE, frozen at this revision.
+# The same text as taskflow._store.schema.ONCE_PENDING_WHERE, frozen at this revision.
 ONCE_PENDING_WHERE = (
     "run_key IS NOT NULL AND status = 'pending' AND attempts = 0 AND source = 'scheduled'"
 )

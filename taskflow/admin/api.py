@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
 
+from taskflow._store.dashboard import TaskFilter
 from taskflow.admin import views
 from taskflow.admin.models import (
     AuditOut,
@@ -39,7 +40,6 @@ from taskflow.admin.query import QueryError, RunQuery
 from taskflow.admin.service import REPLAYABLE, ActionError, Actor, NewSchedule
 from taskflow.admin.util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
 from taskflow.errors import ConfigurationError
-from taskflow.store.dashboard import TaskFilter
 
 if TYPE_CHECKING:
     from taskflow.admin.app import TaskAdmin

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from fastapi import Depends, HTTPException, Request
 from starlette.responses import Response
 
+from taskflow._store.dashboard import DashboardStore
 from taskflow.admin.auth import AuthConfig, principal_name, resolve_auth
 from taskflow.admin.forms import read_form
 from taskflow.admin.redact import DEFAULT_REDACT_KEYS, Redactor
@@ -38,7 +39,6 @@ from taskflow.admin.service import Actor, AdminService
 from taskflow.admin.util import utcnow
 from taskflow.admin.views import TTLCache
 from taskflow.errors import ConfigurationError, NotStarted
-from taskflow.store.dashboard import DashboardStore
 
 if TYPE_CHECKING:
     from fastapi import FastAPI

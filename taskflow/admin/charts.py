@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from taskflow.store.dashboard import Buckets
+from taskflow._store.dashboard import Buckets
 
 WIDTH = 600
 HEIGHT = 140

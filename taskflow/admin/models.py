@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from taskflow._compat.taskstore import decode_values
+from taskflow._payloads.payloads import Payloads
 from taskflow.admin.redact import Redactor
 from taskflow.admin.util import jsonable, seconds_between
-from taskflow.payloads import Payloads
 from taskflow.records import TaskRecord
-from taskflow.taskstore import decode_values
 
 if TYPE_CHECKING:
     from taskflow.admin.views import Overview, ScheduleRow

@@ -14,6 +14,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from starlette.responses import Response
 
+from taskflow._engine.ids import task_id_forms
+from taskflow._store.dashboard import LogFilter
 from taskflow.admin import views
 from taskflow.admin.actions import add_action_routes
 from taskflow.admin.login import add_login_routes, add_logout_routes
@@ -27,8 +29,6 @@ from taskflow.admin.util import (
     seconds_between,
     utcnow,
 )
-from taskflow.ids import task_id_forms
-from taskflow.store.dashboard import LogFilter
 
 if TYPE_CHECKING:
     from taskflow.admin.app import TaskAdmin

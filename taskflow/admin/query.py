@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlencode
 
+from taskflow._store.dashboard import SORTS, Cursor, TaskFilter
 from taskflow.admin.util import decode_cursor, parse_moment, utcnow
-from taskflow.store.dashboard import SORTS, Cursor, TaskFilter
 
 STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted", "rejected")
 SOURCES = ("manual", "scheduled", "retry")

@@ -1,7 +1,7 @@
 """Templates, static files and the security headers of every dashboard page.
 
 Templates load from the user's ``templates_dir`` first, then from the bundled
-``templates/`` folder (``taskflow.migrate.resource_path``), so a user overrides one
+``templates/`` folder (``taskflow._store.migrate.resource_path``), so a user overrides one
 template by giving a file of the same name. Jinja autoescaping is always on.
 """
 
@@ -18,9 +18,9 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from taskflow._store.migrate import resource_path
 from taskflow.admin import util
 from taskflow.admin.security import CSRF_FIELD, FLASH_COOKIE, Principal, clear_cookie
-from taskflow.migrate import resource_path
 
 if TYPE_CHECKING:
     from taskflow.admin.app import TaskAdmin

@@ -33,7 +33,7 @@ from starlette.responses import Response
 from taskflow.admin.util import utcnow
 
 if TYPE_CHECKING:
-    from taskflow.store.dashboard import DashboardStore
+    from taskflow._store.dashboard import DashboardStore
 
 SESSION_COOKIE = "taskflow_admin_session"
 ANON_COOKIE = "taskflow_admin_anon"

@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from taskflow._engine.ids import task_id_forms
+from taskflow._schedules.groups import ScheduledTask
+from taskflow._store.dashboard import Cursor, DashboardStore, TaskFilter
 from taskflow.admin.util import utcnow
 from taskflow.errors import (
     ConfigurationError,
@@ -21,9 +24,6 @@ from taskflow.errors import (
     TaskArgumentError,
     TaskNotRerunnable,
 )
-from taskflow.groups import ScheduledTask
-from taskflow.ids import task_id_forms
-from taskflow.store.dashboard import Cursor, DashboardStore, TaskFilter
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager

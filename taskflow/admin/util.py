@@ -9,7 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from taskflow.store.dashboard import Cursor
+from taskflow._store.dashboard import Cursor
 
 WINDOWS: dict[str, str] = {
     "15m": "last 15 minutes",

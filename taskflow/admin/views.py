@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from taskflow._engine.registry import TaskConfig
+from taskflow._schedules.triggers import Trigger
+from taskflow._store.dashboard import DashboardStore
 from taskflow.admin.charts import Chart, throughput_chart
 from taskflow.admin.redact import Redactor
 from taskflow.admin.util import jsonable, percentile, pretty_json, seconds_between, utcnow
 from taskflow.records import TaskRecord
-from taskflow.registry import TaskConfig
-from taskflow.store.dashboard import DashboardStore
-from taskflow.triggers import Trigger
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager

@@ -8,11 +8,11 @@ import concurrent.futures
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+from taskflow._compat.taskstore import record_from_row
+from taskflow._payloads.payloads import Payloads
+from taskflow._store.sql import SQLStore
 from taskflow.backends.base import SnapshotBackend
-from taskflow.payloads import Payloads
 from taskflow.records import TaskRecord
-from taskflow.store.sql import SQLStore
-from taskflow.taskstore import record_from_row
 
 T = TypeVar("T")
 

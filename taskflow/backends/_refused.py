@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, NoReturn
 
+from taskflow._store.engine import mask
 from taskflow.backends.base import USE_A_DATABASE, SnapshotBackend
 from taskflow.errors import ConfigurationError
-from taskflow.store.engine import mask
 
 if TYPE_CHECKING:
     from taskflow.records import TaskRecord

@@ -9,9 +9,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from taskflow._store.engine import mask
 from taskflow.backends._database import DatabaseBackend
 from taskflow.errors import ConfigurationError
-from taskflow.store.engine import mask
 
 __all__ = ["PostgresBackend", "asyncpg_url"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from taskflow.groups import ScheduledTask
+from taskflow._schedules.groups import ScheduledTask
 
 # What ``TaskGroup.tasks`` and ``add_dynamic_task`` return.
 Task = ScheduledTask

@@ -1,0 +1,158 @@
+"""Starts ready tasks in priority order without exceeding each executor's capacity."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from taskflow._engine.registry import ExecutorKind
+
+Runner = Callable[[Any], Awaitable[None]]
+UNBOUNDED_SLOTS = 100  # what an executor without a limit offers to one claim
+
+
+class Dispatcher:
+    """Holds ready jobs per executor kind and starts the best one when a slot frees up.
+
+    A job is anything with ``task_id``, ``priority`` and ``executor`` attributes (and
+    optionally ``queue``); higher priority starts first, then first-come first-served.
+    ``queue_limits`` caps the jobs of a queue running at once: a job of a queue at its
+    cap is parked, and goes back in line when a job of that queue ends.
+    """
+
+    def __init__(
+        self,
+        *,
+        run: Runner,
+        capacity: dict[ExecutorKind, int | None],
+        queue_limits: dict[str, int] | None = None,
+    ) -> None:
+        self._run = run
+        self._capacity = capacity
+        self._queue_limits = dict(queue_limits or {})
+        self._queue_busy: dict[str, int] = {}
+        self._parked: dict[str, list[tuple[int, int, Any]]] = {}
+        self._ready: dict[str, list[tuple[int, int, Any]]] = {kind: [] for kind in capacity}
+        self._busy: dict[str, int] = dict.fromkeys(capacity, 0)
+        self._seq = itertools.count()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self._jobs: dict[str, Any] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._closed = False
+
+    def submit(self, job: Any) -> None:
+        """Queue ``job`` and start it if its executor has a free slot."""
+        if self._closed:
+            return
+        heapq.heappush(self._ready[job.executor], (-job.priority, next(self._seq), job))
+        self._pump(job.executor)
+
+    def job(self, task_id: str) -> Any:
+        """The running job with this task id, or None."""
+        return self._jobs.get(task_id)
+
+    def waiting_ids(self) -> set[str]:
+        """Ids of the jobs queued but not started."""
+        return {job.task_id for queue in self._lines() for _, _, job in queue}
+
+    def waiting(self) -> int:
+        """Jobs queued but not started."""
+        return sum(len(queue) for queue in self._lines())
+
+    def _lines(self) -> list[list[tuple[int, int, Any]]]:
+        return [*self._ready.values(), *self._parked.values()]
+
+    def set_queue_limit(self, queue: str, limit: int | None) -> None:
+        """Change how many jobs of ``queue`` may run at once (None: no limit)."""
+        if limit is None:
+            self._queue_limits.pop(queue, None)
+        else:
+            self._queue_limits[queue] = limit
+        self._unpark(queue)
+
+    def free_slots(self) -> int:
+        """How many more jobs could start now (a large number when unbounded)."""
+        free = 0
+        for kind, capacity in self._capacity.items():
+            free += UNBOUNDED_SLOTS if capacity is None else max(capacity - self._busy[kind], 0)
+        return max(free - self.waiting(), 0)
+
+    def _pump(self, kind: str) -> None:
+        queue = self._ready[kind]
+        capacity = self._capacity[kind]  # type: ignore[index]
+        while queue and (capacity is None or self._busy[kind] < capacity):
+            entry = heapq.heappop(queue)
+            job = entry[2]
+            if self._queue_at_limit(job):
+                heapq.heappush(self._parked.setdefault(job.queue, []), entry)
+                continue
+            self._busy[kind] += 1
+            self._count_queue(job, +1)
+            self._idle.clear()
+            task = asyncio.get_running_loop().create_task(
+                self._run(job), name=f"taskflow-{job.task_id}"
+            )
+            self.running[job.task_id] = task
+            self._jobs[job.task_id] = job
+            task.add_done_callback(lambda _t, job=job: self._done(job))
+
+    def _queue_at_limit(self, job: Any) -> bool:
+        limit = self._queue_limits.get(getattr(job, "queue", None))  # type: ignore[arg-type]
+        return limit is not None and self._queue_busy.get(job.queue, 0) >= limit
+
+    def _count_queue(self, job: Any, delta: int) -> None:
+        queue = getattr(job, "queue", None)
+        if queue is not None:
+            self._queue_busy[queue] = self._queue_busy.get(queue, 0) + delta
+
+    def _unpark(self, queue: str, *, best_only: bool = False) -> None:
+        """Put the parked jobs of ``queue`` (or only the best one) back in line and
+        start what fits."""
+        waiting = self._parked.get(queue)
+        if not waiting:
+            self._parked.pop(queue, None)
+            return
+        parked = [heapq.heappop(waiting)] if best_only else self._parked.pop(queue)
+        if not waiting:
+            self._parked.pop(queue, None)
+        for entry in parked:
+            heapq.heappush(self._ready[entry[2].executor], entry)
+        if not self._closed:
+            for kind in {entry[2].executor for entry in parked}:
+                self._pump(kind)
+
+    def _done(self, job: Any) -> None:
+        self._busy[job.executor] -= 1
+        self._count_queue(job, -1)
+        self.running.pop(job.task_id, None)
+        self._jobs.pop(job.task_id, None)
+        if not self.running and not self.waiting():
+            self._idle.set()
+        if not self._closed:
+            if getattr(job, "queue", None) in self._parked:
+                self._unpark(job.queue, best_only=True)
+            self._pump(job.executor)
+
+    def close(self) -> list[Any]:
+        """Stop starting jobs; returns the jobs that were waiting."""
+        self._closed = True
+        left = [job for queue in self._lines() for _, _, job in queue]
+        for queue in self._ready.values():
+            queue.clear()
+        self._parked.clear()
+        if not self.running:
+            self._idle.set()
+        return left
+
+    async def wait_idle(self, timeout: float | None) -> bool:
+        """Wait until nothing runs; False if ``timeout`` passed first."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True

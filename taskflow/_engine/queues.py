@@ -1,0 +1,272 @@
+"""Named queues: which queues a process serves, and each queue's limits.
+
+``TaskManager(queues=...)`` takes either form:
+
+* a list or tuple of names: the queues this process runs (taskflow's own form);
+* a dict of name to :class:`QueueConfig` (fastapi-taskflow's form): the queues this
+  process runs, each with a concurrency limit and a back-pressure limit. A ``"default"``
+  queue is added when the dict does not name one.
+
+``concurrency`` limits how many tasks of the queue run at once *in each process* that
+serves it. ``max_size`` limits how many tasks may *wait* in the queue, counted in the
+database, so the limit holds across every process that enqueues to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
+from taskflow._engine.runner import utcnow
+from taskflow.errors import ConfigurationError, QueueFullError, UnknownQueue
+from taskflow.models import QueueConfig
+
+if TYPE_CHECKING:
+    from taskflow.manager import TaskManager
+
+logger = logging.getLogger("taskflow")
+
+DEFAULT_QUEUE = "default"
+MAX_QUEUE_NAME = 100  # the width of the ``queue`` column
+
+
+def queue_setup(
+    queues: Mapping[str, QueueConfig] | Sequence[str], *, max_size: int | None
+) -> tuple[tuple[str, ...], dict[str, QueueConfig]]:
+    """The queues a process serves and every queue's config, from ``TaskManager``'s
+    ``queues=`` and ``max_size=`` arguments.
+
+    ``max_size`` is shorthand for the ``"default"`` queue's ``max_size``; a
+    ``"default"`` entry in a ``queues`` dict that sets its own ``max_size`` wins.
+
+    Raises:
+        ConfigurationError: a name or config is invalid.
+    """
+    if isinstance(queues, Mapping):
+        configs = {_check_name(name): _copy(name, config) for name, config in queues.items()}
+        configs.setdefault(DEFAULT_QUEUE, QueueConfig())
+        served = tuple(configs)
+    else:
+        if isinstance(queues, str):
+            raise ConfigurationError(f"queues must be a list of names, got the string {queues!r}")
+        served = tuple(_check_name(name) for name in queues)
+        configs = {name: QueueConfig() for name in served}
+    if max_size is not None:
+        default = configs.setdefault(DEFAULT_QUEUE, QueueConfig())
+        if default.max_size is None:
+            default.max_size = QueueConfig(max_size=max_size).max_size  # validated
+    return served, configs
+
+
+def _check_name(name: Any) -> str:
+    if not isinstance(name, str) or not name or len(name) > MAX_QUEUE_NAME:
+        raise ConfigurationError(
+            f"a queue name must be a non-empty string of at most {MAX_QUEUE_NAME} "
+            f"characters, got {name!r}"
+        )
+    return name
+
+
+def _copy(name: str, config: Any) -> QueueConfig:
+    if not isinstance(config, QueueConfig):
+        raise ConfigurationError(
+            f"queues[{name!r}] must be a QueueConfig, got {type(config).__name__}"
+        )
+    return replace(config)
+
+
+def concurrency_limits(configs: Mapping[str, QueueConfig]) -> dict[str, int]:
+    """The queues with a concurrency limit, and their limits."""
+    return {name: c.concurrency for name, c in configs.items() if c.concurrency is not None}
+
+
+def full_message(queue: str, *, size: int, limit: int) -> str:
+    """The text of :class:`~taskflow.errors.QueueFullError`."""
+    return (
+        f"queue {queue!r} is full: {size} tasks waiting, max_size is {limit}; "
+        "the task was stored as rejected"
+    )
+
+
+def meta_key(queue: str) -> str:
+    """The meta-table key holding a queue's config changed at runtime (keys are at most
+    100 characters; long queue names are hashed)."""
+    key = f"queue:{queue}"
+    return key if len(key) <= 100 else "queue#" + hashlib.sha256(queue.encode()).hexdigest()
+
+
+class QueueAPI:
+    """Named-queue methods of the TaskManager (a mixin: ``self`` is the TaskManager)."""
+
+    def queue_stats(self: TaskManager) -> list[dict[str, Any]]:
+        """Each configured queue's limits and task counts, read from the database (so
+        they cover every process), sorted by name.
+
+        Each dict has ``name``, ``concurrency``, ``max_size``, ``pending`` (waiting to
+        run), ``running``, ``finished`` (success, failed, interrupted, cancelled) and
+        ``rejected``.
+
+        Raises:
+            NotStarted: the manager is not running.
+            DatabaseError: the database cannot be read.
+        """
+        self._require_loop()
+        names = sorted(self.queue_configs)
+        assert self._bridge is not None
+        counts = self._bridge.call(lambda store: store.queue_counts(names))
+        return [_stats(name, self.queue_configs[name], counts[name]) for name in names]
+
+    async def read_queue_stats(self: TaskManager) -> list[dict[str, Any]]:
+        """:meth:`queue_stats` for async code (it does not block the event loop)."""
+        self._require_loop()
+        names = sorted(self.queue_configs)
+        counts = await self.db.queue_counts(names)
+        return [_stats(name, self.queue_configs[name], counts[name]) for name in names]
+
+    def update_queue_config(
+        self: TaskManager, name: str, concurrency: int | None, max_size: int | None
+    ) -> dict[str, Any]:
+        """Change a queue's ``concurrency`` and ``max_size`` while running.
+
+        The new limits apply at once in this process: to tasks enqueued from now on
+        (``max_size``) and to tasks not started yet (``concurrency``; running tasks are
+        not stopped). They are stored in the database and applied by every process at
+        its next start, so they survive restarts.
+
+        Returns:
+            The queue's :meth:`queue_stats` entry, with the new limits.
+
+        Raises:
+            UnknownQueue: no queue by that name is configured (a ``KeyError``).
+            ConfigurationError: a limit is not an int >= 1 or None.
+            NotStarted: the manager is not running.
+        """
+        loop = self._require_loop()
+        if name not in self.queue_configs:
+            raise UnknownQueue(f"no queue named {name!r}; configured: {sorted(self.queue_configs)}")
+        config = QueueConfig(concurrency=concurrency, max_size=max_size)
+        self.queue_configs[name] = config
+        save = self.db.set_meta(meta_key(name), json.dumps(config.to_dict()), now=utcnow())
+        if running_loop() is loop:
+            if self._dispatcher is not None:
+                self._dispatcher.set_queue_limit(name, concurrency)
+            task = loop.create_task(save)
+            self._background_tasks.add(task)
+            task.add_done_callback(_saved(self, name))
+        else:  # the dispatcher lives on the loop: change it there
+            if self._dispatcher is not None:
+                loop.call_soon_threadsafe(self._dispatcher.set_queue_limit, name, concurrency)
+            asyncio.run_coroutine_threadsafe(save, loop).result(SYNC_TIMEOUT)
+        return next(stats for stats in self.queue_stats() if stats["name"] == name)
+
+    async def restore_queue_configs(self: TaskManager) -> None:
+        """Apply the queue configs stored by :meth:`update_queue_config` (at startup)."""
+        for name in list(self.queue_configs):
+            raw = await self.db.get_meta(meta_key(name))
+            if raw is None:
+                continue
+            try:
+                self.queue_configs[name] = QueueConfig(**json.loads(raw))
+            except (ValueError, TypeError) as exc:
+                logger.warning("ignoring the stored config of queue %r: %s", name, exc)
+
+    def write_task(self: TaskManager, row: dict[str, Any]) -> asyncio.Future[str]:
+        """Queue a new task row for the group commit, after its queue's ``max_size``
+        check (none, and no query, for a queue without one). Call on the loop thread.
+
+        Raises:
+            QueueFullError: the queue is full; a ``rejected`` record is queued instead.
+        """
+        config = self.queue_configs.get(row["queue"])
+        if config is None or config.max_size is None:
+            return self.db.insert_task(row)
+        queue = row["queue"]
+        self._check_room(row, config.max_size)
+        write = self.db.insert_task(row)
+        self._uncommitted[queue] = self._uncommitted.get(queue, 0) + 1
+        write.add_done_callback(lambda _f: self._committed(queue))
+        return write
+
+    async def admit_scheduled(self: TaskManager, row: dict[str, Any]) -> dict[str, Any]:
+        """A schedule slot's task row, or its ``rejected`` record when its queue is full
+        (logged; the schedule's next slot tries again)."""
+        config = self.queue_configs.get(row["queue"])
+        if config is None or config.max_size is None:
+            return row
+        queue = row["queue"]
+        size = await self.db.count_waiting(queue, now=utcnow()) + self._uncommitted.get(queue, 0)
+        if size < config.max_size:
+            return row
+        limit = config.max_size
+        logger.warning("schedule slot rejected: %s", full_message(queue, size=size, limit=limit))
+        return _rejected(row, size=size, limit=limit)
+
+    def _committed(self: TaskManager, queue: str) -> None:
+        self._uncommitted[queue] -= 1
+
+    def _check_room(self: TaskManager, row: dict[str, Any], limit: int) -> None:
+        """Count the queue's waiting tasks: pending rows in the database (every
+        process's) plus this process's rows not committed yet. The read blocks the loop
+        for one indexed count; reads never wait on writers (WAL, MVCC)."""
+        queue = row["queue"]
+        assert self._bridge is not None
+        stored = self._bridge.call(lambda store: store.count_waiting(queue, now=utcnow()))
+        size = stored + self._uncommitted.get(queue, 0)
+        if size < limit:
+            return
+        write = self.db.insert_task(_rejected(row, size=size, limit=limit))
+        write.add_done_callback(_report_rejected_write)
+        error = QueueFullError(
+            full_message(queue, size=size, limit=limit),
+            queue=queue,
+            size=size,
+            limit=limit,
+            task_id=row["id"],
+        )
+        error.record_write = write  # a request commits it before its response, as a task
+        raise error
+
+
+def _stats(name: str, config: QueueConfig, counts: dict[str, int]) -> dict[str, Any]:
+    finished = sum(counts.get(s, 0) for s in ("success", "failed", "interrupted", "cancelled"))
+    return {
+        "name": name,
+        "concurrency": config.concurrency,
+        "max_size": config.max_size,
+        "pending": counts.get("pending", 0),
+        "running": counts.get("running", 0),
+        "finished": finished,
+        "rejected": counts.get("rejected", 0),
+    }
+
+
+def _rejected(row: dict[str, Any], *, size: int, limit: int) -> dict[str, Any]:
+    """The record of a refused task: final, never run. It keeps no idempotency key, so
+    the key stays free for a later attempt."""
+    return {
+        **{key: value for key, value in row.items() if not key.startswith("_")},
+        "status": "rejected",
+        "finished_at": row["created_at"],
+        "error": full_message(row["queue"], size=size, limit=limit),
+        "idempotency_key": None,
+    }
+
+
+def _report_rejected_write(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        logger.warning("the record of a rejected task was not stored: %s", future.exception())
+
+
+def _saved(manager: TaskManager, name: str) -> Any:
+    def done(task: asyncio.Task[Any]) -> None:
+        manager._background_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the new config of queue %r was not stored: %s", name, task.exception())
+
+    return done

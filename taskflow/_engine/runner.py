@@ -1,0 +1,313 @@
+"""One attempt of one task, as a short pipeline:
+start (claim) → execute with timeout → settle the outcome (finish, or schedule a retry).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import traceback
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from taskflow._engine import context as task_context
+from taskflow._engine.executors import Call
+from taskflow._engine.registry import ExecutorKind, TaskConfig
+from taskflow._engine.retry import RetryPolicy
+from taskflow._payloads.payloads import MEMORY_ONLY_LOST, is_memory_only
+from taskflow.errors import DatabaseError, TaskArgumentError, TaskNotRerunnable
+from taskflow.observers import LifecycleEvent
+
+if TYPE_CHECKING:
+    from taskflow.manager import TaskManager
+
+logger = logging.getLogger("taskflow")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC."""
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class JobHooks:
+    """In-process extras of a task started through the ``Tasks`` API (not persisted:
+    they only apply while this process runs the task)."""
+
+    started: Any = None  # an event with set(), set when the attempt starts
+    on_error: Callable[[Any, BaseException], Any] | None = None
+    handle: Any = None  # what on_error receives as the task
+    done: asyncio.Future[str] | None = None  # resolves to the final status
+    shield: bool = True  # False: cancelled as soon as shutdown begins
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A task this process is about to run (or is running)."""
+
+    task_id: str
+    func_name: str
+    func_path: str
+    payload: str
+    encrypted: bool
+    priority: int
+    executor: ExecutorKind
+    tags: dict[str, str]
+    source: str
+    max_retries: int
+    queue: str = "default"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    retry_delay: float | None = None  # overrides of the function's retry delays
+    retry_max_delay: float | None = None
+    config: TaskConfig | None = None  # for callables that cannot be imported by name
+    # The call itself when it could not be stored (payload is memory-only): only this
+    # process can run it.
+    memory: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    hooks: JobHooks | None = None
+    log_lines: int = 0
+    attempt: int = 0  # the attempt running (1 for the first), 0 before it starts
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How an attempt ended."""
+
+    result: str | None = None
+    error: BaseException | None = None
+    traceback: str | None = None
+    cancelled: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and not self.cancelled
+
+
+class Runner:
+    """Runs jobs for a :class:`~taskflow.manager.TaskManager`."""
+
+    def __init__(self, manager: TaskManager) -> None:
+        self.manager = manager
+
+    async def run(self, job: Job) -> None:
+        """Run one attempt of ``job`` and persist its outcome."""
+        attempt = await self._start(job)
+        if attempt is None:  # cancelled, or taken by another process
+            if job.hooks is not None and job.hooks.done is not None and not job.hooks.done.done():
+                job.hooks.done.set_result("not started")
+            return
+        started = utcnow()
+        if job.hooks is not None and job.hooks.started is not None:
+            job.hooks.started.set()
+        job.attempt = attempt
+        self._lifecycle(job, "running", attempt)
+        outcome = await self._execute(job, attempt)
+        await self._settle(job, attempt, outcome, started)
+
+    # -- start -----------------------------------------------------------------------
+
+    async def _start(self, job: Job) -> int | None:
+        db = self.manager.db
+        return await self._durably(
+            lambda: db.start_task(job.task_id, instance=self.manager.instance_id, now=utcnow())
+        )
+
+    # -- execute -----------------------------------------------------------------------
+
+    async def _execute(self, job: Job, attempt: int) -> Outcome:
+        try:
+            call, config = self._prepare(job, attempt)
+            value = await self.manager.executors.run(job.executor, call)
+            encoded = self.manager.payloads.encode_result(value)
+            if encoded is not None:
+                self.manager.limits.check_payload(encoded, what="result")
+            return Outcome(result=encoded)
+        except asyncio.CancelledError:
+            if job.cancel_reason != "cancelled":
+                raise  # shutdown: the instance settles this task
+            return Outcome(cancelled=True)
+        except BaseException as exc:  # noqa: BLE001 - a task's failure is its outcome
+            if isinstance(exc, KeyboardInterrupt | SystemExit):
+                logger.warning("task %s raised %s", job.task_id, type(exc).__name__)
+            return Outcome(error=exc, traceback=_format(exc))
+
+    def _prepare(self, job: Job, attempt: int) -> tuple[Call, TaskConfig]:
+        config = self._config(job)
+        if job.memory is not None:
+            args, kwargs = job.memory
+        elif is_memory_only(job.payload):
+            raise TaskNotRerunnable(MEMORY_ONLY_LOST)
+        else:
+            args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
+        context = task_context.TaskContext(
+            task_id=job.task_id,
+            func_name=job.func_name,
+            attempt=attempt - 1,  # fastapi-taskflow's numbering: 0 is the first run
+            max_retries=job.max_retries,
+            tags=job.tags,
+            source=job.source,
+            _sink=self.manager.log_sink(job),
+            _cancelled=job.cancel,
+        )
+        call = Call(
+            func=config.func,
+            path=config.path,
+            args=args,
+            kwargs=kwargs,
+            context=context,
+            timeout=config.timeout,
+        )
+        return call, config
+
+    # -- settle ------------------------------------------------------------------------
+
+    async def _settle(self, job: Job, attempt: int, outcome: Outcome, started: datetime) -> None:
+        now = utcnow()
+        update: dict[str, Any] = {
+            "id": job.task_id,
+            "owner": self.manager.instance_id,
+            "attempt": attempt,
+            "finished_at": now,
+            "result": outcome.result,
+        }
+        retry_in = self._retry_delay(job, attempt, outcome)
+        if outcome.error is not None:
+            update["error"] = _describe(outcome.error)
+            update["traceback"] = outcome.traceback
+        if retry_in is not None:
+            update.update(status="pending", next_attempt_at=now + timedelta(seconds=retry_in))
+        else:
+            update["status"] = _final_status(job, outcome)
+        await self._durably(lambda: self.manager.db.finish_task(update))
+        self._lifecycle(
+            job,
+            "retrying" if retry_in is not None else update["status"],
+            attempt,
+            error=update.get("error"),
+            stacktrace=update.get("traceback"),
+            duration=(now - started).total_seconds(),
+        )
+        if retry_in is not None:
+            self.manager.schedule_retry(job, retry_in)
+        else:
+            await self._after_final(job, update["status"], outcome)
+
+    async def _after_final(self, job: Job, status: str, outcome: Outcome) -> None:
+        hooks = job.hooks
+        if hooks is None:
+            return
+        if hooks.done is not None and not hooks.done.done():
+            hooks.done.set_result(status)
+        if status == "failed" and hooks.on_error is not None and outcome.error is not None:
+            await _call_error_handler(hooks, outcome.error)
+
+    def _retry_delay(self, job: Job, attempt: int, outcome: Outcome) -> float | None:
+        if outcome.ok or outcome.cancelled or job.cancel_reason is not None:
+            return None
+        policy = self._policy(job)
+        assert outcome.error is not None
+        if not policy.should_retry(attempt, outcome.error):
+            return None
+        return policy.delay_before(attempt)
+
+    def _config(self, job: Job) -> TaskConfig:
+        if job.config is not None:
+            return job.config
+        return self.manager.config_for(job.func_name, job.func_path)
+
+    def _policy(self, job: Job) -> RetryPolicy:
+        try:
+            config = self._config(job)
+        except Exception:  # noqa: BLE001 - an unknown function is not retried
+            return RetryPolicy()
+        return RetryPolicy(
+            retries=job.max_retries,
+            delay=_first(job.retry_delay, config.delay),
+            backoff=config.backoff,
+            max_delay=_first(job.retry_max_delay, config.max_delay),
+            jitter=config.jitter,
+            retry_on=config.retry_on,
+        )
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _lifecycle(
+        self,
+        job: Job,
+        status: str,
+        attempt: int,
+        *,
+        error: str | None = None,
+        stacktrace: str | None = None,
+        duration: float | None = None,
+    ) -> None:
+        """Tell observers about a transition; ``attempt`` counts from 1 here and is
+        reported zero-based, as fastapi-taskflow does."""
+        chain = self.manager.logger
+        if chain is None:
+            return
+        chain.emit(
+            LifecycleEvent(
+                task_id=job.task_id,
+                func_name=job.func_name,
+                status=status,
+                timestamp=utcnow(),
+                attempt=max(attempt - 1, 0),
+                duration=duration,
+                error=error,
+                stacktrace=stacktrace,
+                tags=job.tags,
+            )
+        )
+
+    async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
+        """Run a store write, retrying database errors with backoff: the outcome of a task
+        that ran must not be lost to a short outage."""
+        pause = 0.05
+        while True:
+            try:
+                return await write()
+            except DatabaseError as exc:
+                if self.manager.giving_up_writes:
+                    raise
+                logger.warning("task database write failed, retrying in %.2fs: %s", pause, exc)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
+
+async def _call_error_handler(hooks: JobHooks, error: BaseException) -> None:
+    """Run an ``on_error`` handler; whatever it raises is logged and contained."""
+    assert hooks.on_error is not None
+    try:
+        result = hooks.on_error(hooks.handle, error)
+        if inspect.isawaitable(result):
+            await result
+    except asyncio.CancelledError:
+        raise
+    except BaseException:  # noqa: BLE001 - a broken handler must not break the runner
+        logger.exception("the on_error handler of a task raised")
+
+
+def _first(override: float | None, default: Any) -> Any:
+    return default if override is None else override
+
+
+def _final_status(job: Job, outcome: Outcome) -> str:
+    if outcome.cancelled or job.cancel_reason == "cancelled":
+        return "cancelled"
+    return "success" if outcome.error is None else "failed"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error)
+    if isinstance(error, TaskArgumentError) and "result" in text:
+        return f"result cannot be stored: {text}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+def _format(error: BaseException) -> str:
+    return "".join(traceback.format_exception(error))

@@ -1,0 +1,225 @@
+"""Table definitions shared by the store and the Alembic migrations.
+
+Every table is prefixed ``taskflow_`` so taskflow can live in an application's own
+database. Timestamps are timezone-aware UTC on both dialects (see :class:`UTCDateTime`).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+metadata = sa.MetaData()
+
+# Statuses that end a task's life. An idempotency key is free again once its task ends
+# in one of FAILED_STATUSES (spec 002: "if a non-failed task with the same key exists").
+TERMINAL_STATUSES = ("success", "failed", "cancelled", "interrupted", "rejected")
+FAILED_STATUSES = ("failed", "cancelled", "interrupted")
+# A one-off firing (``schedule_once``) is pending until its first attempt starts; a
+# fired one keeps its run_key as a record, and a retry copy has another source.
+ONCE_PENDING_WHERE = (
+    "run_key IS NOT NULL AND status = 'pending' AND attempts = 0 AND source = 'scheduled'"
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no timestamp type, so the value is
+    stored as naive UTC text, which sorts correctly and compares with bound parameters.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("taskflow timestamps must be timezone-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQL paths on SQLite
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Task ids: canonical UUID strings (36 characters) since migration 0004; older rows keep
+# 32 hex digits (taskflow/ids.py). SQLite ignores VARCHAR lengths, so its columns keep the
+# declared length 32 (widening them would rebuild the tasks table, whose DROP cascades
+# to the logs): the variant keeps schema comparisons clean on both dialects.
+TaskId = sa.String(36).with_variant(sa.String(32), "sqlite")
+
+tasks = sa.Table(
+    "taskflow_tasks",
+    metadata,
+    sa.Column("id", TaskId, primary_key=True),
+    sa.Column("func_name", sa.String(255), nullable=False),
+    sa.Column("func_path", sa.String(500), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("encrypted", sa.Boolean, nullable=False, default=False),
+    sa.Column("result", sa.Text),
+    sa.Column("error", sa.Text),
+    sa.Column("traceback", sa.Text),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("max_retries", sa.Integer, nullable=False, default=0),
+    # Per-task overrides of the function's retry delays (set by dynamic schedules).
+    sa.Column("retry_delay", sa.Float),
+    sa.Column("retry_max_delay", sa.Float),
+    sa.Column("priority", sa.Integer, nullable=False, default=0),
+    sa.Column("queue", sa.String(100), nullable=False, default="default"),
+    sa.Column("tags", sa.JSON, nullable=False, default=dict),
+    sa.Column("idempotency_key", sa.String(255)),
+    sa.Column("source", sa.String(16), nullable=False, default="manual"),
+    sa.Column("schedule_id", sa.String(32)),
+    sa.Column("schedule_slot", UTCDateTime),
+    # Identity of a one-off firing (``schedule_once``); see ONCE_PENDING_WHERE.
+    sa.Column("run_key", sa.String(255)),
+    sa.Column("owner", sa.String(32)),
+    sa.Column("requeue_on_interrupt", sa.Boolean, nullable=False, default=False),
+    sa.Column("cancel_requested", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    # Retry claim: pending tasks by queue, best priority first, oldest first.
+    sa.Index("ix_taskflow_tasks_claim", "status", "queue", "next_attempt_at"),
+    sa.Index("ix_taskflow_tasks_owner", "owner", "status"),
+    sa.Index("ix_taskflow_tasks_created", "created_at"),
+    # Retention prunes terminal tasks by age.
+    sa.Index("ix_taskflow_tasks_finished", "finished_at"),
+    sa.Index(
+        "uq_taskflow_tasks_idempotency",
+        "idempotency_key",
+        unique=True,
+        sqlite_where=sa.text(
+            "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
+        ),
+        postgresql_where=sa.text(
+            "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
+        ),
+    ),
+    sa.Index(
+        "uq_taskflow_tasks_schedule_slot",
+        "schedule_id",
+        "schedule_slot",
+        unique=True,
+        sqlite_where=sa.text("schedule_id IS NOT NULL AND source = 'scheduled'"),
+        postgresql_where=sa.text("schedule_id IS NOT NULL AND source = 'scheduled'"),
+    ),
+    # At most one pending one-off firing per run_key (revision 0005_once_run_key).
+    sa.Index(
+        "uq_taskflow_tasks_run_key",
+        "run_key",
+        unique=True,
+        sqlite_where=sa.text(ONCE_PENDING_WHERE),
+        postgresql_where=sa.text(ONCE_PENDING_WHERE),
+    ),
+)
+
+task_logs = sa.Table(
+    "taskflow_task_logs",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column(
+        "task_id",
+        TaskId,
+        sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("level", sa.String(10), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("extra", sa.JSON),
+    sa.Index("ix_taskflow_task_logs_task", "task_id", "id"),
+)
+
+task_attempts = sa.Table(
+    "taskflow_task_attempts",
+    metadata,
+    sa.Column(
+        "task_id",
+        TaskId,
+        sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("instance", sa.String(32)),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("traceback", sa.Text),
+)
+
+schedules = sa.Table(
+    "taskflow_schedules",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("group_name", sa.String(255)),
+    sa.Column("func_name", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),  # "static" or "dynamic"
+    sa.Column("cron", sa.String(255)),
+    sa.Column("every", sa.Float),
+    sa.Column("timezone", sa.String(64), nullable=False, default="UTC"),
+    sa.Column("payload", sa.Text, nullable=False, default="{}"),
+    sa.Column("options", sa.JSON, nullable=False, default=dict),
+    sa.Column("description", sa.Text),
+    sa.Column("tags", sa.JSON, nullable=False, default=list),
+    sa.Column("enabled", sa.Boolean, nullable=False, default=True),
+    sa.Column("next_run_at", UTCDateTime),
+    sa.Column("last_run_at", UTCDateTime),
+    sa.Column("last_task_id", TaskId),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_taskflow_schedules_due", "enabled", "next_run_at"),
+)
+
+instances = sa.Table(
+    "taskflow_instances",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("queues", sa.JSON, nullable=False, default=list),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("info", sa.JSON, nullable=False, default=dict),
+    sa.Index("ix_taskflow_instances_heartbeat", "heartbeat_at"),
+)
+
+meta = sa.Table(
+    "taskflow_meta",
+    metadata,
+    sa.Column("key", sa.String(100), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# Ids handed out for a task that lost an idempotency race to another process: each
+# points at the task that holds the key, so the id the caller got still resolves.
+task_aliases = sa.Table(
+    "taskflow_task_aliases",
+    metadata,
+    sa.Column("alias", TaskId, primary_key=True),
+    sa.Column(
+        "task_id",
+        TaskId,
+        sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Index("ix_taskflow_task_aliases_task", "task_id"),
+)
+
+# The dashboard's tables live in their own module but share this metadata, so that
+# migrations are compared against every table whatever was imported first.
+from taskflow._store import admin_schema as _admin_schema  # noqa: E402,F401
