@@ -40,7 +40,7 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
     """Every page to time, with the seeded tasks in ``samples`` (see
     :data:`bench.dashboard_data.SAMPLES`), three of which have ``big_lines`` log lines."""
     from taskflow._store.dashboard import Cursor
-    from taskflow.admin.util import encode_cursor
+    from taskflow.admin._util import encode_cursor
 
     d = f"{PREFIX}/dashboard"
     big_success = samples["big_success"]["id"]

@@ -1,17 +1,27 @@
 """taskflow: durable background tasks for FastAPI, stored in SQLite or PostgreSQL.
 
-Everything a user needs is importable from here; other modules are internal.
+Everything a user needs is importable from here. The layout (docs/architecture.md):
+
+- ``manager.py``: :class:`TaskManager`, the facade over the parts below;
+- ``_engine/``: how tasks get in, wait, run and are shared between processes;
+- ``_schedules/``: triggers, the scheduler, task groups, one-off firings;
+- ``_fastapi/``: ``ManagedBackgroundTasks``, the durability middleware, timing modes;
+- ``_store/``: every SQL statement, the schema and its migrations;
+- ``_payloads/``: argument encoding, encryption, size limits;
+- ``admin/``: the ``TaskAdmin`` dashboard;
+- ``records.py``, ``errors.py``, ``observers.py``: what users get back, catch and hear;
+- ``models``, ``exceptions``, ``periodic``, ``tasks``, ``executor``, ``backends``,
+  ``loggers``, ``schema``: the import paths of fastapi-taskflow, fastapi-task-manager
+  and fastapi-tasks; ``_compat/`` holds what exists only for them.
 """
 
 from taskflow._compat.config import Config
 from taskflow._engine.context import TaskContext, get_task_context, task_log
-from taskflow._engine.queues import QueueConfig
 from taskflow._engine.registry import TaskConfig, TaskRegistry
 from taskflow._fastapi.background import ManagedBackgroundTasks
-from taskflow._fastapi.tasks_api import Tasks, add_tasks
+from taskflow._fastapi.tasks_api import Tasks
 from taskflow._fastapi.timing import Task, TaskErrorHandler, TaskOptions
-from taskflow._schedules.groups import ScheduledTask, TaskGroup
-from taskflow._schedules.once import ScheduledOnce
+from taskflow._schedules.groups import TaskGroup
 from taskflow.admin import TaskAdmin, TaskAuthBackend
 from taskflow.backends import (
     MySQLBackend,
@@ -48,8 +58,17 @@ from taskflow.errors import (
 from taskflow.loggers import InMemoryLogger, StdoutLogger
 from taskflow.manager import TaskManager
 from taskflow.observers import FileLogger, LifecycleEvent, LogEvent, LoggerChain, TaskObserver
-from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
+from taskflow.records import (
+    Attempt,
+    LogLine,
+    QueueConfig,
+    ScheduledOnce,
+    ScheduledTask,
+    TaskRecord,
+    TaskStatus,
+)
 from taskflow.schema.health import HealthResponse
+from taskflow.tasks import add_tasks
 
 __version__ = "0.1.0"
 

@@ -23,7 +23,8 @@ import sqlite3
 import sys
 from collections.abc import Callable
 
-import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import make_url
 
 from taskflow._store import failures, migrate
 from taskflow._store.engine import create_engine, normalize_url
@@ -78,7 +79,7 @@ def add_worker_command(commands: argparse._SubParsersAction[argparse.ArgumentPar
 
 def run_worker(args: argparse.Namespace) -> int:
     """``worker``: serve until SIGTERM/SIGINT; errors are one line and exit code 2."""
-    from taskflow._engine import worker
+    from taskflow import _worker as worker
 
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     try:
@@ -202,14 +203,14 @@ def describe_error(exc: BaseException, url: str) -> str:
     driver errors), without SQLAlchemy's footer, password masked."""
     if not url:
         return str(exc)
-    if isinstance(exc, sa.exc.SQLAlchemyError | OSError | sqlite3.Error):
+    if isinstance(exc, sa_exc.SQLAlchemyError | OSError | sqlite3.Error):
         with contextlib.suppress(ConfigurationError):
             exc = failures.translate(
                 exc, url=normalize_url(url), display_url=migrate.mask_url(url), connecting=True
             )
     # DBAPIError's text adds the SQL and a docs link on further lines; the driver's own
     # message is the useful part.
-    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) and exc.orig is not None else exc
+    cause = exc.orig if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None else exc
     message = " ".join(str(cause).split()) or type(cause).__name__
     message = _hide_password(message, url)
     masked = migrate.mask_url(url)
@@ -219,8 +220,8 @@ def describe_error(exc: BaseException, url: str) -> str:
 def _hide_password(message: str, url: str) -> str:
     """Replace the URL's password in ``message``, should a driver have echoed it."""
     try:
-        password = sa.engine.make_url(url).password
-    except sa.exc.ArgumentError:
+        password = make_url(url).password
+    except sa_exc.ArgumentError:
         return message
     return message.replace(str(password), "***") if password else message
 

@@ -34,6 +34,8 @@ written against them keeps working.
 
 from __future__ import annotations
 
+import asyncio
+
 
 class TaskflowError(Exception):
     """Root of every taskflow exception."""
@@ -124,7 +126,8 @@ class QueueFullError(TaskflowError, RuntimeError):
         self.size = size
         self.limit = limit
         self.task_id = task_id
-        self.record_write = None  # the pending write of the rejected record (internal)
+        # The pending write of the rejected record (internal).
+        self.record_write: asyncio.Future[str] | None = None
 
 
 class UnknownQueue(TaskflowError, KeyError):

@@ -20,7 +20,7 @@ import logging
 import logging.handlers
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -230,7 +230,7 @@ def _when(timestamp: datetime | None, at: datetime | None) -> datetime:
     return when
 
 
-def _set_fields(event: object, **values: Any) -> None:
+def _set_fields(event: object, **values: object) -> None:
     # The events are frozen; their __init__ is custom to accept both spellings.
     for name, value in values.items():
         object.__setattr__(event, name, value)
@@ -381,9 +381,7 @@ class FileLogger(TaskObserver):
         with self._lock:
             if self._closed:
                 return
-            record = self._logger.makeRecord(
-                self._logger.name, level, self.path, 0, line, None, None
-            )
+            record = self._logger.makeRecord(self._logger.name, level, self.path, 0, line, (), None)
             # handle() rather than log(): the file is explicit configuration, so it should
             # not be silenced by logger levels or a global logging.disable().
             self._logger.handle(record)
@@ -444,7 +442,7 @@ def format_lifecycle_line(event: LifecycleEvent) -> str:
     """
     level = logging.getLevelName(_LIFECYCLE_LEVELS.get(event.label, logging.INFO))
     head = _line_head(event.at, level, event.func_name, event.task_id)
-    details: dict[str, Any] = {"status": event.label, "attempt": event.attempt}
+    details: dict[str, object] = {"status": event.label, "attempt": event.attempt}
     if event.duration is not None:
         details["duration"] = round(event.duration, 6)
     if event.error is not None:
@@ -467,13 +465,13 @@ def _utc_iso(at: datetime) -> str:
     return aware.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _format_fields(fields: dict[str, Any]) -> str:
+def _format_fields(fields: Mapping[str, object]) -> str:
     return " ".join(
         f"{_one_line(str(key))}={_format_value(value)}" for key, value in fields.items()
     )
 
 
-def _format_value(value: Any) -> str:
+def _format_value(value: object) -> str:
     if isinstance(value, str):
         return _one_line(value)
     try:
@@ -650,7 +648,7 @@ class LoggerChain:
         for observer in self.observers:
             await self._call(observer, method, event)
 
-    async def _call(self, observer: object, method: str, *args: Any) -> None:
+    async def _call(self, observer: object, method: str, *args: object) -> None:
         """Run one observer method, containing every failure to a log record."""
         name = type(observer).__name__
         try:

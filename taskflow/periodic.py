@@ -20,9 +20,8 @@ from taskflow._schedules.triggers import Trigger
 
 if TYPE_CHECKING:
     from taskflow._engine.registry import TaskConfig
-    from taskflow._schedules.groups import ScheduledTask
-    from taskflow._schedules.once import ScheduledOnce
     from taskflow.manager import TaskManager
+    from taskflow.records import ScheduledOnce, ScheduledTask
 
 __all__ = ["DEFAULT_HORIZON", "DEFAULT_REFILL_INTERVAL", "ScheduledEntry", "scheduled_entries"]
 

@@ -1,11 +1,18 @@
-"""What a task looks like to users: its status and its record."""
+"""What users get back: a task's status and record, a schedule, a queue's config, a
+pending one-off firing and an audit entry. Plain data, shared by every layer."""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+from taskflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from taskflow._payloads.codec import JSONValue
 
 
 class TaskStatus(enum.StrEnum):
@@ -113,7 +120,7 @@ class TaskRecord:
             return None
         return (self.end_time - self.start_time).total_seconds()
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, JSONValue]:
         """A JSON-ready view, shaped like fastapi-taskflow's ``TaskRecord.to_dict()``."""
         return {
             "task_id": self.task_id,
@@ -147,11 +154,210 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> JSONValue:
     """Best-effort JSON view of decoded values (for display only; storage uses the codec)."""
     from fastapi.encoders import jsonable_encoder
 
     try:
-        return jsonable_encoder(value)
+        data: JSONValue = jsonable_encoder(value)
     except (TypeError, ValueError):
         return str(value)
+    return data
+
+
+@dataclass(slots=True)
+class ScheduledTask:
+    """A schedule as users see it: static (from code) or dynamic (created at runtime)."""
+
+    name: str
+    task_group_name: str | None
+    function_name: str
+    cron_expression: str | None
+    every: float | None
+    timezone: str
+    kwargs: dict[str, Any]
+    dynamic: bool
+    description: str | None = None
+    tags: list[str] = field(default_factory=list)
+    high_priority: bool = False
+    retry_backoff: float | None = None
+    retry_backoff_max: float | None = None
+    enabled: bool = True
+    next_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_task_id: str | None = None
+
+    @property
+    def expression(self) -> str | None:
+        """The cron expression (fastapi-task-manager's name); None for an interval."""
+        return self.cron_expression
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (times as ISO 8601)."""
+        data = asdict(self)
+        for key in ("next_run_at", "last_run_at"):
+            data[key] = data[key].isoformat() if data[key] is not None else None
+        return data
+
+
+class AuditSource(Protocol):
+    """An audit entry of taskflow's API, as an object (``GET {path}/audit`` items)."""
+
+    @property
+    def id(self) -> object:
+        """Id of the entry."""
+
+    @property
+    def action(self) -> str:
+        """What was done."""
+
+    @property
+    def target(self) -> str:
+        """The task (or schedule) acted on."""
+
+    @property
+    def actor(self) -> str:
+        """Who did it."""
+
+    @property
+    def at(self) -> datetime:
+        """When it happened."""
+
+    @property
+    def detail(self) -> Mapping[str, JSONValue] | None:
+        """Action-specific data."""
+
+
+@dataclass
+class AuditEntry:
+    """One audited dashboard action, with fastapi-taskflow's field names.
+
+    taskflow keeps the audit log in the database (``GET {path}/audit``); use
+    :meth:`from_audit` to turn one of its entries into this shape.
+
+    Attributes:
+        entry_id: id of the entry.
+        action: what was done (``"retry"``, ``"cancel"``, ...).
+        task_id: the task (or schedule) acted on.
+        actor: the authenticated user, or ``"anonymous"``.
+        timestamp: when it happened (UTC).
+        detail: action-specific data (``{"new_task_id": ...}`` for a retry).
+    """
+
+    entry_id: str
+    action: str
+    task_id: str
+    actor: str
+    timestamp: datetime
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_audit(cls, entry: AuditSource | dict[str, Any]) -> AuditEntry:
+        """Convert an audit entry of taskflow's API (``id``, ``at``, ``actor``,
+        ``action``, ``target``, ``detail``), given as an object or a dict (whose values
+        are taken as they are)."""
+
+        def get(name: str) -> Any:
+            return entry.get(name) if isinstance(entry, dict) else getattr(entry, name)
+
+        return cls(
+            entry_id=str(get("id")),
+            action=get("action"),
+            task_id=get("target"),
+            actor=get("actor"),
+            timestamp=get("at"),
+            detail=dict(get("detail") or {}),
+        )
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        """A JSON-ready view."""
+        return {
+            "entry_id": self.entry_id,
+            "action": self.action,
+            "task_id": self.task_id,
+            "actor": self.actor,
+            "timestamp": self.timestamp.isoformat(),
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(slots=True)
+class QueueConfig:
+    """The limits of one named queue.
+
+    Args:
+        concurrency: most tasks of this queue running at once in one process (None: no
+            limit beyond the executor's own).
+        max_size: most tasks of this queue waiting to run (pending, counted in the
+            database across all processes); when reached, enqueueing raises
+            :class:`~taskflow.errors.QueueFullError` and stores the task as
+            ``rejected``. None: no limit.
+
+    Raises:
+        ConfigurationError: a limit is not a positive integer or None.
+    """
+
+    concurrency: int | None = None
+    max_size: int | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit("concurrency", self.concurrency)
+        _check_limit("max_size", self.max_size)
+
+    def to_dict(self) -> dict[str, int | None]:
+        """``{"concurrency": ..., "max_size": ...}``."""
+        return {"concurrency": self.concurrency, "max_size": self.max_size}
+
+
+def _check_limit(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"QueueConfig.{name} must be an int >= 1 or None, got {value!r}")
+
+
+@dataclass
+class ScheduledOnce:
+    """One pending one-off firing, as ``TaskManager.list_scheduled`` returns it.
+
+    Attributes:
+        run_key: identity of the pending firing; scheduling it again replaces it.
+        func_name: name of the registered function to run.
+        fire_at: UTC time at which the task runs.
+        args, kwargs: the call's arguments (empty when ``encrypted_payload`` is set).
+        encrypted_payload: the encrypted arguments when ``encrypt_args_key`` is set.
+        queue: queue the firing runs on.
+        priority: priority of the firing.
+        idempotency_key: the firing's idempotency key (held from the moment it is
+            scheduled, see the scheduling guide).
+        tags: labels of the task.
+        created_at: when the firing was scheduled (UTC).
+        task_id: id of the pending task row (a taskflow addition; a replaced firing
+            gets a new id).
+    """
+
+    run_key: str
+    func_name: str
+    fire_at: datetime
+    args: tuple[Any, ...] = field(default_factory=tuple)
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    encrypted_payload: bytes | None = None
+    queue: str = "default"
+    priority: int | None = None
+    idempotency_key: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    task_id: str | None = None
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        """A JSON-ready view (without the arguments), like fastapi-taskflow's."""
+        return {
+            "run_key": self.run_key,
+            "func_name": self.func_name,
+            "fire_at": self.fire_at.isoformat(),
+            "queue": self.queue,
+            "priority": self.priority,
+            "tags": dict(self.tags),
+            "created_at": self.created_at.isoformat(),
+            "task_id": self.task_id,
+        }

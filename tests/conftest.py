@@ -127,15 +127,17 @@ async def abandon(manager: TaskManager) -> None:
     """Stop a manager the way ``kill -9`` would, as far as the database can tell: its
     loops stop and its connections close, but nothing is settled and its instance row
     stays behind."""
+    runtime = manager._engine.runtime
     await manager.coordinator.stop()
-    for running in list(manager._dispatcher.running.values()):
+    assert runtime.dispatcher is not None
+    for running in list(runtime.dispatcher.running.values()):
         running.cancel()
-    await manager._dispatcher.wait_idle(5)
-    manager._started = False
+    await runtime.dispatcher.wait_idle(5)
+    runtime.started = False
     await manager.executors.shutdown()
     await manager.db.close()
-    if manager._bridge is not None:
-        await asyncio.to_thread(manager._bridge.close)
+    if runtime.bridge is not None:
+        await asyncio.to_thread(runtime.bridge.close)
 
 
 # -- waiting without sleeping blindly ------------------------------------------------------

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 from taskflow import TaskAdmin, TaskManager
 from taskflow._store.dashboard import Buckets, Cursor
 from taskflow._store.migrate import resource_path
-from taskflow.admin.actions import new_schedule
-from taskflow.admin.charts import throughput_chart
-from taskflow.admin.query import QueryError, RunQuery
-from taskflow.admin.redact import MASK, Redactor
-from taskflow.admin.util import (
+from taskflow.admin._actions import new_schedule
+from taskflow.admin._charts import throughput_chart
+from taskflow.admin._query import QueryError, RunQuery
+from taskflow.admin._redact import MASK, Redactor
+from taskflow.admin._util import (
     capped,
     decode_cursor,
     duration_text,

@@ -45,7 +45,7 @@ from schemathesis import GenerationMode
 
 from taskflow import TaskAdmin, TaskManager, task_log
 from taskflow._store.schema import schedules, task_logs, tasks
-from taskflow.admin.security import FLASH_COOKIE
+from taskflow.admin._security import FLASH_COOKIE
 from tests.admin_support import (
     AdminApp,
     admin_ok,

@@ -173,10 +173,10 @@ async def test_tasks_an_instance_lost_track_of_are_settled(manager_factory):
 async def _own_row(manager, func, args, *, status):
     from datetime import timedelta
 
-    from taskflow._engine.runner import utcnow
+    from taskflow._engine.job import utcnow
 
     config = manager.config_for_callable(func)
-    row, _ = manager._new_row(
+    row, _ = manager._intake.new_row(
         config, args, {}, idempotency_key=None, tags=None, priority=None, source="manual"
     )
     old = utcnow() - timedelta(minutes=10)

@@ -72,7 +72,7 @@ async def test_pending_tasks_survive_shutdown_and_run_on_next_start(manager_fact
 
 
 async def _status(manager: TaskManager, task_id: str) -> str:
-    engine = create_async_engine(manager._url)
+    engine = create_async_engine(manager._engine.url)
     try:
         async with engine.connect() as conn:
             return await conn.scalar(

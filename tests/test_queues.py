@@ -163,7 +163,9 @@ async def test_queues_without_max_size_are_not_counted(manager_factory):
     _register(manager, queue="default")
     await manager.startup()
     counted: list[str] = []
-    manager._bridge.call(lambda store: _spy_on(store, counted))  # where the count runs
+    manager._engine.runtime.bridge.call(
+        lambda store: _spy_on(store, counted)
+    )  # where the count runs
     for n in range(3):
         await manager.enqueue(quick, n, defer=3600)
     assert counted == []

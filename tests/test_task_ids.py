@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from taskflow._engine.ids import dashed, hex_prefix, task_id_forms
 from taskflow._store import migrate
+from taskflow._store.ids import dashed, hex_prefix, task_id_forms
 from taskflow._store.schema import task_aliases, task_attempts, task_logs, tasks
 from tests.admin_support import (
     admin_ok,

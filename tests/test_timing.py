@@ -116,11 +116,15 @@ def test_three_modes_run_in_order_and_are_durable(db_url):
         events = recorder.wait_for("A", "B", "C")
         assert events.index("A") < events.index("endpoint-return") < events.index("B")
         assert events.index("B") < events.index("response-start") < events.index("C")
-        records = asyncio.run_coroutine_threadsafe(manager.list_tasks(), manager._loop).result()
+        records = asyncio.run_coroutine_threadsafe(
+            manager.list_tasks(), manager._engine.runtime.loop
+        ).result()
         deadline = time.monotonic() + 10
         while any(not r.status.is_final for r in records):
             assert time.monotonic() < deadline
-            records = asyncio.run_coroutine_threadsafe(manager.list_tasks(), manager._loop).result()
+            records = asyncio.run_coroutine_threadsafe(
+                manager.list_tasks(), manager._engine.runtime.loop
+            ).result()
         assert sorted(r.result for r in records) == ["A", "B", "C"]
         assert all(r.status == "success" for r in records)
 
@@ -133,7 +137,9 @@ def test_tasks_of_a_failing_endpoint_follow_the_policy(db_url, policy, expected)
         assert httpx.post(f"{url}/fails").status_code == 409
         deadline = time.monotonic() + 10
         while True:
-            records = asyncio.run_coroutine_threadsafe(manager.list_tasks(), manager._loop).result()
+            records = asyncio.run_coroutine_threadsafe(
+                manager.list_tasks(), manager._engine.runtime.loop
+            ).result()
             if len(records) == 2 and all(r.status.is_final for r in records):
                 break
             assert time.monotonic() < deadline, records

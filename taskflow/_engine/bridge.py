@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 from taskflow._store.sql import SQLStore
@@ -78,6 +78,8 @@ class SyncBridge:
             await store.close()
 
 
-def run_blocking(coro: Awaitable[Any], loop: asyncio.AbstractEventLoop, timeout: float) -> Any:
+def run_blocking(
+    coro: Coroutine[Any, Any, T], loop: asyncio.AbstractEventLoop, timeout: float
+) -> T:
     """Run ``coro`` on ``loop`` from another thread and wait for its result."""
-    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)  # type: ignore[arg-type]
+    return asyncio.run_coroutine_threadsafe(coro, loop).result(timeout)

@@ -5,13 +5,25 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 logger = logging.getLogger("taskflow")
 
+# level, message, extra: the structured fields a task passed to task_log(), whatever they are.
 LogSink = Callable[[str, str, dict[str, Any]], None]
+
+
+class CancelFlag(Protocol):
+    """What tells a task it was cancelled: a ``threading.Event``, or in a worker process
+    a view of the parent's shared flags."""
+
+    def is_set(self) -> bool:
+        """True once the task was cancelled or timed out."""
+
+    def set(self) -> None:
+        """Mark the task cancelled."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +47,7 @@ class TaskContext:
     tags: dict[str, str]
     source: str
     _sink: LogSink = field(repr=False, compare=False)
-    _cancelled: Any = field(repr=False, compare=False)  # threading.Event or a proxy of one
+    _cancelled: CancelFlag = field(repr=False, compare=False)
 
     def is_cancelled(self) -> bool:
         """True once the task was cancelled or timed out; long sync loops should check it."""
@@ -67,12 +79,12 @@ def task_log(message: str, *, level: str = "info", **extra: Any) -> None:
     context.log(message, level=level, **extra)
 
 
-def bind(context: TaskContext) -> Any:
+def bind(context: TaskContext) -> Token[TaskContext | None]:
     """Make ``context`` current; returns the token for :func:`unbind`."""
     return _current.set(context)
 
 
-def unbind(token: Any) -> None:
+def unbind(token: Token[TaskContext | None]) -> None:
     """Undo :func:`bind`."""
     _current.reset(token)
 

@@ -14,17 +14,21 @@ import contextlib
 import logging
 import os
 import socket
+from collections.abc import Callable, Coroutine, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskflow._engine import retention
+from taskflow._engine.executors import ExecutorPool
 from taskflow._engine.guard import StepGuard
-from taskflow._engine.runner import utcnow
+from taskflow._engine.intake import Intake
+from taskflow._engine.job import utcnow
+from taskflow._engine.queues import Queues
+from taskflow._engine.registry import TaskRegistry
+from taskflow._engine.runtime import Runtime
+from taskflow._engine.settings import Settings
 from taskflow._engine.submission import job_from_row
-
-if TYPE_CHECKING:
-    from taskflow._store.sql import Listener
-    from taskflow.manager import TaskManager
+from taskflow._store.sql import Listener
 
 logger = logging.getLogger("taskflow")
 
@@ -35,10 +39,33 @@ ORPHAN_AGE = 120.0
 
 
 class Coordinator:
-    """The background loops of one instance."""
+    """The background loops of one instance.
 
-    def __init__(self, manager: TaskManager) -> None:
-        self.manager = manager
+    Args:
+        runtime: the manager's running state.
+        settings: the intervals and limits it reads (they may change before startup).
+        queues: the queues this process serves.
+        executors: reported with the instance's heartbeat.
+        intake: what this process holds, and how to stop a task running here.
+        registry: the config of claimed tasks' functions.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        settings: Settings,
+        queues: Queues,
+        executors: ExecutorPool,
+        intake: Intake,
+        registry: TaskRegistry,
+    ) -> None:
+        self._runtime = runtime
+        self._settings = settings
+        self._queues = queues
+        self._executors = executors
+        self._intake = intake
+        self._registry = registry
         self.hostname = socket.gethostname()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
@@ -49,22 +76,26 @@ class Coordinator:
         """Look for claimable tasks now."""
         self._wake.set()
 
-    async def start(self) -> None:
-        """Register this instance, take over stopped ones and start the loops."""
+    async def start(
+        self, loops: Mapping[str, Callable[[], Coroutine[Any, Any, None]]] | None = None
+    ) -> None:
+        """Register this instance, take over stopped ones and start the loops, with
+        ``loops`` (by name: the scheduler's) beside them."""
         self._wake = asyncio.Event()
         await self.register()
         await self.rescue_dead()
-        manager = self.manager
         self._loops = [
             asyncio.create_task(self._poll_loop(), name="taskflow-poll"),
             asyncio.create_task(self._heartbeat_loop(), name="taskflow-heartbeat"),
-            asyncio.create_task(manager.scheduler.run(), name="taskflow-scheduler"),
         ]
-        if manager.retention_days is not None:
+        for name, loop in (loops or {}).items():
+            self._loops.append(asyncio.create_task(loop(), name=f"taskflow-{name}"))
+        if self._settings.retention_days is not None:
             self._loops.append(
                 asyncio.create_task(self._retention_loop(), name="taskflow-retention")
             )
-        self._listener = await self._guard("listen", lambda: manager.db.listen(self._notified))
+        db = self._runtime.db
+        self._listener = await self._guard("listen", lambda: db.listen(self._notified))
 
     async def stop(self) -> None:
         """Stop every loop and the listener."""
@@ -81,13 +112,12 @@ class Coordinator:
     async def register(self) -> None:
         """Insert this instance's row."""
         now = utcnow()
-        manager = self.manager
-        await manager.db.register_instance(
+        await self._runtime.db.register_instance(
             {
-                "id": manager.instance_id,
+                "id": self._runtime.instance_id,
                 "hostname": self.hostname,
                 "pid": os.getpid(),
-                "queues": list(manager.queues),
+                "queues": list(self._queues.served),
                 "started_at": now,
                 "heartbeat_at": now,
                 "info": self.info(),
@@ -96,25 +126,24 @@ class Coordinator:
 
     def info(self) -> dict[str, Any]:
         """What the dashboard shows about this instance."""
-        manager = self.manager
-        dispatcher = manager._dispatcher
+        dispatcher = self._runtime.dispatcher
         return {
             "running": len(dispatcher.running) if dispatcher else 0,
             "waiting": dispatcher.waiting() if dispatcher else 0,
-            "threads": manager.executors.thread_workers,
-            "processes": manager.executors.process_workers,
-            "max_concurrent_tasks": manager.max_concurrent_tasks,
+            "threads": self._executors.thread_workers,
+            "processes": self._executors.process_workers,
+            "max_concurrent_tasks": self._settings.max_concurrent_tasks,
         }
 
     async def rescue_dead(self) -> None:
         """Settle the tasks of instances whose heartbeat is stale, or which ran on this
         host under a process id that no longer exists (a restart after ``kill -9``)."""
-        manager, db = self.manager, self.manager.db
-        local = await db.host_instances(hostname=self.hostname, me=manager.instance_id)
+        db, me = self._runtime.db, self._runtime.instance_id
+        local = await db.host_instances(hostname=self.hostname, me=me)
         dead_pids = [row["pid"] for row in local if not _pid_alive(row["pid"])]
-        stale_before = utcnow() - timedelta(seconds=manager.instance_timeout)
+        stale_before = utcnow() - timedelta(seconds=self._settings.instance_timeout)
         for instance in await db.dead_instances(
-            me=manager.instance_id,
+            me=me,
             stale_before=stale_before,
             hostname=self.hostname,
             dead_pids=dead_pids,
@@ -127,17 +156,14 @@ class Coordinator:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.manager.heartbeat_interval)
+            await asyncio.sleep(self._settings.heartbeat_interval)
             await self._guard("heartbeat", self._beat)
 
     async def _beat(self) -> None:
-        manager = self.manager
-        alive = await manager.db.heartbeat(manager.instance_id, now=utcnow(), info=self.info())
+        me = self._runtime.instance_id
+        alive = await self._runtime.db.heartbeat(me, now=utcnow(), info=self.info())
         if not alive:
-            logger.error(
-                "instance %s was declared dead by another process; re-registering",
-                manager.instance_id,
-            )
+            logger.error("instance %s was declared dead by another process; re-registering", me)
             await self.register()
         await self.rescue_dead()
         await self.reconcile()
@@ -145,14 +171,15 @@ class Coordinator:
     async def reconcile(self) -> None:
         """Settle tasks the database says this instance owns but this process does not
         know: pending ones become claimable, running ones are re-queued or interrupted."""
-        manager = self.manager
+        db, me = self._runtime.db, self._runtime.instance_id
         before = utcnow() - timedelta(seconds=ORPHAN_AGE)
-        owned = await manager.db.owned_since(owner=manager.instance_id, before=before)
-        orphans = [task_id for task_id in owned if task_id not in manager.known_task_ids()]
+        owned = await db.owned_since(owner=me, before=before)
+        known = self._intake.known_task_ids()
+        orphans = [task_id for task_id in owned if task_id not in known]
         if not orphans:
             return
-        counts = await manager.db.settle_instance(
-            manager.instance_id,
+        counts = await db.settle_instance(
+            me,
             now=utcnow(),
             only=orphans,
             reason="this instance lost track of the task (a database reply was lost)",
@@ -165,35 +192,38 @@ class Coordinator:
     async def _poll_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.manager.poll_interval):
+                async with asyncio.timeout(self._settings.poll_interval):
                     await self._wake.wait()
             self._wake.clear()
-            self.manager.release_stale_holds()
-            await self._guard("claim", self._claim)
+            self._intake.release_stale_holds()
+            await self._guard("claim", self.claim_now)
             await self._guard("cancel requests", self._apply_cancel_requests)
 
-    async def _claim(self) -> None:
-        manager = self.manager
-        dispatcher = manager._dispatcher
+    async def claim_now(self) -> int:
+        """Claim due tasks nobody owns, as the poll loop does; how many were claimed."""
+        dispatcher = self._runtime.dispatcher
         assert dispatcher is not None
         free = min(dispatcher.free_slots(), CLAIM_BATCH)
         if free <= 0:
-            return
-        rows = await manager.db.claim_tasks(
-            instance=manager.instance_id, queues=manager.queues, limit=free, now=utcnow()
+            return 0
+        rows = await self._runtime.db.claim_tasks(
+            instance=self._runtime.instance_id,
+            queues=self._queues.served,
+            limit=free,
+            now=utcnow(),
         )
         for row in rows:
-            dispatcher.submit(
-                job_from_row(row, manager.config_or_none(row["func_name"], row["func_path"]))
-            )
+            config = self._registry.config_or_none(row["func_name"], row["func_path"])
+            self._runtime.dispatch(job_from_row(row, config))
         if len(rows) == free:
             self._wake.set()
+        return len(rows)
 
     async def _apply_cancel_requests(self) -> None:
         """Cancel running tasks of ours that another process asked to cancel."""
-        manager = self.manager
-        for task_id in await manager.db.cancel_requests(owner=manager.instance_id):
-            manager.cancel_running(task_id)
+        db = self._runtime.db
+        for task_id in await db.cancel_requests(owner=self._runtime.instance_id):
+            self._intake.cancel_running(task_id)
 
     def _notified(self, payload: str) -> None:
         self._wake.set()
@@ -201,17 +231,17 @@ class Coordinator:
     # -- retention -----------------------------------------------------------------------
 
     async def _retention_loop(self) -> None:
-        manager = self.manager
+        settings = self._settings
         while True:
             await self._guard(
                 "retention",
                 lambda: retention.run_if_due(
-                    manager.db,
-                    days=manager.retention_days or 0,
-                    interval=manager.retention_interval,
+                    self._runtime.db,
+                    days=settings.retention_days or 0,
+                    interval=settings.retention_interval,
                 ),
             )
-            await asyncio.sleep(min(manager.retention_interval, 3600))
+            await asyncio.sleep(min(settings.retention_interval, 3600))
 
 
 def _pid_alive(pid: int) -> bool:

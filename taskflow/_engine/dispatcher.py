@@ -5,28 +5,32 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
 from taskflow._engine.registry import ExecutorKind
 
-Runner = Callable[[Any], Awaitable[None]]
+if TYPE_CHECKING:
+    from taskflow._engine.job import Job
+
 UNBOUNDED_SLOTS = 100  # what an executor without a limit offers to one claim
+
+# A heap entry: (-priority, arrival number, job), so the best, then the oldest, pops first.
+_Entry = tuple[int, int, "Job"]
 
 
 class Dispatcher:
     """Holds ready jobs per executor kind and starts the best one when a slot frees up.
 
-    A job is anything with ``task_id``, ``priority`` and ``executor`` attributes (and
-    optionally ``queue``); higher priority starts first, then first-come first-served.
-    ``queue_limits`` caps the jobs of a queue running at once: a job of a queue at its
-    cap is parked, and goes back in line when a job of that queue ends.
+    Higher priority starts first, then first-come first-served. ``queue_limits`` caps
+    the jobs of a queue running at once: a job of a queue at its cap is parked, and goes
+    back in line when a job of that queue ends.
     """
 
     def __init__(
         self,
         *,
-        run: Runner,
+        run: Callable[[Job], Coroutine[Any, Any, None]],
         capacity: dict[ExecutorKind, int | None],
         queue_limits: dict[str, int] | None = None,
     ) -> None:
@@ -34,24 +38,24 @@ class Dispatcher:
         self._capacity = capacity
         self._queue_limits = dict(queue_limits or {})
         self._queue_busy: dict[str, int] = {}
-        self._parked: dict[str, list[tuple[int, int, Any]]] = {}
-        self._ready: dict[str, list[tuple[int, int, Any]]] = {kind: [] for kind in capacity}
-        self._busy: dict[str, int] = dict.fromkeys(capacity, 0)
+        self._parked: dict[str, list[_Entry]] = {}
+        self._ready: dict[ExecutorKind, list[_Entry]] = {kind: [] for kind in capacity}
+        self._busy: dict[ExecutorKind, int] = dict.fromkeys(capacity, 0)
         self._seq = itertools.count()
         self.running: dict[str, asyncio.Task[None]] = {}
-        self._jobs: dict[str, Any] = {}
+        self._jobs: dict[str, Job] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
 
-    def submit(self, job: Any) -> None:
+    def submit(self, job: Job) -> None:
         """Queue ``job`` and start it if its executor has a free slot."""
         if self._closed:
             return
         heapq.heappush(self._ready[job.executor], (-job.priority, next(self._seq), job))
         self._pump(job.executor)
 
-    def job(self, task_id: str) -> Any:
+    def job(self, task_id: str) -> Job | None:
         """The running job with this task id, or None."""
         return self._jobs.get(task_id)
 
@@ -63,7 +67,7 @@ class Dispatcher:
         """Jobs queued but not started."""
         return sum(len(queue) for queue in self._lines())
 
-    def _lines(self) -> list[list[tuple[int, int, Any]]]:
+    def _lines(self) -> list[list[_Entry]]:
         return [*self._ready.values(), *self._parked.values()]
 
     def set_queue_limit(self, queue: str, limit: int | None) -> None:
@@ -81,9 +85,9 @@ class Dispatcher:
             free += UNBOUNDED_SLOTS if capacity is None else max(capacity - self._busy[kind], 0)
         return max(free - self.waiting(), 0)
 
-    def _pump(self, kind: str) -> None:
+    def _pump(self, kind: ExecutorKind) -> None:
         queue = self._ready[kind]
-        capacity = self._capacity[kind]  # type: ignore[index]
+        capacity = self._capacity[kind]
         while queue and (capacity is None or self._busy[kind] < capacity):
             entry = heapq.heappop(queue)
             job = entry[2]
@@ -98,16 +102,18 @@ class Dispatcher:
             )
             self.running[job.task_id] = task
             self._jobs[job.task_id] = job
-            task.add_done_callback(lambda _t, job=job: self._done(job))
+            task.add_done_callback(self._on_done(job))
 
-    def _queue_at_limit(self, job: Any) -> bool:
-        limit = self._queue_limits.get(getattr(job, "queue", None))  # type: ignore[arg-type]
+    def _on_done(self, job: Job) -> Callable[[asyncio.Task[None]], None]:
+        """The done callback of ``job``'s task."""
+        return lambda _task: self._done(job)
+
+    def _queue_at_limit(self, job: Job) -> bool:
+        limit = self._queue_limits.get(job.queue)
         return limit is not None and self._queue_busy.get(job.queue, 0) >= limit
 
-    def _count_queue(self, job: Any, delta: int) -> None:
-        queue = getattr(job, "queue", None)
-        if queue is not None:
-            self._queue_busy[queue] = self._queue_busy.get(queue, 0) + delta
+    def _count_queue(self, job: Job, delta: int) -> None:
+        self._queue_busy[job.queue] = self._queue_busy.get(job.queue, 0) + delta
 
     def _unpark(self, queue: str, *, best_only: bool = False) -> None:
         """Put the parked jobs of ``queue`` (or only the best one) back in line and
@@ -125,7 +131,7 @@ class Dispatcher:
             for kind in {entry[2].executor for entry in parked}:
                 self._pump(kind)
 
-    def _done(self, job: Any) -> None:
+    def _done(self, job: Job) -> None:
         self._busy[job.executor] -= 1
         self._count_queue(job, -1)
         self.running.pop(job.task_id, None)
@@ -133,11 +139,11 @@ class Dispatcher:
         if not self.running and not self.waiting():
             self._idle.set()
         if not self._closed:
-            if getattr(job, "queue", None) in self._parked:
+            if job.queue in self._parked:
                 self._unpark(job.queue, best_only=True)
             self._pump(job.executor)
 
-    def close(self) -> list[Any]:
+    def close(self) -> list[Job]:
         """Stop starting jobs; returns the jobs that were waiting."""
         self._closed = True
         left = [job for queue in self._lines() for _, _, job in queue]

@@ -27,10 +27,13 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.context import SpawnContext
+from multiprocessing.managers import DictProxy
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from taskflow._engine import context as task_context
@@ -40,6 +43,7 @@ from taskflow.errors import TaskflowError, TaskTimeout
 logger = logging.getLogger("taskflow._engine.executors")
 
 LogRoute = Callable[[str, str, str, dict[str, Any]], None]  # task_id, level, message, extra
+LogItem = tuple[str, str, str, dict[str, Any]]  # a LogRoute call, sent home by a worker
 
 # Seconds a task that overran its timeout (or was cancelled) gets to stop by itself
 # before it is abandoned (async, thread) or its worker process is killed.
@@ -82,7 +86,7 @@ class ExecutorPool:
         self._route_log = route_log
         self._threads: ThreadPool | None = None
         self._processes: ProcessPool | None = None
-        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._abandoned: set[asyncio.Task[object]] = set()
 
     def capacity(self, kind: ExecutorKind) -> int | None:
         """How many calls of this kind can run at once (None: no limit)."""
@@ -92,7 +96,7 @@ class ExecutorPool:
             return self.process_workers
         return None
 
-    async def run(self, kind: ExecutorKind, call: Call) -> Any:
+    async def run(self, kind: ExecutorKind, call: Call) -> object:
         """Run ``call`` on executor ``kind``; raises what the function raises, or
         :class:`TaskTimeout` once ``call.timeout`` seconds have passed (plus at most
         :data:`OVERRUN_GRACE` for the task to stop)."""
@@ -102,7 +106,7 @@ class ExecutorPool:
             return await self._run_thread(call)
         return await self._run_process(call)
 
-    async def _run_async(self, call: Call) -> Any:
+    async def _run_async(self, call: Call) -> object:
         if call.timeout is None:
             return await _await_bound(call)
         task = asyncio.get_running_loop().create_task(_await_bound(call))
@@ -115,7 +119,7 @@ class ExecutorPool:
         await self._stop_coroutine(task, call)
         raise _timeout_error(call)
 
-    async def _stop_coroutine(self, task: asyncio.Task[Any], call: Call) -> None:
+    async def _stop_coroutine(self, task: asyncio.Task[object], call: Call) -> None:
         """Cancel ``task``; if it is still running after the grace period (it swallowed
         the cancellation), abandon it: it runs on, detached from its task (which is
         settled), and is cancelled again at shutdown."""
@@ -133,7 +137,7 @@ class ExecutorPool:
         task.add_done_callback(self._abandoned.discard)
         task.add_done_callback(_consume)
 
-    async def _run_thread(self, call: Call) -> Any:
+    async def _run_thread(self, call: Call) -> object:
         if self._threads is None:
             self._threads = ThreadPool(keep_idle=self.thread_workers)
         threads = self._threads
@@ -155,7 +159,7 @@ class ExecutorPool:
             )
         raise _timeout_error(call)
 
-    async def _run_process(self, call: Call) -> Any:
+    async def _run_process(self, call: Call) -> object:
         if self._processes is None:
             self._processes = ProcessPool(self.process_workers, self._route_log)
         return await self._processes.run(call)
@@ -176,30 +180,32 @@ class ExecutorPool:
             self._processes = None
 
 
-async def _await_bound(call: Call) -> Any:
+async def _await_bound(call: Call) -> object:
     token = task_context.bind(call.context)
     try:
-        return await call.func(*call.args, **call.kwargs)
+        result: object = await call.func(*call.args, **call.kwargs)
+        return result
     finally:
         task_context.unbind(token)
 
 
-def _call_bound(call: Call) -> Any:
+def _call_bound(call: Call) -> object:
     token = task_context.bind(call.context)
     try:
-        return call.func(*call.args, **call.kwargs)
+        result: object = call.func(*call.args, **call.kwargs)
+        return result
     finally:
         task_context.unbind(token)
 
 
-async def _finished_within(future: asyncio.Future[Any], timeout: float | None) -> bool:
+async def _finished_within(future: asyncio.Future[object], timeout: float | None) -> bool:
     """Wait up to ``timeout`` seconds (None: for ever) for ``future``, without cancelling
     it on timeout; True if it is done."""
     await asyncio.wait({future}, timeout=timeout)
     return future.done()
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
+def _consume(future: asyncio.Future[object]) -> None:
     """Mark the outcome of a future nobody awaits any more as seen."""
     if future.done() and not future.cancelled():
         future.exception()
@@ -212,7 +218,7 @@ def _timeout_error(call: Call, note: str = "") -> TaskTimeout:
 # -- threads ------------------------------------------------------------------------------
 
 
-_WorkItem = tuple[Future[Any], Callable[..., Any], tuple[Any, ...]]
+_WorkItem = tuple[Future[object], Callable[..., object], tuple[object, ...]]
 
 
 class ThreadPool:
@@ -241,13 +247,13 @@ class ThreadPool:
         self._lock = threading.Lock()
         self._idle = 0
         self._threads: set[threading.Thread] = set()
-        self._abandoned: set[Future[Any]] = set()
+        self._abandoned: set[Future[object]] = set()
         self._started = 0
         self._closed = False
 
-    def submit(self, func: Callable[..., Any], *args: Any) -> Future[Any]:
+    def submit(self, func: Callable[..., object], *args: object) -> Future[object]:
         """Run ``func(*args)`` on an idle thread, or on a new one if none is idle."""
-        future: Future[Any] = Future()
+        future: Future[object] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the thread pool is shut down")
@@ -263,7 +269,7 @@ class ThreadPool:
                 thread.start()
         return future
 
-    def abandon(self, future: Future[Any]) -> int:
+    def abandon(self, future: Future[object]) -> int:
         """Note that the thread running ``future`` was left behind; how many are now."""
         with self._lock:
             if not future.done():
@@ -291,7 +297,7 @@ class ThreadPool:
         with self._lock:
             self._threads.discard(threading.current_thread())
 
-    def _go_idle(self, done: Future[Any]) -> bool:
+    def _go_idle(self, done: Future[object]) -> bool:
         """After a call: True if this thread stays for the next one."""
         with self._lock:
             self._abandoned.discard(done)
@@ -325,12 +331,12 @@ class _Lane:
     losing it fails only the one task it runs (a crash in a shared pool breaks the
     pool and fails every task in it)."""
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: SpawnContext) -> None:
         self.pool = ProcessPoolExecutor(1, mp_context=ctx)
-        self._procs: list[Any] = []
+        self._procs: list[BaseProcess] = []
 
-    def submit(self, *args: Any) -> Future[Any]:
-        future = self.pool.submit(*args)
+    def submit(self, func: Callable[..., object], /, *args: object) -> Future[object]:
+        future = self.pool.submit(func, *args)
         self._procs = list((getattr(self.pool, "_processes", None) or {}).values())
         return future
 
@@ -373,12 +379,12 @@ class ProcessPool:
     def __init__(self, workers: int, route_log: LogRoute) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._manager = ctx.Manager()
-        self.logs = self._manager.Queue()
-        self.cancelled = self._manager.dict()
+        self.logs: queue.Queue[LogItem | None] = self._manager.Queue()
+        self.cancelled: DictProxy[str, bool] = self._manager.dict()
         self._ctx = ctx
         self._workers = workers  # the dispatcher runs at most this many calls at once
         self._idle: list[_Lane] = []  # workers start on first use
-        self._busy: dict[asyncio.Future[Any], _Lane] = {}
+        self._busy: dict[asyncio.Future[object], _Lane] = {}
         self._closing = False
         self._route_log = route_log
         self._drain = threading.Thread(
@@ -389,7 +395,7 @@ class ProcessPool:
         )
         self._drain.start()
 
-    async def run(self, call: Call) -> Any:
+    async def run(self, call: Call) -> object:
         """Run ``call`` in a worker process.
 
         Raises:
@@ -397,7 +403,7 @@ class ProcessPool:
             TaskflowError: its worker process died.
         """
         ctx = call.context
-        spec = (
+        spec: _Spec = (
             call.path,
             call.args,
             call.kwargs,
@@ -409,13 +415,12 @@ class ProcessPool:
             ctx.source,
         )
         lane = self._idle.pop() if self._idle else _Lane(self._ctx)
-        work = (_child_run, spec, self.logs, self.cancelled)
         try:
-            running = lane.submit(*work)
+            running = lane.submit(_child_run, spec, self.logs, self.cancelled)
         except BrokenProcessPool:  # its idle worker died since its last task
             lane.close()
             lane = _Lane(self._ctx)
-            running = lane.submit(*work)
+            running = lane.submit(_child_run, spec, self.logs, self.cancelled)
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(ctx))
         try:
             future = asyncio.wrap_future(running)
@@ -432,7 +437,7 @@ class ProcessPool:
             watcher.cancel()
             self.cancelled.pop(ctx.task_id, None)
 
-    async def _stop(self, future: asyncio.Future[Any], lane: _Lane) -> str:
+    async def _stop(self, future: asyncio.Future[object], lane: _Lane) -> str:
         """Give an overrunning task the grace period, then kill its worker; a note for
         the timeout error."""
         if await _finished_within(future, OVERRUN_GRACE):
@@ -441,7 +446,7 @@ class ProcessPool:
         await _finished_within(future, 30.0)  # the pool notices the death at once
         return "; its worker process was stopped"
 
-    def _release(self, future: asyncio.Future[Any]) -> None:
+    def _release(self, future: asyncio.Future[object]) -> None:
         """A call ended: its worker takes the next one, or is replaced if it died."""
         _consume(future)
         lane = self._busy.pop(future)
@@ -489,10 +494,15 @@ class ProcessPool:
 # -- in the child process ---------------------------------------------------------------
 
 
+# What a worker process needs to run a call: path, args, kwargs, then the task context's
+# task_id, func_name, attempt, max_retries, tags and source.
+_Spec = tuple[str, tuple[Any, ...], dict[str, Any], str, str, int, int, dict[str, str], str]
+
+
 class _RemoteFlag:
     """``is_set()`` over the shared cancelled-ids dict, for TaskContext.is_cancelled()."""
 
-    def __init__(self, cancelled: Any, task_id: str) -> None:
+    def __init__(self, cancelled: MutableMapping[str, bool], task_id: str) -> None:
         self._cancelled = cancelled
         self._task_id = task_id
 
@@ -506,7 +516,9 @@ class _RemoteFlag:
         self._cancelled[self._task_id] = True
 
 
-def _child_run(spec: tuple[Any, ...], logs: Any, cancelled: Any) -> Any:
+def _child_run(
+    spec: _Spec, logs: queue.Queue[LogItem | None], cancelled: MutableMapping[str, bool]
+) -> object:
     path, args, kwargs, task_id, func_name, attempt, max_retries, tags, source = spec
 
     def sink(level: str, message: str, extra: dict[str, Any]) -> None:
@@ -525,7 +537,7 @@ def _child_run(spec: tuple[Any, ...], logs: Any, cancelled: Any) -> Any:
     func = resolve(path)
     token = task_context.bind(ctx)
     try:
-        result = func(*args, **kwargs)
+        result: object = func(*args, **kwargs)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
         return result

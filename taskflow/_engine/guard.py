@@ -13,11 +13,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TypeVar
 
 from taskflow.errors import DatabaseError
 
 logger = logging.getLogger("taskflow")
+
+T = TypeVar("T")
 
 
 class StepGuard:
@@ -28,7 +30,7 @@ class StepGuard:
         self.component = component
         self._failing_since: dict[str, float] = {}  # step → when it began to fail
 
-    async def __call__(self, what: str, step: Callable[[], Awaitable[Any]]) -> Any:
+    async def __call__(self, what: str, step: Callable[[], Awaitable[T]]) -> T | None:
         """``await step()``; on an error, log it and return None."""
         try:
             result = await step()

@@ -20,15 +20,13 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
-from taskflow._engine.runner import utcnow
+from taskflow._engine.job import utcnow
+from taskflow._engine.runtime import Runtime
 from taskflow.errors import ConfigurationError, QueueFullError, UnknownQueue
-from taskflow.models import QueueConfig
-
-if TYPE_CHECKING:
-    from taskflow.manager import TaskManager
+from taskflow.records import QueueConfig
 
 logger = logging.getLogger("taskflow")
 
@@ -101,10 +99,30 @@ def meta_key(queue: str) -> str:
     return key if len(key) <= 100 else "queue#" + hashlib.sha256(queue.encode()).hexdigest()
 
 
-class QueueAPI:
-    """Named-queue methods of the TaskManager (a mixin: ``self`` is the TaskManager)."""
+class Queues:
+    """The queues this process serves, every queue's limits, and the ``max_size``
+    check of new rows.
 
-    def queue_stats(self: TaskManager) -> list[dict[str, Any]]:
+    Args:
+        runtime: the manager's running state.
+        served: the names of the queues this process runs.
+        configs: every known queue's config (``queue_setup``).
+    """
+
+    def __init__(
+        self, runtime: Runtime, served: tuple[str, ...], configs: dict[str, QueueConfig]
+    ) -> None:
+        self._runtime = runtime
+        self.served = served
+        self.configs = configs
+        self._uncommitted: dict[str, int] = {}  # rows of bounded queues not committed yet
+
+    def bounded(self, queue: str) -> bool:
+        """True when ``queue`` has a ``max_size``."""
+        config = self.configs.get(queue)
+        return config is not None and config.max_size is not None
+
+    def stats(self) -> list[dict[str, Any]]:
         """Each configured queue's limits and task counts, read from the database (so
         they cover every process), sorted by name.
 
@@ -116,22 +134,20 @@ class QueueAPI:
             NotStarted: the manager is not running.
             DatabaseError: the database cannot be read.
         """
-        self._require_loop()
-        names = sorted(self.queue_configs)
-        assert self._bridge is not None
-        counts = self._bridge.call(lambda store: store.queue_counts(names))
-        return [_stats(name, self.queue_configs[name], counts[name]) for name in names]
+        self._runtime.require_loop()
+        names = sorted(self.configs)
+        assert self._runtime.bridge is not None
+        counts = self._runtime.bridge.call(lambda store: store.queue_counts(names))
+        return [_stats(name, self.configs[name], counts[name]) for name in names]
 
-    async def read_queue_stats(self: TaskManager) -> list[dict[str, Any]]:
-        """:meth:`queue_stats` for async code (it does not block the event loop)."""
-        self._require_loop()
-        names = sorted(self.queue_configs)
-        counts = await self.db.queue_counts(names)
-        return [_stats(name, self.queue_configs[name], counts[name]) for name in names]
+    async def read_stats(self) -> list[dict[str, Any]]:
+        """:meth:`stats` for async code (it does not block the event loop)."""
+        self._runtime.require_loop()
+        names = sorted(self.configs)
+        counts = await self._runtime.db.queue_counts(names)
+        return [_stats(name, self.configs[name], counts[name]) for name in names]
 
-    def update_queue_config(
-        self: TaskManager, name: str, concurrency: int | None, max_size: int | None
-    ) -> dict[str, Any]:
+    def update(self, name: str, concurrency: int | None, max_size: int | None) -> dict[str, Any]:
         """Change a queue's ``concurrency`` and ``max_size`` while running.
 
         The new limits apply at once in this process: to tasks enqueued from now on
@@ -140,87 +156,90 @@ class QueueAPI:
         its next start, so they survive restarts.
 
         Returns:
-            The queue's :meth:`queue_stats` entry, with the new limits.
+            The queue's :meth:`stats` entry, with the new limits.
 
         Raises:
             UnknownQueue: no queue by that name is configured (a ``KeyError``).
             ConfigurationError: a limit is not an int >= 1 or None.
             NotStarted: the manager is not running.
         """
-        loop = self._require_loop()
-        if name not in self.queue_configs:
-            raise UnknownQueue(f"no queue named {name!r}; configured: {sorted(self.queue_configs)}")
+        runtime = self._runtime
+        loop = runtime.require_loop()
+        if name not in self.configs:
+            raise UnknownQueue(f"no queue named {name!r}; configured: {sorted(self.configs)}")
         config = QueueConfig(concurrency=concurrency, max_size=max_size)
-        self.queue_configs[name] = config
-        save = self.db.set_meta(meta_key(name), json.dumps(config.to_dict()), now=utcnow())
+        self.configs[name] = config
+        save = runtime.db.set_meta(meta_key(name), json.dumps(config.to_dict()), now=utcnow())
+        dispatcher = runtime.dispatcher
         if running_loop() is loop:
-            if self._dispatcher is not None:
-                self._dispatcher.set_queue_limit(name, concurrency)
-            task = loop.create_task(save)
-            self._background_tasks.add(task)
-            task.add_done_callback(_saved(self, name))
+            if dispatcher is not None:
+                dispatcher.set_queue_limit(name, concurrency)
+            runtime.spawn(save, f"store the new config of queue {name!r}")
         else:  # the dispatcher lives on the loop: change it there
-            if self._dispatcher is not None:
-                loop.call_soon_threadsafe(self._dispatcher.set_queue_limit, name, concurrency)
+            if dispatcher is not None:
+                loop.call_soon_threadsafe(dispatcher.set_queue_limit, name, concurrency)
             asyncio.run_coroutine_threadsafe(save, loop).result(SYNC_TIMEOUT)
-        return next(stats for stats in self.queue_stats() if stats["name"] == name)
+        return next(stats for stats in self.stats() if stats["name"] == name)
 
-    async def restore_queue_configs(self: TaskManager) -> None:
-        """Apply the queue configs stored by :meth:`update_queue_config` (at startup)."""
-        for name in list(self.queue_configs):
-            raw = await self.db.get_meta(meta_key(name))
+    async def restore(self) -> None:
+        """Apply the queue configs stored by :meth:`update` (at startup)."""
+        for name in list(self.configs):
+            raw = await self._runtime.db.get_meta(meta_key(name))
             if raw is None:
                 continue
             try:
-                self.queue_configs[name] = QueueConfig(**json.loads(raw))
+                self.configs[name] = QueueConfig(**json.loads(raw))
             except (ValueError, TypeError) as exc:
                 logger.warning("ignoring the stored config of queue %r: %s", name, exc)
 
-    def write_task(self: TaskManager, row: dict[str, Any]) -> asyncio.Future[str]:
+    def write_task(self, row: dict[str, Any]) -> asyncio.Future[str]:
         """Queue a new task row for the group commit, after its queue's ``max_size``
         check (none, and no query, for a queue without one). Call on the loop thread.
 
         Raises:
             QueueFullError: the queue is full; a ``rejected`` record is queued instead.
         """
-        config = self.queue_configs.get(row["queue"])
+        db = self._runtime.db
+        config = self.configs.get(row["queue"])
         if config is None or config.max_size is None:
-            return self.db.insert_task(row)
+            return db.insert_task(row)
         queue = row["queue"]
         self._check_room(row, config.max_size)
-        write = self.db.insert_task(row)
+        write = db.insert_task(row)
         self._uncommitted[queue] = self._uncommitted.get(queue, 0) + 1
         write.add_done_callback(lambda _f: self._committed(queue))
         return write
 
-    async def admit_scheduled(self: TaskManager, row: dict[str, Any]) -> dict[str, Any]:
+    async def admit_scheduled(self, row: dict[str, Any]) -> dict[str, Any]:
         """A schedule slot's task row, or its ``rejected`` record when its queue is full
         (logged; the schedule's next slot tries again)."""
-        config = self.queue_configs.get(row["queue"])
+        config = self.configs.get(row["queue"])
         if config is None or config.max_size is None:
             return row
         queue = row["queue"]
-        size = await self.db.count_waiting(queue, now=utcnow()) + self._uncommitted.get(queue, 0)
+        waiting = await self._runtime.db.count_waiting(queue, now=utcnow())
+        size = waiting + self._uncommitted.get(queue, 0)
         if size < config.max_size:
             return row
         limit = config.max_size
         logger.warning("schedule slot rejected: %s", full_message(queue, size=size, limit=limit))
         return _rejected(row, size=size, limit=limit)
 
-    def _committed(self: TaskManager, queue: str) -> None:
+    def _committed(self, queue: str) -> None:
         self._uncommitted[queue] -= 1
 
-    def _check_room(self: TaskManager, row: dict[str, Any], limit: int) -> None:
+    def _check_room(self, row: dict[str, Any], limit: int) -> None:
         """Count the queue's waiting tasks: pending rows in the database (every
         process's) plus this process's rows not committed yet. The read blocks the loop
         for one indexed count; reads never wait on writers (WAL, MVCC)."""
         queue = row["queue"]
-        assert self._bridge is not None
-        stored = self._bridge.call(lambda store: store.count_waiting(queue, now=utcnow()))
+        bridge = self._runtime.bridge
+        assert bridge is not None
+        stored = bridge.call(lambda store: store.count_waiting(queue, now=utcnow()))
         size = stored + self._uncommitted.get(queue, 0)
         if size < limit:
             return
-        write = self.db.insert_task(_rejected(row, size=size, limit=limit))
+        write = self._runtime.db.insert_task(_rejected(row, size=size, limit=limit))
         write.add_done_callback(_report_rejected_write)
         error = QueueFullError(
             full_message(queue, size=size, limit=limit),
@@ -261,12 +280,3 @@ def _rejected(row: dict[str, Any], *, size: int, limit: int) -> dict[str, Any]:
 def _report_rejected_write(future: asyncio.Future[Any]) -> None:
     if not future.cancelled() and future.exception() is not None:
         logger.warning("the record of a rejected task was not stored: %s", future.exception())
-
-
-def _saved(manager: TaskManager, name: str) -> Any:
-    def done(task: asyncio.Task[Any]) -> None:
-        manager._background_tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("the new config of queue %r was not stored: %s", name, task.exception())
-
-    return done

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from taskflow._engine.retry import validate as validate_retry
+from taskflow._engine.settings import RetryDefaults
 from taskflow.errors import ConfigurationError, DuplicateTaskName, UnknownTaskFunction
 
+F = TypeVar("F", bound=Callable[..., Any])
 ExecutorKind = Literal["async", "thread", "process"]
 _EXECUTORS = ("async", "thread", "process")
 
@@ -77,7 +81,8 @@ def resolve(path: str) -> Callable[..., Any]:
             target = getattr(target, part)
     except (ImportError, AttributeError) as exc:
         raise UnknownTaskFunction(f"cannot import task function {path!r}: {exc}") from exc
-    return target
+    func: Callable[..., Any] = target
+    return func
 
 
 def detect_executor(func: Callable[..., Any], requested: str | None) -> ExecutorKind:
@@ -116,12 +121,174 @@ def _name(func: Callable[..., Any]) -> str:
     return getattr(func, "__qualname__", repr(func))
 
 
-class TaskRegistry:
-    """Task functions by name (the name stored on every task record)."""
+# The options of an importable function that was never registered.
+AUTO_OPTIONS: dict[str, Any] = {
+    "retries": None,
+    "delay": None,
+    "backoff": None,
+    "max_delay": None,
+    "jitter": 0.0,
+    "retry_on": (Exception,),
+    "timeout": None,
+    "persist": False,
+    "requeue_on_interrupt": False,
+    "eager": False,
+    "priority": None,
+    "queue": "default",
+}
 
-    def __init__(self) -> None:
+
+class TaskRegistry:
+    """Task functions by name (the name stored on every task record), and the
+    configuration a stored task runs with.
+
+    Args:
+        defaults: retry settings for functions registered without their own (and for
+            importable functions that were never registered); shared with the manager,
+            so a later change applies to later registrations.
+    """
+
+    def __init__(self, defaults: RetryDefaults | None = None) -> None:
         self._by_name: dict[str, TaskConfig] = {}
         self._by_func: dict[Any, TaskConfig] = {}
+        self.defaults: RetryDefaults = defaults or RetryDefaults(
+            retries=0, delay=0.0, backoff=1.0, max_delay=None
+        )
+
+    def make_config(
+        self, func: Callable[..., Any], *, name: str | None, executor: str | None, **options: Any
+    ) -> TaskConfig:
+        """The config of ``@task(...)`` options for ``func`` (retry options left None
+        take the defaults).
+
+        Raises:
+            ConfigurationError: ``func`` is not callable, or an option is invalid.
+        """
+        if not callable(func):
+            raise ConfigurationError(f"@task needs a function, got {type(func).__name__}")
+        for key in ("retries", "delay", "backoff", "max_delay"):
+            if options[key] is None:
+                options[key] = self.defaults[key]
+        validate_retry(
+            retries=options["retries"],
+            delay=options["delay"],
+            backoff=options["backoff"],
+            max_delay=options["max_delay"],
+            jitter=options["jitter"],
+        )
+        if options["timeout"] is not None and options["timeout"] <= 0:
+            raise ConfigurationError(f"timeout must be > 0, got {options['timeout']}")
+        retry_on = options.pop("retry_on")
+        options["retry_on"] = retry_on if isinstance(retry_on, tuple) else (retry_on,)
+        kind = detect_executor(func, executor)
+        path = import_path(func) or f"{getattr(func, '__module__', '?')}:{func!r}"
+        return TaskConfig(
+            name=name or func.__name__, func=func, path=path, executor=kind, **options
+        )
+
+    def decorator(
+        self,
+        retries: int | None = None,
+        delay: float | None = None,
+        backoff: float | None = None,
+        persist: bool = False,
+        name: str | None = None,
+        requeue_on_interrupt: bool = False,
+        eager: bool = False,
+        priority: int | None = None,
+        executor: str | None = None,
+        *,
+        timeout: float | None = None,
+        max_delay: float | None = None,
+        jitter: float = 0.0,
+        retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
+        queue: str = "default",
+    ) -> Callable[[F], F]:
+        """Register a function as a task; the function is returned unchanged.
+
+        Args:
+            retries: attempts after the first failure (default: the manager's).
+            delay: seconds before the first retry; backoff: its multiplier per retry.
+            persist: accepted for compatibility (every task is persisted).
+            name: the name stored on records (default: the function's name).
+            requeue_on_interrupt: re-run the task if its process dies while it runs.
+            eager: start as soon as ``add_task`` is called, not after the response.
+            priority: higher runs first when tasks wait for a free slot.
+            executor: ``"async"``, ``"thread"``, ``"process"`` or None to detect.
+            timeout: seconds an attempt may run before it fails with ``TaskTimeout``.
+                The attempt is cancelled (async), asked to stop (``is_cancelled()``);
+                one that ignores it for 2 more seconds is settled anyway: its process
+                worker is killed and replaced, its thread abandoned (threads cannot be
+                killed; it no longer takes a pool slot).
+            max_delay: cap of the retry delay; jitter: random extra delay (0..1 × delay).
+            retry_on: exception types worth a retry (others fail at once).
+            queue: the queue the task runs on.
+
+        Raises:
+            ValueError: incompatible executor, or invalid retry settings.
+            DuplicateTaskName: another function already has this name.
+        """
+
+        def register(func: F) -> F:
+            self.register(
+                self.make_config(
+                    func,
+                    name=name,
+                    executor=executor,
+                    retries=retries,
+                    delay=delay,
+                    backoff=backoff,
+                    max_delay=max_delay,
+                    jitter=jitter,
+                    retry_on=retry_on,
+                    timeout=timeout,
+                    persist=persist,
+                    requeue_on_interrupt=requeue_on_interrupt,
+                    eager=eager,
+                    priority=priority,
+                    queue=queue,
+                )
+            )
+            return func
+
+        return register
+
+    def config_for(self, func_name: str, func_path: str) -> TaskConfig:
+        """The configuration to run a stored task with.
+
+        Raises:
+            UnknownTaskFunction: no registered function has this name and its import
+                path does not resolve.
+        """
+        config = self.get(func_name)
+        if config is not None:
+            return config
+        func = resolve(func_path)
+        config = self.for_func(func) or self._auto_config(func)
+        if config is None:
+            raise UnknownTaskFunction(f"task function {func_name!r} is not registered")
+        return config
+
+    def config_or_none(self, func_name: str, func_path: str) -> TaskConfig | None:
+        """:meth:`config_for`, or None when the function is unknown here."""
+        try:
+            return self.config_for(func_name, func_path)
+        except UnknownTaskFunction:
+            return None
+
+    def config_for_callable(self, func: Callable[..., Any]) -> TaskConfig | None:
+        """The config of a registered function, an automatic one for an importable
+        unregistered function, or None for a callable that cannot be found again."""
+        return self.for_func(func) or self._auto_config(func)
+
+    def _auto_config(self, func: Callable[..., Any]) -> TaskConfig | None:
+        path = import_path(func)
+        if path is None or not callable(func):
+            return None
+        with contextlib.suppress(Exception):
+            if resolve(path) is func:
+                return self.make_config(func, name=path, executor=None, **AUTO_OPTIONS)
+        return None
 
     def register(self, config: TaskConfig) -> None:
         """Add ``config``; re-registering the same function under its name replaces it.
@@ -129,13 +296,16 @@ class TaskRegistry:
         Raises:
             DuplicateTaskName: another function already has this name.
         """
-        existing = self._by_name.get(config.name)
+        name = config.name
+        if name is None:
+            raise ConfigurationError("a registered TaskConfig needs a name")
+        existing = self._by_name.get(name)
         if existing is not None and existing.func is not config.func:
             raise DuplicateTaskName(
-                f"task name {config.name!r} is already used by {existing.path}; "
+                f"task name {name!r} is already used by {existing.path}; "
                 "pass name=... to tell them apart"
             )
-        self._by_name[config.name] = config
+        self._by_name[name] = config
         # add_task(func) uses the first registration of a function object.
         if self._by_func.get(config.func, config).name == config.name:
             self._by_func[config.func] = config

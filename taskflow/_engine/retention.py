@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from taskflow._engine.runner import utcnow
+from taskflow._engine.job import utcnow
 from taskflow._store.sql import SQLStore
 
 logger = logging.getLogger("taskflow")

@@ -7,70 +7,30 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-import threading
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 from taskflow._engine import context as task_context
-from taskflow._engine.executors import Call
-from taskflow._engine.registry import ExecutorKind, TaskConfig
+from taskflow._engine.executors import Call, ExecutorPool
+from taskflow._engine.job import Job, JobHooks, utcnow
+from taskflow._engine.registry import TaskConfig, TaskRegistry
 from taskflow._engine.retry import RetryPolicy
-from taskflow._payloads.payloads import MEMORY_ONLY_LOST, is_memory_only
-from taskflow.errors import DatabaseError, TaskArgumentError, TaskNotRerunnable
-from taskflow.observers import LifecycleEvent
-
-if TYPE_CHECKING:
-    from taskflow.manager import TaskManager
+from taskflow._engine.runtime import Runtime
+from taskflow._payloads.limits import Limits
+from taskflow._payloads.payloads import MEMORY_ONLY_LOST, Payloads, is_memory_only
+from taskflow.errors import (
+    DatabaseError,
+    TaskArgumentError,
+    TaskNotRerunnable,
+    UnknownTaskFunction,
+)
+from taskflow.observers import LifecycleEvent, LoggerChain
 
 logger = logging.getLogger("taskflow")
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
-
-
-@dataclass(slots=True)
-class JobHooks:
-    """In-process extras of a task started through the ``Tasks`` API (not persisted:
-    they only apply while this process runs the task)."""
-
-    started: Any = None  # an event with set(), set when the attempt starts
-    on_error: Callable[[Any, BaseException], Any] | None = None
-    handle: Any = None  # what on_error receives as the task
-    done: asyncio.Future[str] | None = None  # resolves to the final status
-    shield: bool = True  # False: cancelled as soon as shutdown begins
-
-
-@dataclass(slots=True, eq=False)
-class Job:
-    """A task this process is about to run (or is running)."""
-
-    task_id: str
-    func_name: str
-    func_path: str
-    payload: str
-    encrypted: bool
-    priority: int
-    executor: ExecutorKind
-    tags: dict[str, str]
-    source: str
-    max_retries: int
-    queue: str = "default"
-    cancel: threading.Event = field(default_factory=threading.Event)
-    cancel_reason: str | None = None
-    retry_delay: float | None = None  # overrides of the function's retry delays
-    retry_max_delay: float | None = None
-    config: TaskConfig | None = None  # for callables that cannot be imported by name
-    # The call itself when it could not be stored (payload is memory-only): only this
-    # process can run it.
-    memory: tuple[tuple[Any, ...], dict[str, Any]] | None = None
-    hooks: JobHooks | None = None
-    log_lines: int = 0
-    attempt: int = 0  # the attempt running (1 for the first), 0 before it starts
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -88,10 +48,39 @@ class Outcome:
 
 
 class Runner:
-    """Runs jobs for a :class:`~taskflow.manager.TaskManager`."""
+    """Runs attempts of jobs.
 
-    def __init__(self, manager: TaskManager) -> None:
-        self.manager = manager
+    Args:
+        runtime: the manager's running state (the store, this instance's id).
+        executors: where task functions run.
+        payloads: decodes arguments, encodes results.
+        limits: the largest stored result.
+        registry: the config of a job's function.
+        observers: who hears lifecycle transitions (None: nobody).
+        log_sink: the ``task_log`` target of a job.
+        retry_later: start a job again after a delay in seconds.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        executors: ExecutorPool,
+        payloads: Payloads,
+        limits: Limits,
+        registry: TaskRegistry,
+        observers: LoggerChain | None,
+        log_sink: Callable[[Job], Callable[[str, str, dict[str, Any]], None]],
+        retry_later: Callable[[Job, float], None],
+    ) -> None:
+        self._runtime = runtime
+        self._executors = executors
+        self._payloads = payloads
+        self._limits = limits
+        self._registry = registry
+        self._observers = observers
+        self._log_sink = log_sink
+        self._retry_later = retry_later
 
     async def run(self, job: Job) -> None:
         """Run one attempt of ``job`` and persist its outcome."""
@@ -111,9 +100,9 @@ class Runner:
     # -- start -----------------------------------------------------------------------
 
     async def _start(self, job: Job) -> int | None:
-        db = self.manager.db
+        db, instance = self._runtime.db, self._runtime.instance_id
         return await self._durably(
-            lambda: db.start_task(job.task_id, instance=self.manager.instance_id, now=utcnow())
+            lambda: db.start_task(job.task_id, instance=instance, now=utcnow())
         )
 
     # -- execute -----------------------------------------------------------------------
@@ -121,10 +110,10 @@ class Runner:
     async def _execute(self, job: Job, attempt: int) -> Outcome:
         try:
             call, config = self._prepare(job, attempt)
-            value = await self.manager.executors.run(job.executor, call)
-            encoded = self.manager.payloads.encode_result(value)
+            value = await self._executors.run(job.executor, call)
+            encoded = self._payloads.encode_result(value)
             if encoded is not None:
-                self.manager.limits.check_payload(encoded, what="result")
+                self._limits.check_payload(encoded, what="result")
             return Outcome(result=encoded)
         except asyncio.CancelledError:
             if job.cancel_reason != "cancelled":
@@ -142,7 +131,7 @@ class Runner:
         elif is_memory_only(job.payload):
             raise TaskNotRerunnable(MEMORY_ONLY_LOST)
         else:
-            args, kwargs = self.manager.payloads.decode_call(job.payload, encrypted=job.encrypted)
+            args, kwargs = self._payloads.decode_call(job.payload, encrypted=job.encrypted)
         context = task_context.TaskContext(
             task_id=job.task_id,
             func_name=job.func_name,
@@ -150,9 +139,11 @@ class Runner:
             max_retries=job.max_retries,
             tags=job.tags,
             source=job.source,
-            _sink=self.manager.log_sink(job),
+            _sink=self._log_sink(job),
             _cancelled=job.cancel,
         )
+        if config.func is None:
+            raise UnknownTaskFunction(f"task function {job.func_name!r} has no callable")
         call = Call(
             func=config.func,
             path=config.path,
@@ -169,7 +160,7 @@ class Runner:
         now = utcnow()
         update: dict[str, Any] = {
             "id": job.task_id,
-            "owner": self.manager.instance_id,
+            "owner": self._runtime.instance_id,
             "attempt": attempt,
             "finished_at": now,
             "result": outcome.result,
@@ -182,7 +173,8 @@ class Runner:
             update.update(status="pending", next_attempt_at=now + timedelta(seconds=retry_in))
         else:
             update["status"] = _final_status(job, outcome)
-        await self._durably(lambda: self.manager.db.finish_task(update))
+        db = self._runtime.db
+        await self._durably(lambda: db.finish_task(update))
         self._lifecycle(
             job,
             "retrying" if retry_in is not None else update["status"],
@@ -192,7 +184,7 @@ class Runner:
             duration=(now - started).total_seconds(),
         )
         if retry_in is not None:
-            self.manager.schedule_retry(job, retry_in)
+            self._retry_later(job, retry_in)
         else:
             await self._after_final(job, update["status"], outcome)
 
@@ -217,7 +209,7 @@ class Runner:
     def _config(self, job: Job) -> TaskConfig:
         if job.config is not None:
             return job.config
-        return self.manager.config_for(job.func_name, job.func_path)
+        return self._registry.config_for(job.func_name, job.func_path)
 
     def _policy(self, job: Job) -> RetryPolicy:
         try:
@@ -247,7 +239,7 @@ class Runner:
     ) -> None:
         """Tell observers about a transition; ``attempt`` counts from 1 here and is
         reported zero-based, as fastapi-taskflow does."""
-        chain = self.manager.logger
+        chain = self._observers
         if chain is None:
             return
         chain.emit(
@@ -264,7 +256,7 @@ class Runner:
             )
         )
 
-    async def _durably(self, write: Callable[[], Awaitable[Any]]) -> Any:
+    async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run a store write, retrying database errors with backoff: the outcome of a task
         that ran must not be lost to a short outage."""
         pause = 0.05
@@ -272,7 +264,7 @@ class Runner:
             try:
                 return await write()
             except DatabaseError as exc:
-                if self.manager.giving_up_writes:
+                if self._runtime.giving_up_writes:
                     raise
                 logger.warning("task database write failed, retrying in %.2fs: %s", pause, exc)
                 await asyncio.sleep(pause)

@@ -6,9 +6,11 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from taskflow._engine.ids import new_task_id as new_task_id  # re-exported: callers import it here
+from sqlalchemy.engine import RowMapping
+
+from taskflow._engine.job import Job
 from taskflow._engine.registry import TaskConfig
-from taskflow._engine.runner import Job
+from taskflow._store.ids import new_task_id as new_task_id  # re-exported: callers import it here
 from taskflow.errors import TaskArgumentError
 
 SOURCES = ("manual", "scheduled", "api", "retry", "requeue")
@@ -91,7 +93,7 @@ def _priority(value: int | None) -> int:
     return value
 
 
-def job_from_row(row: Mapping[str, Any], config: TaskConfig | None) -> Job:
+def job_from_row(row: Mapping[str, Any] | RowMapping, config: TaskConfig | None) -> Job:
     """A runnable job from a stored row (``config`` None: the function is unknown here)."""
     return Job(
         task_id=row["id"],
@@ -100,7 +102,7 @@ def job_from_row(row: Mapping[str, Any], config: TaskConfig | None) -> Job:
         payload=row["payload"],
         encrypted=bool(row["encrypted"]),
         priority=row["priority"],
-        executor=config.executor if config is not None else "async",
+        executor=(config.executor or "async") if config is not None else "async",
         tags=dict(row["tags"] or {}),
         source=row["source"],
         max_retries=row["max_retries"],

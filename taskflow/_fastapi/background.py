@@ -30,9 +30,8 @@ from fastapi import BackgroundTasks as FastAPIBackgroundTasks
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from taskflow._engine.ids import new_task_id
+from taskflow._engine.job import JobHooks
 from taskflow._engine.registry import TaskConfig, detect_executor
-from taskflow._engine.runner import JobHooks
 from taskflow._fastapi.timing import (
     ConfiguredScheduler,
     Task,
@@ -41,6 +40,7 @@ from taskflow._fastapi.timing import (
     When,
     merge,
 )
+from taskflow._store.ids import new_task_id
 from taskflow.errors import (
     DatabaseError,
     FastAPITasksUninitializedAppError,
@@ -51,7 +51,7 @@ from taskflow.errors import (
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from taskflow.manager import TaskManager
+    from taskflow._fastapi.host import ManagerHost
 
 logger = logging.getLogger("taskflow")
 
@@ -67,7 +67,7 @@ UNINITIALIZED = (
 class RequestContext:
     """What one HTTP request (or WebSocket session) enqueued."""
 
-    manager: TaskManager | None = None
+    manager: ManagerHost | None = None
     scope: Scope | None = None
     writes: list[asyncio.Future[Any]] = field(default_factory=list)
     task_ids: list[str] = field(default_factory=list)
@@ -103,11 +103,11 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
         tasks: same as ``background_tasks`` given as a list.
     """
 
-    _bound_manager: TaskManager | None = None  # set by install()/add_tasks()
+    _bound_manager: ManagerHost | None = None  # set by install()/add_tasks()
 
     def __init__(
         self,
-        task_manager: TaskManager | None = None,
+        task_manager: ManagerHost | None = None,
         background_tasks: BackgroundTasks | list[BackgroundTask] | None = None,
         *,
         tasks: list[BackgroundTask] | None = None,
@@ -236,7 +236,8 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
 
     def default_options(self) -> TaskOptions:
         """The options set by ``add_tasks(app, config=...)`` (or the defaults)."""
-        return self.task_manager.task_options
+        options: TaskOptions = self.task_manager.task_options
+        return options
 
     def schedule_at(
         self,
@@ -311,7 +312,7 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
 class _EndpointExit:
     """Exit callback of FastAPI's per-endpoint exit stack."""
 
-    def __init__(self, manager: TaskManager, context: RequestContext) -> None:
+    def __init__(self, manager: ManagerHost, context: RequestContext) -> None:
         self.manager = manager
         self.context = context
 
@@ -338,7 +339,7 @@ class _EndpointExit:
             await self.manager.cancel(task_id, reason=reason)
 
 
-async def _release(manager: TaskManager, task_id: str) -> None:
+async def _release(manager: ManagerHost, task_id: str) -> None:
     manager.release(task_id)
 
 
@@ -363,7 +364,7 @@ class _EarlyTask:
         return True
 
 
-def _store_early(manager: TaskManager, early: _EarlyTask) -> None:
+def _store_early(manager: ManagerHost, early: _EarlyTask) -> None:
     """At startup: store an early task under its promised id and start it."""
     if not early.take():
         return
@@ -381,7 +382,7 @@ def _store_early(manager: TaskManager, early: _EarlyTask) -> None:
         manager.release(task_id)
 
 
-async def _run_early(manager: TaskManager, early: _EarlyTask) -> None:
+async def _run_early(manager: ManagerHost, early: _EarlyTask) -> None:
     """Awaited from the task list: run the call now if startup has not stored it."""
     if early.take():
         await BackgroundTask(early.func, *early.args, **early.kwargs)()
@@ -402,7 +403,7 @@ def _adhoc_config(func: Callable[..., Any]) -> TaskConfig:
 
 
 def managed_for_request(
-    manager: TaskManager, request: Any, native: BackgroundTasks
+    manager: ManagerHost, request: Any, native: BackgroundTasks
 ) -> ManagedBackgroundTasks:
     """The ManagedBackgroundTasks for a request, sharing its native task list; without
     the middleware, its writes are awaited before the response is sent."""
@@ -434,7 +435,7 @@ class DurabilityMiddleware:
     """Holds each HTTP response until the tasks its request enqueued are committed, and
     releases a request's (or WebSocket session's) tasks when it ends, even on errors."""
 
-    def __init__(self, app: ASGIApp, manager: TaskManager) -> None:
+    def __init__(self, app: ASGIApp, manager: ManagerHost) -> None:
         self.app = app
         self.manager = manager
 
@@ -508,7 +509,7 @@ async def _database_unavailable(request: Any, exc: Exception) -> Any:
     )
 
 
-def install_on_app(manager: TaskManager, app: FastAPI) -> None:
+def install_on_app(manager: ManagerHost, app: FastAPI) -> None:
     """Add the durability middleware and wrap the app's lifespan so the manager starts
     before the app's own startup code and drains before its teardown."""
     app.add_middleware(DurabilityMiddleware, manager=manager)
@@ -531,11 +532,11 @@ def install_on_app(manager: TaskManager, app: FastAPI) -> None:
     app.router.lifespan_context = lifespan
 
 
-def patch_fastapi(manager: TaskManager) -> None:
+def patch_fastapi(manager: ManagerHost) -> None:
     """Make FastAPI build a ManagedBackgroundTasks wherever it builds ``BackgroundTasks``
     for a route or dependency parameter (process-wide). Each request gets the manager of
     the app serving it; ``manager`` is the fallback outside any taskflow app."""
     from fastapi.dependencies import utils
 
     bound = type("ManagedBackgroundTasks", (ManagedBackgroundTasks,), {"_bound_manager": manager})
-    utils.BackgroundTasks = bound  # type: ignore[attr-defined,misc]
+    utils.BackgroundTasks = bound  # type: ignore[attr-defined,assignment]

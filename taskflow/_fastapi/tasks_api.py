@@ -1,23 +1,16 @@
-"""``Tasks`` and ``add_tasks``: fastapi-tasks' API on top of a TaskManager."""
+"""``Tasks``: fastapi-tasks' per-request scheduler, and what FastAPI injects before
+``add_tasks`` has run."""
 
 from __future__ import annotations
 
-import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import background as fastapi_background
 from fastapi.dependencies import utils as fastapi_utils
 from starlette.background import BackgroundTasks
 
-from taskflow._engine.registry import TaskConfig
-from taskflow._fastapi.background import UNINITIALIZED, ManagedBackgroundTasks, patch_fastapi
-from taskflow._fastapi.timing import TaskOptions
+from taskflow._fastapi.background import UNINITIALIZED, ManagedBackgroundTasks
 from taskflow.errors import FastAPITasksUninitializedAppError
-
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-    from taskflow.manager import TaskManager
 
 
 class Tasks(ManagedBackgroundTasks):
@@ -28,7 +21,7 @@ class Tasks(ManagedBackgroundTasks):
     ``task_manager.install(app)``) has run.
     """
 
-    def __new__(cls, background_tasks: BackgroundTasks) -> Any:  # type: ignore[misc]
+    def __new__(cls, background_tasks: BackgroundTasks) -> Any:
         if isinstance(background_tasks, ManagedBackgroundTasks) and background_tasks._wired:
             return background_tasks
         raise FastAPITasksUninitializedAppError(UNINITIALIZED)
@@ -62,48 +55,9 @@ class UnwiredBackgroundTasks(fastapi_background.BackgroundTasks):
 def _inject_unwired() -> None:
     """Make FastAPI build :class:`UnwiredBackgroundTasks` where it would build its own
     ``BackgroundTasks`` (left alone once taskflow's injection is installed)."""
-    if fastapi_utils.BackgroundTasks is fastapi_background.BackgroundTasks:
-        fastapi_utils.BackgroundTasks = UnwiredBackgroundTasks  # type: ignore[misc]
+    # FastAPI's dependency solver builds the class named BackgroundTasks in its module.
+    if fastapi_utils.BackgroundTasks is fastapi_background.BackgroundTasks:  # type: ignore[attr-defined]
+        fastapi_utils.BackgroundTasks = UnwiredBackgroundTasks  # type: ignore[attr-defined]
 
 
 _inject_unwired()
-
-
-def add_tasks(
-    app: FastAPI,
-    config: TaskOptions | TaskConfig | dict[str, Any] | None = None,
-    *,
-    task_manager: TaskManager | None = None,
-) -> TaskManager:
-    """Enable ``Tasks`` on ``app``: installs the injection and the manager's lifespan.
-
-    Args:
-        app: the FastAPI application.
-        config: default :class:`TaskOptions` for ``Tasks``, as a ``TaskOptions``, a
-            fastapi-tasks style ``TaskConfig(name=, shield=, on_error=)`` or a dict.
-        task_manager: the manager to use; default: the one already on the app
-            (``init_app``), else a new ``TaskManager`` on ``TASKFLOW_DATABASE_URL`` or,
-            without it, a private temporary SQLite database.
-
-    Returns:
-        The TaskManager in use.
-    """
-    from taskflow.manager import TaskManager
-
-    manager = task_manager or getattr(app.state, "taskflow_manager", None)
-    if manager is None:
-        manager = TaskManager(database_url=os.environ.get("TASKFLOW_DATABASE_URL"))
-    if config is not None:
-        manager.task_options = _options(config)
-    patch_fastapi(manager)
-    manager.init_app(app)
-    return manager
-
-
-def _options(config: TaskOptions | TaskConfig | dict[str, Any]) -> TaskOptions:
-    """``add_tasks``' ``config`` as :class:`TaskOptions`."""
-    if isinstance(config, TaskOptions):
-        return config
-    if isinstance(config, TaskConfig):
-        return TaskOptions(name=config.name, shield=config.shielded, on_error=config.on_error)
-    return TaskOptions(**config)

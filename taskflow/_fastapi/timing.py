@@ -7,13 +7,12 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from taskflow.records import TaskRecord
 
 if TYPE_CHECKING:
-    from taskflow._fastapi.background import ManagedBackgroundTasks
-    from taskflow.manager import TaskManager
+    from taskflow._fastapi.host import ManagerHost
 
 When = Literal["now", "after_route", "after_response"]
 ErrorHandler = Callable[["Task", BaseException], Any]
@@ -60,7 +59,7 @@ class Task:
     kwargs: dict[str, Any]
     config: TaskOptions
     started: Any
-    manager: TaskManager
+    manager: ManagerHost
     done: asyncio.Future[str] | None = None
 
     async def wait(self, timeout: float | None = None) -> TaskRecord:
@@ -88,12 +87,25 @@ class Task:
             await asyncio.sleep(step)
 
 
+class Scheduling(Protocol):
+    """Where timed tasks are stored (``ManagedBackgroundTasks``)."""
+
+    def schedule_at(
+        self,
+        when: When,
+        func: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: TaskOptions | None,
+    ) -> Task: ...
+
+    def default_options(self) -> TaskOptions: ...
+
+
 class TimingBatch:
     """``tasks.after_route`` / ``tasks.after_response``: schedule for one moment."""
 
-    def __init__(
-        self, owner: ManagedBackgroundTasks, when: When, options: TaskOptions | None = None
-    ) -> None:
+    def __init__(self, owner: Scheduling, when: When, options: TaskOptions | None = None) -> None:
         self._owner = owner
         self._when = when
         self._options = options
@@ -122,7 +134,7 @@ class TimingBatch:
 class ConfiguredScheduler:
     """What ``tasks.task(...)`` returns: the three modes with fixed options."""
 
-    def __init__(self, owner: ManagedBackgroundTasks, options: TaskOptions) -> None:
+    def __init__(self, owner: Scheduling, options: TaskOptions) -> None:
         self.after_route = TimingBatch(owner, "after_route", options)
         self.after_response = TimingBatch(owner, "after_response", options)
         self._now = TimingBatch(owner, "now", options)

@@ -41,18 +41,32 @@ import json
 import math
 import reprlib
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal
 from enum import Enum
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel
 
 from taskflow.errors import TaskArgumentError
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+    from typing_extensions import TypeIs
+
+#: Data the ``json`` module writes and reads: what encoding produces.
+JSONValue: TypeAlias = None | bool | int | float | str | list["JSONValue"] | dict[str, "JSONValue"]
+
+# A JSON object as ``json.loads`` hands it to the object hook: its values are decoded
+# already (a tagged value inside it is restored) and unchecked. A decoder that meets a
+# value of the wrong type raises, and _decode_tagged reports that as a damaged payload.
+_Stored: TypeAlias = dict[str, Any]
+
+_C = TypeVar("_C")
 
 TAG = "__tf__"
 
@@ -117,7 +131,7 @@ def loads(text: str) -> object:
     return json.loads(text, object_hook=_decode_tagged)
 
 
-def encode_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def encode_call(args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
     """Encode a call's arguments as JSON text of ``{"args": [...], "kwargs": {...}}``.
 
     :param args: the positional arguments.
@@ -163,6 +177,8 @@ def _argument_error(exc: _Unstorable, what: str, where: str | None = None) -> Ta
 
 def _is_plain(value: object) -> bool:
     """Return whether ``value`` is plain JSON that ``json`` can write unchanged."""
+    # Exact-type tests on ``kind`` keep this hot path cheap; mypy does not narrow
+    # ``value`` from them, hence the ignores.
     kind = type(value)
     if kind is str or kind is int or kind is bool or value is None:
         return True
@@ -171,7 +187,7 @@ def _is_plain(value: object) -> bool:
     if kind is list:
         return all(map(_is_plain, value))  # type: ignore[call-overload]
     if kind is dict:
-        items: dict[Any, Any] = value  # type: ignore[assignment]
+        items: dict[object, object] = value  # type: ignore[assignment]
         return (
             TAG not in items
             and all(type(key) is str for key in items)
@@ -180,7 +196,7 @@ def _is_plain(value: object) -> bool:
     return False
 
 
-def _encode_args(args: tuple[Any, ...]) -> list[Any]:
+def _encode_args(args: tuple[object, ...]) -> list[JSONValue]:
     """Encode positional arguments, naming a failing one ``argument <index>``."""
     encoded = []
     for index, arg in enumerate(args):
@@ -191,9 +207,9 @@ def _encode_args(args: tuple[Any, ...]) -> list[Any]:
     return encoded
 
 
-def _encode_kwargs(kwargs: dict[str, Any]) -> Any:
+def _encode_kwargs(kwargs: Mapping[str, object]) -> JSONValue:
     """Encode keyword arguments, naming a failing one ``argument '<name>'``."""
-    encoded: dict[str, Any] = {}
+    encoded: dict[str, JSONValue] = {}
     for name, arg in kwargs.items():
         if type(name) is not str:
             raise TaskArgumentError(f"keyword argument names must be str, not {_type_name(name)}")
@@ -204,7 +220,7 @@ def _encode_kwargs(kwargs: dict[str, Any]) -> Any:
     return _escape_tag_key(encoded)
 
 
-def _encode(value: Any) -> Any:
+def _encode(value: object) -> JSONValue:
     """Turn ``value`` into plain JSON data, tagging every non-JSON type.
 
     :raises _Unstorable: if ``value`` or something inside it is not supported.
@@ -235,12 +251,12 @@ def _show(key: object) -> str:
     return reprlib.repr(key)
 
 
-def _tagged(tag: str, value: Any, /, **extra: Any) -> dict[str, Any]:
+def _tagged(tag: str, value: JSONValue, /, **extra: JSONValue) -> dict[str, JSONValue]:
     """Return the tagged form ``{"__tf__": tag, "v": value, **extra}``."""
     return {TAG: tag, "v": value, **extra}
 
 
-def _encode_float(value: float) -> Any:
+def _encode_float(value: float) -> JSONValue:
     """Keep finite floats; tag nan and infinities, which JSON cannot express."""
     if math.isfinite(value):
         return value
@@ -249,7 +265,7 @@ def _encode_float(value: float) -> Any:
     return _tagged("float", "inf" if value > 0 else "-inf")
 
 
-def _encode_items(items: Iterable[Any]) -> list[Any]:
+def _encode_items(items: Iterable[object]) -> list[JSONValue]:
     """Encode the items of a list or tuple, recording the index of a failing one."""
     encoded = []
     for index, item in enumerate(items):
@@ -261,7 +277,7 @@ def _encode_items(items: Iterable[Any]) -> list[Any]:
     return encoded
 
 
-def _encode_set(value: set[Any] | frozenset[Any]) -> dict[str, Any]:
+def _encode_set(value: set[object] | frozenset[object]) -> dict[str, JSONValue]:
     """Encode a set or frozenset with members sorted by their JSON text.
 
     Sorting makes equal sets encode identically whatever their iteration order.
@@ -275,12 +291,12 @@ def _encode_set(value: set[Any] | frozenset[Any]) -> dict[str, Any]:
     return _tagged(tag, sorted(members, key=_JSON.encode))
 
 
-def _encode_dict(value: dict[Any, Any]) -> Any:
+def _encode_dict(value: dict[object, object]) -> JSONValue:
     """Encode a dict; one with non-str keys becomes a tagged list of pairs."""
     if not all(type(key) is str for key in value):
         return _tagged("dict", _encode_pairs(value))
-    encoded: dict[str, Any] = {}
-    for key, item in value.items():
+    encoded: dict[str, JSONValue] = {}
+    for key, item in cast("dict[str, object]", value).items():  # str keys, checked above
         try:
             encoded[key] = _encode(item)
         except _Unstorable as exc:
@@ -289,16 +305,16 @@ def _encode_dict(value: dict[Any, Any]) -> Any:
     return _escape_tag_key(encoded)
 
 
-def _escape_tag_key(encoded: dict[str, Any]) -> Any:
+def _escape_tag_key(encoded: dict[str, JSONValue]) -> JSONValue:
     """Write a dict that has a ``__tf__`` key as pairs, so it is not read back as a tag."""
     if TAG not in encoded:
         return encoded
     return _tagged("dict", [[key, item] for key, item in encoded.items()])
 
 
-def _encode_pairs(value: dict[Any, Any]) -> list[list[Any]]:
+def _encode_pairs(value: dict[object, object]) -> list[JSONValue]:
     """Encode a dict's items as ``[key, value]`` pairs, recording where one fails."""
-    pairs = []
+    pairs: list[JSONValue] = []
     for key, item in value.items():
         try:
             encoded_key = _encode(key)
@@ -313,9 +329,9 @@ def _encode_pairs(value: dict[Any, Any]) -> list[list[Any]]:
     return pairs
 
 
-def _zone_extras(zone: tzinfo | None, fold: int) -> dict[str, Any]:
+def _zone_extras(zone: tzinfo | None, fold: int) -> dict[str, JSONValue]:
     """Return the ``tz`` and ``fold`` entries that ISO text cannot carry."""
-    extras: dict[str, Any] = {}
+    extras: dict[str, JSONValue] = {}
     # A ZoneInfo built from a file has no key; it falls back to its fixed offset.
     if isinstance(zone, ZoneInfo) and zone.key:
         extras["tz"] = zone.key
@@ -324,12 +340,12 @@ def _zone_extras(zone: tzinfo | None, fold: int) -> dict[str, Any]:
     return extras
 
 
-def _encode_datetime(value: datetime) -> dict[str, Any]:
+def _encode_datetime(value: datetime) -> dict[str, JSONValue]:
     """Tag a datetime; the ISO text keeps the offset, ``tz`` the zone name if known."""
     return _tagged("datetime", value.isoformat(), **_zone_extras(value.tzinfo, value.fold))
 
 
-def _encode_time(value: time) -> dict[str, Any]:
+def _encode_time(value: time) -> dict[str, JSONValue]:
     """Tag a time; a ZoneInfo zone has no offset without a date, so its key is kept."""
     return _tagged("time", value.isoformat(), **_zone_extras(value.tzinfo, value.fold))
 
@@ -339,7 +355,7 @@ def _b64(value: bytes | bytearray) -> str:
     return base64.b64encode(value).decode("ascii")
 
 
-def _encode_enum(member: Enum) -> dict[str, Any]:
+def _encode_enum(member: Enum) -> dict[str, JSONValue]:
     """Tag an Enum member by class path and name.
 
     Combined Flag members (``R|W``) are not in ``__members__``, so they are stored by
@@ -347,7 +363,7 @@ def _encode_enum(member: Enum) -> dict[str, Any]:
     """
     cls = type(member)
     path = _class_path(cls)
-    if cls.__members__.get(member.name) is member:  # type: ignore[arg-type]
+    if cls.__members__.get(member.name) is member:
         return _tagged("enum", member.name, cls=path)
     try:
         value = _encode(member.value)
@@ -357,7 +373,7 @@ def _encode_enum(member: Enum) -> dict[str, Any]:
     return _tagged("enum", None, cls=path, value=value)
 
 
-def _encode_model(model: BaseModel) -> dict[str, Any]:
+def _encode_model(model: BaseModel) -> dict[str, JSONValue]:
     """Tag a pydantic model by class path and its JSON-mode dump."""
     path = _class_path(type(model))
     try:
@@ -370,10 +386,10 @@ def _encode_model(model: BaseModel) -> dict[str, Any]:
     return _tagged("pydantic", _encode(data), cls=path)
 
 
-def _encode_dataclass(obj: Any) -> dict[str, Any]:
+def _encode_dataclass(obj: DataclassInstance) -> dict[str, JSONValue]:
     """Tag a dataclass instance by class path and its recursively encoded fields."""
     path = _class_path(type(obj))
-    fields: dict[str, Any] = {}
+    fields: dict[str, JSONValue] = {}
     for field in dataclasses.fields(obj):
         # An init=False field without a default may never have been set.
         item = getattr(obj, field.name, _MISSING)
@@ -417,7 +433,9 @@ def _lookup(owner: object, qualname: str) -> object:
     return owner
 
 
-_ENCODERS: dict[type, Callable[[Any], Any]] = {
+# Each encoder takes a value of exactly the type it is filed under (Any: the table holds
+# encoders of many types, and _encode looks them up by the value's type).
+_ENCODERS: dict[type, Callable[[Any], JSONValue]] = {
     str: lambda value: value,
     int: lambda value: value,
     bool: lambda value: value,
@@ -442,7 +460,7 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
 # ----------------------------------------------------------------------------- decoding
 
 
-def _decode_tagged(obj: dict[str, Any]) -> Any:
+def _decode_tagged(obj: _Stored) -> object:
     """``json.loads`` object hook: rebuild a tagged value, pass other dicts through.
 
     The hook runs bottom-up, so a tag's contents are already decoded when it is seen.
@@ -465,7 +483,7 @@ def _decode_tagged(obj: dict[str, Any]) -> Any:
         raise TaskArgumentError(f"stored {tag!r} value cannot be restored: {exc}") from exc
 
 
-def _load_class(path: str, kind: str, check: Callable[[type], bool]) -> Any:
+def _load_class(path: str, kind: str, check: Callable[[type], TypeIs[type[_C]]]) -> type[_C]:
     """Import the class stored as ``module:qualname`` and check it is of the right kind.
 
     :param path: the stored class path.
@@ -488,7 +506,22 @@ def _load_class(path: str, kind: str, check: Callable[[type], bool]) -> Any:
     return found
 
 
-def _decode_datetime(obj: dict[str, Any]) -> datetime:
+def _is_enum(found: type) -> TypeIs[type[Enum]]:
+    """Return whether ``found`` is an Enum class."""
+    return issubclass(found, Enum)
+
+
+def _is_model(found: type) -> TypeIs[type[BaseModel]]:
+    """Return whether ``found`` is a pydantic model class."""
+    return issubclass(found, BaseModel)
+
+
+def _is_dataclass(found: type) -> TypeIs[type[DataclassInstance]]:
+    """Return whether ``found`` is a dataclass."""
+    return dataclasses.is_dataclass(found)
+
+
+def _decode_datetime(obj: _Stored) -> datetime:
     """Rebuild a datetime, moving it into its named zone when that zone exists here."""
     value = datetime.fromisoformat(obj["v"])
     zone = _zone(obj.get("tz"))
@@ -497,7 +530,7 @@ def _decode_datetime(obj: dict[str, Any]) -> datetime:
     return value.replace(fold=1) if obj.get("fold") else value
 
 
-def _decode_time(obj: dict[str, Any]) -> time:
+def _decode_time(obj: _Stored) -> time:
     """Rebuild a time with its named zone (when that zone exists here) and fold."""
     value = time.fromisoformat(obj["v"])
     zone = _zone(obj.get("tz"))
@@ -516,9 +549,9 @@ def _zone(key: str | None) -> ZoneInfo | None:
         return None
 
 
-def _decode_enum(obj: dict[str, Any]) -> Enum:
+def _decode_enum(obj: _Stored) -> Enum:
     """Rebuild an Enum member by name, or by value for a combined Flag member."""
-    cls = _load_class(obj["cls"], "an Enum", lambda found: issubclass(found, Enum))
+    cls = _load_class(obj["cls"], "an Enum", _is_enum)
     if "value" in obj:
         return cls(obj["value"])
     try:
@@ -527,16 +560,16 @@ def _decode_enum(obj: dict[str, Any]) -> Enum:
         raise TaskArgumentError(f"enum {obj['cls']!r} has no member {obj['v']!r}") from None
 
 
-def _decode_model(obj: dict[str, Any]) -> BaseModel:
+def _decode_model(obj: _Stored) -> BaseModel:
     """Rebuild a pydantic model by validating its stored dump."""
-    cls = _load_class(obj["cls"], "a pydantic model", lambda found: issubclass(found, BaseModel))
+    cls = _load_class(obj["cls"], "a pydantic model", _is_model)
     return cls.model_validate(obj["v"])
 
 
-def _decode_dataclass(obj: dict[str, Any]) -> Any:
+def _decode_dataclass(obj: _Stored) -> DataclassInstance:
     """Rebuild a dataclass: init fields go to ``__init__``, the others are set after."""
-    cls = _load_class(obj["cls"], "a dataclass", dataclasses.is_dataclass)
-    stored: dict[str, Any] = obj["v"]
+    cls = _load_class(obj["cls"], "a dataclass", _is_dataclass)
+    stored: _Stored = obj["v"]
     later = {field.name for field in dataclasses.fields(cls) if not field.init}
     instance = cls(**{name: item for name, item in stored.items() if name not in later})
     for name in later & stored.keys():
@@ -545,7 +578,7 @@ def _decode_dataclass(obj: dict[str, Any]) -> Any:
     return instance
 
 
-_DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+_DECODERS: dict[str, Callable[[_Stored], object]] = {
     "float": lambda obj: float(obj["v"]),
     "datetime": _decode_datetime,
     "date": lambda obj: date.fromisoformat(obj["v"]),

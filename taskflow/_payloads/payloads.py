@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import reprlib
+from collections.abc import Mapping
 from typing import Any
 
 from taskflow._payloads import codec
@@ -39,11 +40,11 @@ class Payloads:
         """True when payloads are encrypted at rest."""
         return self.cipher is not None
 
-    def encode_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def encode_call(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
         """Stored text of a call. Raises ``TaskArgumentError`` for unstorable values."""
         return self._seal(codec.encode_call(args, kwargs))
 
-    def encode_memory_call(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    def encode_memory_call(self, args: tuple[object, ...], kwargs: Mapping[str, object]) -> str:
         """Stored text of a call that runs from memory: each argument the codec can store
         as itself, every other one as a readable description (``repr``, shortened)."""
         described = codec.encode_call(
@@ -59,13 +60,13 @@ class Payloads:
             text = text[len(MEMORY_ONLY) :]
         return codec.decode_call(self._open(text, encrypted))
 
-    def encode_result(self, value: Any) -> str | None:
+    def encode_result(self, value: object) -> str | None:
         """Stored text of a result (None stays None)."""
         if value is None:
             return None
         return self._seal(codec.dumps(value, what="result"))
 
-    def decode_result(self, text: str | None, *, encrypted: bool) -> Any:
+    def decode_result(self, text: str | None, *, encrypted: bool) -> object:
         """A result back from stored text."""
         if text is None:
             return None
@@ -84,7 +85,7 @@ class Payloads:
         return self.cipher.decrypt(text)
 
 
-def _described(value: Any) -> Any:
+def _described(value: object) -> object:
     """``value`` when the codec stores it, else a short ``repr`` of it."""
     try:
         codec.dumps(value)

@@ -1,24 +1,30 @@
-"""The schedule half of :class:`~taskflow.manager.TaskManager`: declaring, listing,
-creating, pausing, resuming, deleting and triggering schedules."""
+"""Schedules as the manager offers them: declaring, listing, creating, pausing,
+resuming, deleting and triggering, for async and sync callers."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
-from taskflow._engine.runner import utcnow
-from taskflow._schedules.groups import ScheduledTask, TaskGroup, scheduled_task_from_row
+from taskflow._engine.job import utcnow
+from taskflow._engine.registry import TaskRegistry
+from taskflow._engine.runtime import Runtime
+from taskflow._engine.settings import Settings
+from taskflow._payloads.payloads import Payloads
+from taskflow._schedules.groups import TaskGroup, TaskGroups, scheduled_task_from_row
 from taskflow._schedules.scheduler import (
     DEFAULT_MISFIRE_GRACE,
     ScheduleOptions,
+    Scheduler,
     ScheduleSpec,
     trigger_of,
 )
 from taskflow._schedules.triggers import MAX_EVERY, make_trigger
+from taskflow._store.sql import SQLStore
 from taskflow.errors import (
     ConfigurationError,
     DuplicateScheduleName,
@@ -26,11 +32,7 @@ from taskflow.errors import (
     StaticScheduleError,
     TaskflowError,
 )
-
-if TYPE_CHECKING:
-    from fastapi import APIRouter
-
-    from taskflow.manager import TaskManager
+from taskflow.records import ScheduledTask
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("taskflow")
@@ -40,11 +42,59 @@ NAME_MAX = 255
 RETRIES_MAX = 2**31 - 1
 
 
-class ScheduleAPI:
-    """Schedule methods of the TaskManager (a mixin: ``self`` is the TaskManager)."""
+class Schedules:
+    """The schedule methods behind the TaskManager's.
+
+    Args:
+        runtime: the manager's running state.
+        settings: ``allow_parallel``, the default ``overlap`` of task groups.
+        registry: where scheduled functions are registered.
+        scheduler: fires the slots.
+        payloads: decodes schedules' arguments.
+        groups: the task groups added to the manager.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        settings: Settings,
+        registry: TaskRegistry,
+        scheduler: Scheduler,
+        payloads: Payloads,
+        groups: TaskGroups,
+    ) -> None:
+        self._runtime = runtime
+        self._settings = settings
+        self.registry = registry
+        self.scheduler = scheduler
+        self.payloads = payloads
+        self.task_groups = groups
+
+    @property
+    def started(self) -> bool:
+        """True while the manager runs."""
+        return self._runtime.started
+
+    @property
+    def db(self) -> SQLStore:
+        """The store (raises NotStarted before the first start)."""
+        return self._runtime.db
+
+    @property
+    def allow_parallel(self) -> bool:
+        """fastapi-task-manager's default ``overlap`` of task groups."""
+        return self._settings.allow_parallel
+
+    def task(self, **options: Any) -> Callable[[F], F]:
+        """Register a function with ``options`` (as ``TaskManager.task``)."""
+        return self.registry.decorator(**options)
+
+    def _require_loop(self) -> None:
+        self._runtime.require_loop()
 
     def schedule(
-        self: TaskManager,
+        self,
         every: float | None = None,
         cron: str | None = None,
         retries: int | None = None,
@@ -87,7 +137,7 @@ class ScheduleAPI:
         trigger = make_trigger(every=every, cron=cron, timezone=timezone)
         if misfire_grace is not None and misfire_grace < 0:
             raise ConfigurationError(f"misfire_grace must be >= 0, got {misfire_grace}")
-        register_task = self.task(
+        register_task = self.registry.decorator(
             retries=retries,
             delay=delay,
             backoff=backoff,
@@ -131,15 +181,16 @@ class ScheduleAPI:
     async def list_schedules(self) -> list[ScheduledTask]:
         """Every stored schedule (static and dynamic) with its next run time."""
         self._require_loop()
-        return [self._scheduled_task(row) for row in await self.db.list_schedules()]
+        return [self.scheduled_task(row) for row in await self.db.list_schedules()]
 
     async def get_schedule(self, name: str) -> ScheduledTask | None:
         """The schedule called ``name``, or None."""
         self._require_loop()
         row = await self.db.get_schedule(name) if storable_name(name) else None
-        return None if row is None else self._scheduled_task(row)
+        return None if row is None else self.scheduled_task(row)
 
-    def _scheduled_task(self, row: Any) -> ScheduledTask:
+    def scheduled_task(self, row: Any) -> ScheduledTask:
+        """The :class:`ScheduledTask` view of a stored schedule row."""
         try:
             _, kwargs = self.payloads.decode_call(row["payload"], encrypted=self.payloads.encrypted)
         except (TaskflowError, ValueError):
@@ -159,26 +210,16 @@ class ScheduleAPI:
         self.task_groups.add(group)
         group.attach(self)
 
-    def group_schedules(self: TaskManager, group_name: str) -> list[ScheduledTask]:
+    def group_schedules(self, group_name: str) -> list[ScheduledTask]:
         """The stored schedules of task group ``group_name``, read synchronously (from
         the loop's thread through the helper thread, else on the loop)."""
-        loop = self._require_loop()
-        if running_loop() is loop:
-            assert self._bridge is not None
-            rows = self._bridge.call(lambda store: store.list_schedules())
-        else:
-            pending = asyncio.run_coroutine_threadsafe(self.db.list_schedules(), loop)
-            rows = pending.result(SYNC_TIMEOUT)
-        return [self._scheduled_task(row) for row in rows if row["group_name"] == group_name]
+        rows = self._runtime.read(lambda store: store.list_schedules())
+        return [self.scheduled_task(row) for row in rows if row["group_name"] == group_name]
 
-    def run_schedule_coroutine(self: TaskManager, coro: Any, what: str) -> None:
+    def run_schedule_coroutine(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Run ``coro`` on the manager's loop: in the background from the loop's own
         thread, else waiting for it."""
-        loop = self._require_loop()
-        if running_loop() is loop:
-            self._background(coro, what)
-        else:
-            asyncio.run_coroutine_threadsafe(coro, loop).result(SYNC_TIMEOUT)
+        self._runtime.run_or_spawn(coro, what)
 
     async def create_schedule(self, row: dict[str, Any]) -> ScheduledTask:
         """Store a dynamic schedule row built by :meth:`TaskGroup.build_schedule`.
@@ -193,7 +234,7 @@ class ScheduleAPI:
         if not await self.db.create_schedule(row):
             raise DuplicateScheduleName(_taken(row))
         self.scheduler.wake()
-        return self._scheduled_task(row)
+        return self.scheduled_task(row)
 
     async def delete_schedule(self, name: str, *, group_name: str | None = None) -> ScheduledTask:
         """Delete a dynamic schedule; returns it as it was.
@@ -207,7 +248,7 @@ class ScheduleAPI:
         _check_deletable(found, name, group_name)
         row = await self.db.delete_schedule(name)
         _check_deletable(row, name, group_name)
-        return self._scheduled_task(row)
+        return self.scheduled_task(row)
 
     async def pause_schedule(self, name: str) -> ScheduledTask:
         """Stop firing a schedule until :meth:`resume_schedule`.
@@ -235,11 +276,11 @@ class ScheduleAPI:
         await self.db.set_schedule_enabled(name, enabled=enabled, next_run_at=next_run_at, now=now)
         self.scheduler.wake()
         updated = await self.db.get_schedule(name)
-        return self._scheduled_task(updated)
+        return self.scheduled_task(updated)
 
     def run_blocking_schedule_change(
         self,
-        change: Callable[[], Any],
+        change: Callable[[], Coroutine[Any, Any, ScheduledTask]],
         *,
         create: Callable[[Any], dict[str, Any]] | None = None,
         delete: tuple[str, str | None] | None = None,
@@ -251,47 +292,28 @@ class ScheduleAPI:
         through the helper thread), written by a background task, and the result
         returned at once.
         """
-        loop = self._require_loop()
+        runtime = self._runtime
+        loop = runtime.require_loop()
         if running_loop() is not loop:
-            return asyncio.run_coroutine_threadsafe(change(), loop).result(SYNC_TIMEOUT)
-        assert self._bridge is not None
+            result: ScheduledTask = asyncio.run_coroutine_threadsafe(change(), loop).result(
+                SYNC_TIMEOUT
+            )
+            return result
         if create is not None:
             row = create(utcnow())
             check_storable(row)
-            if self._bridge.call(lambda store: store.get_schedule(row["name"])) is not None:
+            if runtime.read(lambda store: store.get_schedule(row["name"])) is not None:
                 raise DuplicateScheduleName(_taken(row))
-            self._background(self.create_schedule(row), f"create schedule {row['name']}")
-            return self._scheduled_task(row)
+            runtime.spawn(self.create_schedule(row), f"create schedule {row['name']}")
+            return self.scheduled_task(row)
         assert delete is not None
         name, group_name = delete
-        row = (
-            self._bridge.call(lambda store: store.get_schedule(name))
-            if storable_name(name)
-            else None
+        found = (
+            runtime.read(lambda store: store.get_schedule(name)) if storable_name(name) else None
         )
-        _check_deletable(row, name, group_name)
-        self._background(
-            self.delete_schedule(name, group_name=group_name), f"delete schedule {name}"
-        )
-        return self._scheduled_task(row)
-
-    def _background(self, coro: Any, what: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background_tasks.add(task)
-
-        def done(finished: asyncio.Task[Any]) -> None:
-            self._background_tasks.discard(finished)
-            if not finished.cancelled() and finished.exception() is not None:
-                logger.error("could not %s: %s", what, finished.exception())
-
-        task.add_done_callback(done)
-
-    def get_manager_router(self) -> APIRouter:
-        """A router with fastapi-task-manager's management API (``POST /tasks``,
-        ``GET /functions``, ``DELETE /tasks``) plus listing, pause, resume and trigger."""
-        from taskflow._schedules.management import build_router
-
-        return build_router(self)
+        _check_deletable(found, name, group_name)
+        runtime.spawn(self.delete_schedule(name, group_name=group_name), f"delete schedule {name}")
+        return self.scheduled_task(found)
 
 
 def storable_name(name: Any) -> bool:

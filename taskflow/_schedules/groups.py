@@ -11,10 +11,10 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from taskflow._schedules.scheduler import (
     DEFAULT_MISFIRE_GRACE,
@@ -31,49 +31,55 @@ from taskflow.errors import (
     StaticScheduleError,
     TaskArgumentError,
 )
+from taskflow.records import ScheduledTask
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
-    from taskflow.manager import TaskManager
+    from taskflow._engine.registry import TaskRegistry
+    from taskflow._payloads.payloads import Payloads
+    from taskflow._schedules.scheduler import Scheduler
+    from taskflow._store.sql import SQLStore
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("taskflow")
 
 
-@dataclass(slots=True)
-class ScheduledTask:
-    """A schedule as users see it: static (from code) or dynamic (created at runtime)."""
+class ScheduleHost(Protocol):
+    """What a task group uses of the manager's schedules once it is added to one."""
 
-    name: str
-    task_group_name: str | None
-    function_name: str
-    cron_expression: str | None
-    every: float | None
-    timezone: str
-    kwargs: dict[str, Any]
-    dynamic: bool
-    description: str | None = None
-    tags: list[str] = field(default_factory=list)
-    high_priority: bool = False
-    retry_backoff: float | None = None
-    retry_backoff_max: float | None = None
-    enabled: bool = True
-    next_run_at: datetime | None = None
-    last_run_at: datetime | None = None
-    last_task_id: str | None = None
+    registry: TaskRegistry
+    scheduler: Scheduler
+    payloads: Payloads
 
     @property
-    def expression(self) -> str | None:
-        """The cron expression (fastapi-task-manager's name); None for an interval."""
-        return self.cron_expression
+    def started(self) -> bool: ...
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (times as ISO 8601)."""
-        data = asdict(self)
-        for key in ("next_run_at", "last_run_at"):
-            data[key] = data[key].isoformat() if data[key] is not None else None
-        return data
+    @property
+    def db(self) -> SQLStore: ...
+
+    @property
+    def allow_parallel(self) -> bool: ...
+
+    def task(self, **options: Any) -> Callable[[F], F]: ...
+
+    def group_schedules(self, group_name: str) -> list[ScheduledTask]: ...
+
+    def run_schedule_coroutine(self, coro: Coroutine[Any, Any, Any], what: str) -> None: ...
+
+    def run_blocking_schedule_change(
+        self,
+        change: Callable[[], Coroutine[Any, Any, ScheduledTask]],
+        *,
+        create: Callable[[Any], dict[str, Any]] | None = None,
+        delete: tuple[str, str | None] | None = None,
+    ) -> ScheduledTask: ...
+
+    async def create_schedule(self, row: dict[str, Any]) -> ScheduledTask: ...
+
+    async def delete_schedule(
+        self, name: str, *, group_name: str | None = None
+    ) -> ScheduledTask: ...
 
 
 def scheduled_task_from_row(
@@ -169,7 +175,7 @@ class TaskGroup:
         self._tags = list(tags or [])
         self.allow_parallel = allow_parallel
         self.functions: dict[str, Callable[..., Any]] = {}
-        self.manager: TaskManager | None = None
+        self.manager: ScheduleHost | None = None  # set by add_task_group
         self._task_options: dict[str, dict[str, Any]] = {}
         self._static: list[tuple[Callable[..., Any], ScheduleSpec]] = []
         self._pending: list[_Pending] = []
@@ -300,8 +306,8 @@ class TaskGroup:
         """The task name that records and schedules of this function carry."""
         return f"{self.name}.{function_name}"
 
-    def attach(self, manager: TaskManager) -> None:
-        """Bind the group to ``manager`` (done by ``add_task_group``)."""
+    def attach(self, manager: ScheduleHost) -> None:
+        """Bind the group to a manager's schedules (done by ``add_task_group``)."""
         self.manager = manager
         for function_name, func in self.functions.items():
             self._register_task(function_name, func)
@@ -432,7 +438,7 @@ class TaskGroup:
         **options: Any,
     ) -> ScheduledTask:
         """Awaitable :meth:`add_dynamic_task`."""
-        from taskflow._engine.runner import utcnow
+        from taskflow._engine.job import utcnow
 
         manager = self._manager()
         row = self.build_schedule(
@@ -514,7 +520,7 @@ class TaskGroup:
         """Store the dynamic schedules defined before startup (done by the scheduler at
         startup). One whose name a static schedule or another group's schedule holds is
         skipped with an error in the log."""
-        from taskflow._engine.runner import utcnow
+        from taskflow._engine.job import utcnow
 
         manager = self._manager()
         pending, self._pending = self._pending, []
@@ -543,7 +549,7 @@ class TaskGroup:
             )
         return func
 
-    def _manager(self) -> TaskManager:
+    def _manager(self) -> ScheduleHost:
         if self.manager is None:
             raise ScheduleNotFound(
                 f"task group {self.name!r} is not added to a TaskManager "

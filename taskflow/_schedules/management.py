@@ -5,14 +5,19 @@ plus taskflow's pause and resume."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from taskflow._schedules.groups import ScheduledTask, TaskGroup
-from taskflow._schedules.management_actions import add_action_routes, matches, schedules_with_rows
+from taskflow._schedules.groups import TaskGroup
+from taskflow._schedules.management_actions import (
+    Management,
+    add_action_routes,
+    matches,
+    schedules_with_rows,
+)
 from taskflow._schedules.scheduler import ScheduleOptions
 from taskflow.errors import (
     ConfigurationError,
@@ -21,16 +26,13 @@ from taskflow.errors import (
     StaticScheduleError,
     TaskArgumentError,
 )
+from taskflow.records import ScheduledTask
 from taskflow.schema.task import (
     CreateDynamicTaskRequest,
     DynamicTaskResponse,
     RegisteredFunctionsResponse,
     TaskDetailed,
 )
-
-if TYPE_CHECKING:
-    from taskflow.manager import TaskManager
-
 
 # The request and response models keep the names taskflow used before the
 # fastapi-task-manager schema models existed.
@@ -45,7 +47,7 @@ class TriggerResponse(BaseModel):
     task_id: str
 
 
-def build_router(manager: TaskManager) -> APIRouter:
+def build_router(manager: Management) -> APIRouter:
     """The management router for ``manager``; include it under any prefix."""
     router = APIRouter()
     errors: dict[int | str, dict[str, Any]] = {
@@ -88,7 +90,7 @@ def build_router(manager: TaskManager) -> APIRouter:
         name: str | None = Query(None),
         tag: str | None = Query(None),
     ) -> Any:
-        running = await manager.db.running_schedule_ids()
+        running = await manager.schedules.db.running_schedule_ids()
         return [
             _detailed(item, row, running)
             for item, row in await schedules_with_rows(manager)
@@ -99,7 +101,7 @@ def build_router(manager: TaskManager) -> APIRouter:
     async def delete_task(task_group_name: str = Query(...), task_name: str = Query(...)) -> Any:
         _group(manager, task_group_name)
         try:
-            removed = await manager.delete_schedule(task_name, group_name=task_group_name)
+            removed = await manager.schedules.delete_schedule(task_name, group_name=task_group_name)
         except StaticScheduleError as exc:
             raise HTTPException(400, detail=str(exc)) from exc
         except ScheduleNotFound as exc:
@@ -110,7 +112,7 @@ def build_router(manager: TaskManager) -> APIRouter:
     async def list_functions(task_group_name: str | None = Query(None)) -> Any:
         functions = [
             {"task_group_name": group.name, "function_name": name}
-            for group in manager.task_groups.values()
+            for group in manager.schedules.task_groups.values()
             if task_group_name is None or group.name == task_group_name
             for name in group.functions
         ]
@@ -118,11 +120,11 @@ def build_router(manager: TaskManager) -> APIRouter:
 
     @router.post("/tasks/pause", response_model=DynamicTaskResponse, responses=errors)
     async def pause_task(task_name: str = Query(...)) -> Any:
-        return _response(await _found(manager.pause_schedule(task_name)))
+        return _response(await _found(manager.schedules.pause_schedule(task_name)))
 
     @router.post("/tasks/resume", response_model=DynamicTaskResponse, responses=errors)
     async def resume_task(task_name: str = Query(...)) -> Any:
-        return _response(await _found(manager.resume_schedule(task_name)))
+        return _response(await _found(manager.schedules.resume_schedule(task_name)))
 
     add_action_routes(router, manager)
     return router
@@ -153,8 +155,8 @@ def _detailed(item: ScheduledTask, row: Any, running: set[str]) -> dict[str, Any
     }
 
 
-def _group(manager: TaskManager, name: str) -> TaskGroup:
-    group = manager.task_groups.get(name)
+def _group(manager: Management, name: str) -> TaskGroup:
+    group = manager.schedules.task_groups.get(name)
     if group is None:
         raise HTTPException(404, detail=f"no task group named {name!r}")
     return group

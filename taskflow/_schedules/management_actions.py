@@ -8,18 +8,38 @@ every matching schedule, and answer 404 when none matches.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, HTTPException, Query
 
 from taskflow._compat.config import response_fields
-from taskflow._schedules.groups import ScheduledTask
+from taskflow.records import ScheduledTask
 from taskflow.schema.health import ConfigResponse, HealthResponse
 from taskflow.schema.task import TaskActionResponse, TaskStatistics
 from taskflow.schema.task_group import TaskGroup as TaskGroupSchema
 
 if TYPE_CHECKING:
-    from taskflow.manager import TaskManager
+    from taskflow._compat.config import Config
+    from taskflow._schedules.api import Schedules
+
+
+@dataclass(frozen=True, slots=True)
+class Management:
+    """What the management router works with.
+
+    Attributes:
+        schedules: the manager's schedules.
+        health: the manager's ``health_check``.
+        config: the fastapi-task-manager ``Config`` in use.
+        history_runs: how many runs per schedule the statistics show.
+    """
+
+    schedules: Schedules
+    health: Callable[[], Awaitable[HealthResponse]]
+    config: Callable[[], Config]
+    history_runs: Callable[[], int]
 
 
 def matches(
@@ -33,13 +53,16 @@ def matches(
     )
 
 
-async def schedules_with_rows(manager: TaskManager) -> list[tuple[ScheduledTask, Any]]:
+async def schedules_with_rows(manager: Management) -> list[tuple[ScheduledTask, Any]]:
     """Every stored schedule with its row."""
-    return [(manager._scheduled_task(row), row) for row in await manager.db.list_schedules()]
+    return [
+        (manager.schedules.scheduled_task(row), row)
+        for row in await manager.schedules.db.list_schedules()
+    ]
 
 
 async def _matching(
-    manager: TaskManager, task_group_name: str | None, task_name: str | None, tag: str | None
+    manager: Management, task_group_name: str | None, task_name: str | None, tag: str | None
 ) -> list[tuple[ScheduledTask, Any]]:
     found = [
         (item, row)
@@ -51,27 +74,28 @@ async def _matching(
     return found
 
 
-def _affected(pairs: list[tuple[ScheduledTask, Any]], ids: list[str] | None = None) -> Any:
+def _affected(pairs: list[tuple[ScheduledTask, Any]], ids: list[str | None] | None = None) -> Any:
+    task_ids: list[str | None] = ids or [None] * len(pairs)
     affected = [
         {"task_group": item.task_group_name, "task": item.name, "task_id": task_id}
-        for (item, _), task_id in zip(pairs, ids or [None] * len(pairs), strict=True)
+        for (item, _), task_id in zip(pairs, task_ids, strict=True)
     ]
     return {"affected_tasks": affected, "count": len(affected)}
 
 
-def add_action_routes(router: APIRouter, manager: TaskManager) -> None:
+def add_action_routes(router: APIRouter, manager: Management) -> None:
     """Add the group, statistics, health, config and bulk routes to ``router``."""
     _add_read_routes(router, manager)
     _add_bulk_routes(router, manager)
 
 
-def _add_read_routes(router: APIRouter, manager: TaskManager) -> None:
+def _add_read_routes(router: APIRouter, manager: Management) -> None:
     @router.get("/task-groups", response_model=list[TaskGroupSchema])
     async def list_task_groups(
         name: str | None = Query(None), tag: str | None = Query(None)
     ) -> Any:
         counts: dict[str, int] = {}
-        for row in await manager.db.list_schedules():
+        for row in await manager.schedules.db.list_schedules():
             counts[row["group_name"]] = counts.get(row["group_name"], 0) + 1
         return [
             {
@@ -80,7 +104,7 @@ def _add_read_routes(router: APIRouter, manager: TaskManager) -> None:
                 "allow_parallel": group.allow_parallel,
                 "task_count": counts.get(group.name, 0),
             }
-            for group in manager.task_groups
+            for group in manager.schedules.task_groups
             if (name is None or group.name == name) and (tag is None or tag in group.tags)
         ]
 
@@ -91,7 +115,7 @@ def _add_read_routes(router: APIRouter, manager: TaskManager) -> None:
     )
     async def task_statistics(task_group_name: str, task_name: str) -> Any:
         item, row = (await _matching(manager, task_group_name, task_name, None))[0]
-        runs = await manager.db.schedule_runs(row["id"], limit=manager.statistics_history_runs)
+        runs = await manager.schedules.db.schedule_runs(row["id"], limit=manager.history_runs())
         return {
             "task_group_name": task_group_name,
             "task_name": item.name,
@@ -106,14 +130,14 @@ def _add_read_routes(router: APIRouter, manager: TaskManager) -> None:
 
     @router.get("/health", response_model=HealthResponse)
     async def health() -> Any:
-        return await manager.health_check()
+        return await manager.health()
 
     @router.get("/config", response_model=ConfigResponse)
     async def config() -> Any:
-        return response_fields(manager.config)
+        return response_fields(manager.config())
 
 
-def _add_bulk_routes(router: APIRouter, manager: TaskManager) -> None:
+def _add_bulk_routes(router: APIRouter, manager: Management) -> None:
     errors: dict[int | str, dict[str, Any]] = {404: {"description": "No matching tasks found"}}
 
     @router.post("/tasks/disable", response_model=TaskActionResponse, responses=errors)
@@ -122,7 +146,7 @@ def _add_bulk_routes(router: APIRouter, manager: TaskManager) -> None:
     ) -> Any:
         pairs = await _matching(manager, task_group_name, task_name, tag)
         for item, _ in pairs:
-            await manager.pause_schedule(item.name)
+            await manager.schedules.pause_schedule(item.name)
         return _affected(pairs)
 
     @router.post("/tasks/enable", response_model=TaskActionResponse, responses=errors)
@@ -131,7 +155,7 @@ def _add_bulk_routes(router: APIRouter, manager: TaskManager) -> None:
     ) -> Any:
         pairs = await _matching(manager, task_group_name, task_name, tag)
         for item, _ in pairs:
-            await manager.resume_schedule(item.name)
+            await manager.schedules.resume_schedule(item.name)
         return _affected(pairs)
 
     @router.post("/tasks/reset-retry", response_model=TaskActionResponse, responses=errors)
@@ -157,16 +181,16 @@ def _add_bulk_routes(router: APIRouter, manager: TaskManager) -> None:
     ) -> Any:
         pairs = await _matching(manager, task_group_name, task_name, tag)
         for _, row in pairs:
-            await manager.db.clear_schedule_runs(row["id"])
+            await manager.schedules.db.clear_schedule_runs(row["id"])
         return _affected(pairs)
 
 
-async def _trigger(manager: TaskManager, name: str) -> str | None:
+async def _trigger(manager: Management, name: str) -> str | None:
     """Start a run of schedule ``name`` now; None when its function is not registered
     in this process (nothing can run it here)."""
     from taskflow.errors import ScheduleNotFound
 
     try:
-        return await manager.trigger_schedule(name)
+        return await manager.schedules.trigger_schedule(name)
     except ScheduleNotFound:
         return None

@@ -8,8 +8,8 @@ whichever process serving its queue claims it first runs it, exactly once. When 
 it is an ordinary task with ``source="scheduled"``.
 
 ``run_key`` names the pending firing: scheduling the same key again replaces it (one
-firing, at the new time, with the new arguments), :meth:`OnceAPI.cancel_scheduled`
-removes it, :meth:`OnceAPI.list_scheduled` lists what is pending.
+firing, at the new time, with the new arguments), :meth:`OneOffs.cancel_scheduled`
+removes it, :meth:`OneOffs.list_scheduled` lists what is pending.
 """
 
 from __future__ import annotations
@@ -19,25 +19,51 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from taskflow._engine.runner import utcnow
+from taskflow._engine.intake import Intake
+from taskflow._engine.job import utcnow
+from taskflow._engine.registry import TaskRegistry
+from taskflow._engine.runtime import Runtime
+from taskflow._payloads.payloads import Payloads
 from taskflow._store.once import OnceStore
 from taskflow.errors import ScheduleError, TaskArgumentError, TaskflowError, UnknownTaskFunction
-from taskflow.models import ScheduledOnce
+from taskflow.records import ScheduledOnce
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
 
-    from taskflow._payloads.payloads import Payloads
-    from taskflow.manager import TaskManager
 
 RUN_KEY_MAX = 255  # the run_key column is VARCHAR(255)
 
 
-class OnceAPI:
-    """One-off scheduling methods of the TaskManager (a mixin: ``self`` is the manager)."""
+class OneOffs:
+    """One-off firings: scheduling, cancelling and listing them.
+
+    Args:
+        runtime: the manager's running state.
+        registry: the functions firings may run.
+        intake: builds the firing's task row.
+        payloads: decodes the arguments of listed firings.
+        durable: False when the manager runs on a private temporary database, where a
+            firing could not survive a restart (then every method refuses).
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        registry: TaskRegistry,
+        intake: Intake,
+        payloads: Payloads,
+        durable: bool,
+    ) -> None:
+        self._runtime = runtime
+        self._registry = registry
+        self._intake = intake
+        self._payloads = payloads
+        self._durable = durable
 
     async def schedule_once(
-        self: TaskManager,
+        self,
         func: Callable[..., Any],
         /,
         *args: Any,
@@ -73,16 +99,15 @@ class OnceAPI:
             TaskArgumentError: ``run_at``/``run_key`` are invalid, or an argument or
                 tag cannot be stored.
         """
-        self._require_loop()
-        _require_durable(self)
-        config = self.registry.for_func(func)
+        self._check()
+        config = self._registry.for_func(func)
         if config is None:
             raise UnknownTaskFunction(
                 f"schedule_once() needs a registered function: decorate "
                 f"{getattr(func, '__qualname__', func)!r} with @task_manager.task() so the "
                 "firing can find it by name when it is due, in whichever process runs it"
             )
-        row, _job = self._new_row(
+        row, _job = self._intake.new_row(
             config,
             args,
             kwargs,
@@ -94,9 +119,9 @@ class OnceAPI:
         row.update(run_key=_check_run_key(run_key), next_attempt_at=_as_utc(run_at), owner=None)
         if queue is not None:
             row["queue"] = queue
-        await OnceStore(self.db).replace(row, now=utcnow())
+        await OnceStore(self._runtime.db).replace(row, now=utcnow())
 
-    async def cancel_scheduled(self: TaskManager, run_key: str) -> bool:
+    async def cancel_scheduled(self, run_key: str) -> bool:
         """Remove the pending one-off firing ``run_key``.
 
         Returns:
@@ -107,13 +132,10 @@ class OnceAPI:
             NotStarted: the manager is not started.
             ScheduleError: the manager has no database of its own.
         """
-        self._require_loop()
-        _require_durable(self)
-        return await OnceStore(self.db).cancel(run_key)
+        self._check()
+        return await OnceStore(self._runtime.db).cancel(run_key)
 
-    async def list_scheduled(
-        self: TaskManager, before: datetime | None = None
-    ) -> list[ScheduledOnce]:
+    async def list_scheduled(self, before: datetime | None = None) -> list[ScheduledOnce]:
         """Pending one-off firings, soonest first.
 
         Args:
@@ -124,11 +146,19 @@ class OnceAPI:
             NotStarted: the manager is not started.
             ScheduleError: the manager has no database of its own.
         """
-        self._require_loop()
-        _require_durable(self)
+        self._check()
         bound = None if before is None else _as_utc(before)
-        rows = await OnceStore(self.db).pending(before=bound)
-        return [scheduled_once_from_row(row, self.payloads) for row in rows]
+        rows = await OnceStore(self._runtime.db).pending(before=bound)
+        return [scheduled_once_from_row(row, self._payloads) for row in rows]
+
+    def _check(self) -> None:
+        self._runtime.require_loop()
+        if not self._durable:
+            raise ScheduleError(
+                "one-off schedules need a database that outlives this process, so the "
+                "firing survives a restart: configure one with "
+                "TaskManager(snapshot_db='tasks.db') or database_url=..."
+            )
 
 
 def scheduled_once_from_row(row: RowMapping, payloads: Payloads) -> ScheduledOnce:
@@ -153,15 +183,6 @@ def scheduled_once_from_row(row: RowMapping, payloads: Payloads) -> ScheduledOnc
         created_at=row["created_at"],
         task_id=row["id"],
     )
-
-
-def _require_durable(manager: TaskManager) -> None:
-    if manager._configured_url is None:
-        raise ScheduleError(
-            "one-off schedules need a database that outlives this process, so the firing "
-            "survives a restart: configure one with TaskManager(snapshot_db='tasks.db') "
-            "or database_url=..."
-        )
 
 
 def _as_utc(value: datetime) -> datetime:

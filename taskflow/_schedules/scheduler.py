@@ -11,21 +11,23 @@ import asyncio
 import contextlib
 import functools
 import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from taskflow._engine.guard import StepGuard
-from taskflow._engine.ids import new_hex_id
-from taskflow._engine.registry import TaskConfig
-from taskflow._engine.runner import utcnow
+from taskflow._engine.intake import Intake
+from taskflow._engine.job import utcnow
+from taskflow._engine.registry import TaskConfig, TaskRegistry
+from taskflow._engine.runtime import Runtime
 from taskflow._engine.submission import build_row, job_from_row, new_task_id
+from taskflow._payloads.payloads import Payloads
 from taskflow._schedules.triggers import Trigger
+from taskflow._store.ids import new_hex_id
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import RowMapping
-
-    from taskflow.manager import TaskManager
 
 logger = logging.getLogger("taskflow._schedules.scheduler")
 
@@ -121,11 +123,41 @@ def trigger_of(row: RowMapping | dict[str, Any]) -> Trigger:
     return Trigger(every=row["every"], cron=row["cron"], timezone=row["timezone"])
 
 
-class Scheduler:
-    """Fires due schedules for one :class:`~taskflow.manager.TaskManager`."""
+class GroupStore(Protocol):
+    """A task group, as far as the scheduler sees it."""
 
-    def __init__(self, manager: TaskManager) -> None:
-        self.manager = manager
+    async def store_pending(self) -> None:
+        """Store the dynamic schedules defined before startup."""
+
+
+class Scheduler:
+    """Fires due schedules.
+
+    Args:
+        runtime: the manager's running state.
+        payloads: encodes the arguments of static schedules.
+        registry: the functions schedules run.
+        intake: owner of new rows, and starts the ones this process runs.
+        admit: a slot's task row, or its ``rejected`` record when its queue is full.
+        groups: task groups whose schedules are stored at startup.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        payloads: Payloads,
+        registry: TaskRegistry,
+        intake: Intake,
+        admit: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+        groups: Iterable[GroupStore],
+    ) -> None:
+        self._runtime = runtime
+        self._payloads = payloads
+        self._registry = registry
+        self._intake = intake
+        self._admit = admit
+        self._groups = groups
         self.specs: dict[str, ScheduleSpec] = {}
         self._wake = asyncio.Event()
         self._warned: set[str] = set()
@@ -151,12 +183,12 @@ class Scheduler:
         stored schedules whose function is not registered in this process."""
         now = utcnow()
         for spec in self.specs.values():
-            row = await self.manager.db.upsert_static_schedule(self._static_row(spec, now))
+            row = await self._runtime.db.upsert_static_schedule(self._static_row(spec, now))
             if spec.run_on_startup:
                 await self._run_now(row, source="scheduled")
-        for group in self.manager.task_groups:
+        for group in self._groups:
             await group.store_pending()
-        for row in await self.manager.db.list_schedules():
+        for row in await self._runtime.db.list_schedules():
             if self._config(row) is None:
                 logger.warning(
                     "schedule %s runs %r, which is not registered here; its slots "
@@ -171,7 +203,7 @@ class Scheduler:
             task_name=spec.task_name,
             trigger=spec.trigger,
             kind="static",
-            payload=self.manager.payloads.encode_call((), spec.kwargs),
+            payload=self._payloads.encode_call((), spec.kwargs),
             now=now,
             group_name=spec.group_name,
             description=spec.description,
@@ -188,13 +220,13 @@ class Scheduler:
     async def tick(self) -> int:
         """Fire every schedule that is due now; returns how many runs this process started."""
         fired = 0
-        for row in await self.manager.db.due_schedules(now=utcnow()):
+        for row in await self._runtime.db.due_schedules(now=utcnow()):
             fire = functools.partial(self._fire, row)
             fired += await self._guard(f"slot of {row['name']!r}", fire) or 0
         return fired
 
     async def _sleep(self) -> None:
-        due = await self._guard("next slot", self.manager.db.next_schedule_due)
+        due = await self._guard("next slot", self._runtime.db.next_schedule_due)
         pause = MAX_SLEEP
         if isinstance(due, datetime):
             pause = min(max((due - utcnow()).total_seconds(), 0.0), MAX_SLEEP)
@@ -209,8 +241,8 @@ class Scheduler:
         options = ScheduleOptions.from_json(row["options"])
         task_row = self._slot_task(row, options, slot, now)
         if task_row is not None:
-            task_row = await self.manager.admit_scheduled(task_row)
-        _, inserted = await self.manager.db.fire_schedule(
+            task_row = await self._admit(task_row)
+        _, inserted = await self._runtime.db.fire_schedule(
             schedule_id=row["id"],
             slot=slot,
             next_run_at=trigger_of(row).next_after(slot, now),
@@ -218,9 +250,10 @@ class Scheduler:
             task_row=task_row,
             skip_if_active=not options.overlap,
         )
-        started = inserted and task_row is not None and task_row["status"] == "pending"
-        if started and task_row["owner"] is not None:  # type: ignore[index]
-            self.manager.hold_and_release(job_from_row(task_row, self._config(row)))
+        if task_row is None or not inserted:
+            return int(inserted)
+        if task_row["status"] == "pending" and task_row["owner"] is not None:
+            self._intake.hold_and_release(job_from_row(task_row, self._config(row)))
         return int(inserted)
 
     def _slot_task(
@@ -263,14 +296,14 @@ class Scheduler:
             config,
             task_id=new_task_id(),
             payload=row["payload"],
-            encrypted=self.manager.payloads.encrypted,
+            encrypted=self._payloads.encrypted,
             tags=tags,
             priority=options.priority,
             idempotency_key=None,
             source=source,
             now=now,
             max_retries=retries,
-            owner=self.manager.owner_for(config),
+            owner=self._intake.owner_for(config),
             schedule_id=row["id"],
             schedule_slot=slot,
             retry_delay=options.retry_delay,
@@ -278,7 +311,7 @@ class Scheduler:
         )
 
     def _config(self, row: RowMapping) -> TaskConfig | None:
-        return self.manager.registry.get(row["func_name"])
+        return self._registry.get(row["func_name"])
 
     async def _run_now(self, row: RowMapping, *, source: str) -> str | None:
         config = self._config(row)
@@ -286,14 +319,14 @@ class Scheduler:
             return None
         options = ScheduleOptions.from_json(row["options"])
         task_row = self._task_row(row, config, options, source=source, slot=None, now=utcnow())
-        await self.manager.db.insert_task(task_row)
+        await self._runtime.db.insert_task(task_row)
         if task_row["owner"] is not None:
-            self.manager.hold_and_release(job_from_row(task_row, config))
+            self._intake.hold_and_release(job_from_row(task_row, config))
         return str(task_row["id"])
 
     async def trigger(self, name: str) -> str | None:
         """Run schedule ``name`` now (``source="manual"``) without moving its next slot.
         Returns the task id, or None if there is no such schedule or its function is not
         registered here."""
-        row = await self.manager.db.get_schedule(name)
+        row = await self._runtime.db.get_schedule(name)
         return None if row is None else await self._run_now(row, source="manual")

@@ -20,8 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -35,8 +36,11 @@ from taskflow.errors import (
 
 logger = logging.getLogger("taskflow._store")
 
-Handler = Callable[[AsyncConnection, Sequence["Op"]], Awaitable[Sequence[Any]]]
-Transaction = Callable[[], Any]  # returns an async context manager yielding a connection
+D = TypeVar("D")
+
+# Runs the operations of one kind in a transaction; returns one result per operation.
+Handler = Callable[[AsyncConnection, Sequence["Op[D]"]], Awaitable[Sequence[object]]]
+Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 
 MAX_BATCH = 1000
 # Failures of the database as a whole, not of one operation: a batch is not split on them.
@@ -45,15 +49,19 @@ ORDERED_KINDS = frozenset({"log", "finish"})
 
 
 @dataclass(slots=True)
-class Op:
-    """One queued write: its kind (handler name), its data and the caller's future."""
+class Op(Generic[D]):
+    """One queued write: its kind (handler name), its data and the caller's future.
+
+    The committer never looks at the result: the kind's handler and the code that
+    submits that kind agree on what it is.
+    """
 
     kind: str
-    data: Any
-    future: asyncio.Future[Any] = field(repr=False)
+    data: D
+    future: asyncio.Future[object] = field(repr=False)
 
 
-class GroupCommitter:
+class GroupCommitter(Generic[D]):
     """Runs queued operations in shared write transactions.
 
     ``handlers`` maps a kind to ``async (conn, ops) -> results`` (one result per op, in
@@ -67,7 +75,7 @@ class GroupCommitter:
     def __init__(
         self,
         *,
-        handlers: dict[str, Handler],
+        handlers: dict[str, Handler[D]],
         order: Sequence[str],
         transaction: Transaction,
         lanes: int = 1,
@@ -76,7 +84,7 @@ class GroupCommitter:
         self._order = list(order)
         self._transaction = transaction
         self._lanes = lanes
-        self._queue: list[Op] = []
+        self._queue: list[Op[D]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -86,7 +94,7 @@ class GroupCommitter:
         self._closing = False
         self._task = asyncio.get_running_loop().create_task(self._run(), name="taskflow-commit")
 
-    def submit(self, kind: str, data: Any) -> asyncio.Future[Any]:
+    def submit(self, kind: str, data: D) -> asyncio.Future[object]:
         """Queue one operation; the returned future resolves after its commit."""
         if self._task is None or self._closing:
             raise NotStarted("the task store is not open; start the TaskManager first")
@@ -134,12 +142,13 @@ class GroupCommitter:
                     await asyncio.wait(in_flight)
                 return
 
-    def _take(self, *, ordered: bool) -> list[Op]:
+    def _take(self, *, ordered: bool) -> list[Op[D]]:
         """The next batch in queue order; without ``ordered``, ordered kinds stay queued."""
         if ordered:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            return batch
-        batch, rest = [], []
+            taken, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            return taken
+        batch: list[Op[D]] = []
+        rest: list[Op[D]] = []
         for op in self._queue:
             if op.kind in ORDERED_KINDS or len(batch) >= MAX_BATCH:
                 rest.append(op)
@@ -148,7 +157,7 @@ class GroupCommitter:
         self._queue = rest
         return batch
 
-    async def _commit(self, batch: list[Op]) -> None:
+    async def _commit(self, batch: list[Op[D]]) -> None:
         try:
             results = await self._execute(batch)
         except Exception as exc:  # noqa: BLE001 - isolate the failing operation below
@@ -168,11 +177,11 @@ class GroupCommitter:
             if not op.future.done():
                 op.future.set_result(result)
 
-    async def _execute(self, batch: list[Op]) -> list[Any]:
-        by_kind: dict[str, list[Op]] = {}
+    async def _execute(self, batch: list[Op[D]]) -> list[object]:
+        by_kind: dict[str, list[Op[D]]] = {}
         for op in batch:
             by_kind.setdefault(op.kind, []).append(op)
-        results: dict[int, Any] = {}
+        results: dict[int, object] = {}
         async with self._transaction() as conn:
             for kind in self._order:
                 ops = by_kind.get(kind)
@@ -182,7 +191,7 @@ class GroupCommitter:
         return [results[id(op)] for op in batch]
 
 
-def _fail(op: Op, exc: Exception) -> None:
+def _fail(op: Op[D], exc: Exception) -> None:
     if op.future.done():
         return
     if not isinstance(exc, DatabaseError):

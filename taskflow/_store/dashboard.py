@@ -23,10 +23,15 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskflow._engine.ids import dashed, hex_prefix, task_id_forms
 from taskflow._store.admin_schema import audit, sessions
+from taskflow._store.ids import dashed, hex_prefix, task_id_forms
 from taskflow._store.schema import UTCDateTime, instances, meta, schedules, task_logs, tasks
-from taskflow._store.sql import SQLStore
+from taskflow._store.sql import Row, SQLStore
+
+# A condition of a WHERE clause.
+Condition = sa.ColumnElement[bool]
+# What a task list is sorted by: a time, or a duration in seconds.
+SortKey = sa.ColumnElement[datetime] | sa.ColumnElement[float]
 
 SORTS = ("created", "started", "finished", "duration")
 SCAN_COUNT_CAP = 1000
@@ -90,7 +95,7 @@ class TaskFilter:
 class Cursor:
     """A keyset position: the sort value of a row and its id (the tie-breaker)."""
 
-    value: Any
+    value: datetime | float
     id: str
 
 
@@ -169,7 +174,7 @@ class DashboardStore:
         backwards = before is not None
         cursor = before if backwards else after
 
-        def branch(part: TaskFilter) -> Any:
+        def branch(part: TaskFilter) -> sa.Select[*tuple[Any, ...]]:
             query = sa.select(*columns).where(*self._conditions(part), *_sort_present(sort))
             if cursor is not None:
                 position = sa.tuple_(key, tasks.c.id)
@@ -280,7 +285,8 @@ class DashboardStore:
             .limit(cap + 1)
         )
         async with self._store.read() as conn:
-            return int(await conn.scalar(sa.select(sa.func.count()).select_from(inner.subquery())))
+            query = sa.select(sa.func.count()).select_from(inner.subquery())
+            return int(await conn.scalar(query) or 0)
 
     async def statuses_of(self, task_ids: Sequence[str]) -> dict[str, str]:
         """The status of each of ``task_ids`` that exists."""
@@ -291,7 +297,7 @@ class DashboardStore:
         async with self._store.read() as conn:
             return {row.id: row.status for row in await conn.execute(query)}
 
-    def _sort_key(self, sort: str) -> Any:
+    def _sort_key(self, sort: str) -> SortKey:
         if sort == "created":
             return tasks.c.created_at
         if sort == "started":
@@ -302,7 +308,7 @@ class DashboardStore:
             return self._duration()
         raise ValueError(f"sort must be one of {SORTS}, got {sort!r}")
 
-    def _duration(self) -> Any:
+    def _duration(self) -> sa.ColumnElement[float]:
         """Seconds from start to finish, as a SQL expression of this dialect."""
         if self.dialect == "postgresql":
             # double precision, so a cursor's float compares equal to the row's value
@@ -313,8 +319,8 @@ class DashboardStore:
             86400.0
         )
 
-    def _conditions(self, filters: TaskFilter) -> list[Any]:
-        conditions: list[Any] = []
+    def _conditions(self, filters: TaskFilter) -> list[Condition]:
+        conditions: list[Condition] = []
         if filters.statuses:
             conditions.append(
                 tasks.c.status == filters.statuses[0]
@@ -338,14 +344,15 @@ class DashboardStore:
             conditions.append(_search(filters.search))
         return conditions
 
-    def _tag_condition(self, key: str, value: str) -> Any:
+    def _tag_condition(self, key: str, value: str) -> Condition:
         """The task's tag ``key`` equals ``value``, for any key. SQLite's JSON paths
         cannot name every key (one with a quote, a backslash or a non-ASCII letter finds
         nothing or fails), so there the tags are read as key/value pairs."""
         if self.dialect == "sqlite":
             pairs = sa.func.json_each(tasks.c.tags).table_valued("key", "value")
             return sa.exists().where(pairs.c.key == key, pairs.c.value == value)
-        return tasks.c.tags[key].as_string() == value
+        tag: Condition = tasks.c.tags[key].as_string() == value
+        return tag
 
     # -- charts and statistics -----------------------------------------------------
 
@@ -372,7 +379,7 @@ class DashboardStore:
     ) -> list[RowMapping]:
         """The ``limit`` most recently finished tasks in ``statuses`` (of one function,
         when given): ``func_name``, ``status``, ``started_at``, ``finished_at``."""
-        conditions = [tasks.c.finished_at.is_not(None)]
+        conditions: list[Condition] = [tasks.c.finished_at.is_not(None)]
         if func_name is not None:
             conditions.append(tasks.c.func_name == func_name)
         else:
@@ -419,7 +426,7 @@ class DashboardStore:
         rows = rows[:limit]
         return rows, (rows[-1]["id"] if more and rows else None)
 
-    async def _function_lines(self, func_name: str) -> Any:
+    async def _function_lines(self, func_name: str) -> Condition:
         """The condition "the line's task runs ``func_name``", in the shape that lets the
         database read the fewest rows.
 
@@ -468,7 +475,7 @@ class DashboardStore:
 
     # -- audit -----------------------------------------------------------------------
 
-    async def add_audit(self, row: dict[str, Any]) -> None:
+    async def add_audit(self, row: Row) -> None:
         """Record one action (``at``, ``actor``, ``action``, ``target``, ``detail``, ``ip``)."""
         async with self._store.write() as conn:
             await conn.execute(audit.insert(), [row])
@@ -510,7 +517,7 @@ class DashboardStore:
 
     # -- sessions --------------------------------------------------------------------
 
-    async def create_session(self, row: dict[str, Any], *, now: datetime) -> None:
+    async def create_session(self, row: Row, *, now: datetime) -> None:
         """Store a login session, dropping expired ones on the way."""
         async with self._store.write() as conn:
             await conn.execute(sessions.delete().where(sessions.c.expires_at < now))
@@ -547,12 +554,13 @@ class DashboardStore:
 # -- helpers ---------------------------------------------------------------------------
 
 
-async def _meta_value(conn: AsyncConnection, key: str) -> Any:
-    return await conn.scalar(sa.select(meta.c.value).where(meta.c.key == key))
+async def _meta_value(conn: AsyncConnection, key: str) -> str | None:
+    value: str | None = await conn.scalar(sa.select(meta.c.value).where(meta.c.key == key))
+    return value
 
 
 @functools.lru_cache(maxsize=32)
-def _bucket_counts(status: str, count: int) -> Any:
+def _bucket_counts(status: str, count: int) -> sa.CompoundSelect[int, int]:
     """One query: ``(bucket index, count)`` for each of ``count`` consecutive ranges,
     whose edges are the parameters ``edge_0`` … ``edge_<count>``.
 
@@ -573,29 +581,34 @@ def _bucket_counts(status: str, count: int) -> Any:
     )
 
 
-def _sort_present(sort: str) -> list[Any]:
+def _sort_present(sort: str) -> list[Condition]:
+    present: list[Condition] = []
     if sort in ("started", "duration"):
-        return [tasks.c.started_at.is_not(None)] + (
-            [tasks.c.finished_at.is_not(None)] if sort == "duration" else []
-        )
-    if sort == "finished":
-        return [tasks.c.finished_at.is_not(None)]
-    return []
+        present.append(tasks.c.started_at.is_not(None))
+    if sort in ("finished", "duration"):
+        present.append(tasks.c.finished_at.is_not(None))
+    return present
 
 
-def _order(key: Any, id_column: Any, backwards: bool) -> tuple[Any, Any]:
+def _order(
+    key: SortKey, id_column: sa.ColumnElement[str], backwards: bool
+) -> tuple[sa.UnaryExpression[datetime] | sa.UnaryExpression[float], sa.UnaryExpression[str]]:
     if backwards:
         return key.asc(), id_column.asc()
     return key.desc(), id_column.desc()
 
 
-def _bind(value: Any, sort: str) -> Any:
+def _bind(
+    value: datetime | float, sort: str
+) -> sa.BindParameter[float] | sa.BindParameter[datetime]:
     if sort == "duration":
+        if isinstance(value, datetime):
+            raise TypeError("the cursor of a duration sort holds seconds, not a time")
         return sa.literal(float(value), sa.Float)
     return sa.literal(value, UTCDateTime())
 
 
-def _search(text: str) -> Any:
+def _search(text: str) -> Condition:
     text = text.strip()
     digits = hex_prefix(text.lower())
     if digits is not None and _ID_LIKE.fullmatch(digits):
@@ -608,7 +621,7 @@ def _search(text: str) -> Any:
     )
 
 
-def _id_starts_with(digits: str) -> Any:
+def _id_starts_with(digits: str) -> Condition:
     """Tasks whose id starts with these hex digits, stored in either shape."""
     if len(digits) == TASK_ID_LENGTH:
         return tasks.c.id.in_(task_id_forms(digits))
@@ -619,7 +632,7 @@ def _id_starts_with(digits: str) -> Any:
     return sa.or_(tasks.c.id.between(low, high), tasks.c.id.between(dashed(low), dashed(high)))
 
 
-def _stored_id(task_id: str) -> Any:
+def _stored_id(task_id: str) -> sa.ScalarSelect[str]:
     """The id ``task_id`` is stored under (either shape), as a scalar subquery.
 
     Log lines are then matched with ``=``: PostgreSQL plans ``task_id IN (a, b)`` with
@@ -631,8 +644,8 @@ def _stored_id(task_id: str) -> Any:
     ).scalar_subquery()
 
 
-def _log_conditions(filters: LogFilter) -> list[Any]:
-    conditions: list[Any] = []
+def _log_conditions(filters: LogFilter) -> list[Condition]:
+    conditions: list[Condition] = []
     if filters.text:
         conditions.append(task_logs.c.message.icontains(filters.text, autoescape=True))
     if filters.level:

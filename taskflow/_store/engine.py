@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection, DBAPICursor
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import ConnectionPoolEntry, StaticPool
 
 from taskflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import aiosqlite
 
 WRITE_OPTION = "taskflow_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the default; ``?timeout=<seconds>`` in the URL overrides it
@@ -120,7 +124,7 @@ def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:
     memory = is_memory_sqlite(url)
 
     @event.listens_for(engine.sync_engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         # Let our "begin" listener issue BEGIN itself (pysqlite would defer it).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
@@ -139,12 +143,13 @@ def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:
     return engine
 
 
-def _enable_wal(cursor: Any) -> None:
+def _enable_wal(cursor: DBAPICursor) -> None:
     """Switch a new database file to WAL. Several processes opening a fresh file at once
     can get "database is locked" here without the busy handler being consulted, so the
     switch is retried; a file already in WAL mode needs no lock at all."""
     cursor.execute("PRAGMA journal_mode")
-    if str(cursor.fetchone()[0]).lower() == "wal":
+    mode = cursor.fetchone()
+    if mode is not None and str(mode[0]).lower() == "wal":
         return
     for attempt in range(100):
         try:
@@ -161,7 +166,8 @@ async def check_sqlite_writable(engine: AsyncEngine, url: URL) -> None:
     read-only file, directory or file system (``SQLITE_READONLY``). A lock held by
     another process says nothing about that, so this neither waits for it nor fails."""
     async with engine.connect() as conn:
-        driver = (await conn.get_raw_connection()).driver_connection
+        driver: aiosqlite.Connection | None = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None  # a connection checked out just now is open
         await driver.execute("PRAGMA busy_timeout=0")
         try:
             await driver.execute("BEGIN IMMEDIATE")

@@ -168,10 +168,11 @@ def _no_space_left(path: Path) -> bool:
 
 
 def _errno(error: BaseException) -> int | None:
-    while error is not None:
-        if isinstance(error, OSError) and error.errno is not None:
-            return error.errno
-        error = error.__cause__  # type: ignore[assignment]
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.errno is not None:
+            return cause.errno
+        cause = cause.__cause__
     return None
 
 

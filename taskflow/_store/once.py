@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow._store.schema import ONCE_PENDING_WHERE, tasks
-from taskflow._store.sql import SQLStore
+from taskflow._store.sql import Row, SQLStore
 
 # Literal SQL, not bound parameters: only then can the planner see that a query implies
 # the predicate of the partial index on run_key.
@@ -36,7 +35,7 @@ class OnceStore:
     def __init__(self, store: SQLStore) -> None:
         self._store = store
 
-    async def replace(self, row: dict[str, Any], *, now: datetime) -> str:
+    async def replace(self, row: Row, *, now: datetime) -> str:
         """Store ``row`` as the pending firing of ``row["run_key"]``, replacing the
         pending firing with that key (if any) in the same transaction.
 

@@ -2,6 +2,17 @@
 
 Every table is prefixed ``taskflow_`` so taskflow can live in an application's own
 database. Timestamps are timezone-aware UTC on both dialects (see :class:`UTCDateTime`).
+Every table, the dashboard's included, is defined here on the one :data:`metadata`, so
+the Alembic environment and ``compare_metadata`` see all of them whatever was imported.
+
+The dashboard's part (revisions ``0002_dashboard`` and ``0003_dashboard_indexes``):
+
+* ``taskflow_admin_audit``: who did what to which task or schedule, and when.
+* ``taskflow_admin_sessions``: dashboard logins, so every process accepts them and a
+  logout invalidates the session everywhere.
+* indexes on the task and log tables that keep the dashboard's lists and charts off
+  full scans (keyset pagination by status or function, charts by finish or start time,
+  log search by time).
 """
 
 from __future__ import annotations
@@ -46,9 +57,9 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # raw SQL paths on SQLite
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        # A string comes from raw SQL paths on SQLite.
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 # Task ids: canonical UUID strings (36 characters) since migration 0004; older rows keep
@@ -220,6 +231,52 @@ task_aliases = sa.Table(
     sa.Index("ix_taskflow_task_aliases_task", "task_id"),
 )
 
-# The dashboard's tables live in their own module but share this metadata, so that
-# migrations are compared against every table whatever was imported first.
-from taskflow._store import admin_schema as _admin_schema  # noqa: E402,F401
+# -- the dashboard's tables and indexes ------------------------------------------------------
+
+audit = sa.Table(
+    "taskflow_admin_audit",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(255), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("target", sa.String(255), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False, default=dict),
+    sa.Column("ip", sa.String(64)),
+    sa.Index("ix_taskflow_admin_audit_at", "at"),
+    # Login rate limiting counts recent failures by user name and by address.
+    sa.Index("ix_taskflow_admin_audit_action", "action", "at"),
+    sa.Index("ix_taskflow_admin_audit_target", "target", "at"),
+)
+
+sessions = sa.Table(
+    "taskflow_admin_sessions",
+    metadata,
+    # SHA-256 of the session token: a stolen database does not hand out sessions.
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("username", sa.String(255), nullable=False),
+    sa.Column("read_only", sa.Boolean, nullable=False, default=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+    sa.Index("ix_taskflow_admin_sessions_expires", "expires_at"),
+)
+
+# Keyset pages of one status or one function, newest first.
+sa.Index("ix_taskflow_tasks_status_created", tasks.c.status, tasks.c.created_at, tasks.c.id)
+sa.Index("ix_taskflow_tasks_func_created", tasks.c.func_name, tasks.c.created_at, tasks.c.id)
+# One function in one status (runs and failures filtered by function): keyset pages and
+# capped counts read one index range, without a table lookup per row (revision 0003).
+sa.Index(
+    "ix_taskflow_tasks_func_status_created",
+    tasks.c.func_name,
+    tasks.c.status,
+    tasks.c.created_at,
+    tasks.c.id,
+)
+# Runs sorted by start time (revision 0003).
+sa.Index("ix_taskflow_tasks_started", tasks.c.started_at)
+# Throughput charts (count by status over a time range) and per-function statistics.
+sa.Index("ix_taskflow_tasks_status_finished", tasks.c.status, tasks.c.finished_at)
+sa.Index("ix_taskflow_tasks_func_finished", tasks.c.func_name, tasks.c.finished_at)
+# Log search by time window.
+sa.Index("ix_taskflow_task_logs_at", task_logs.c.at)

@@ -12,21 +12,21 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from taskflow._engine.ids import task_id_forms
 from taskflow._payloads.payloads import MEMORY_ONLY, MEMORY_ONLY_LOST
 from taskflow._store import engine as engines
 from taskflow._store import failures
 from taskflow._store.batch import GroupCommitter, Op
+from taskflow._store.ids import task_id_forms
 from taskflow._store.schema import (
     TERMINAL_STATUSES,
     instances,
@@ -38,6 +38,10 @@ from taskflow._store.schema import (
     tasks,
 )
 from taskflow.errors import DatabaseError
+
+#: A row to write: column name → value, as SQLAlchemy binds it (the column gives the
+#: value's type). Keys starting with ``_`` are flags for the store, not columns.
+Row = Mapping[str, Any]
 
 NOTIFY_CHANNEL = "taskflow"
 LISTEN_RETRY = 1.0  # seconds between attempts to re-open a lost listening connection
@@ -70,10 +74,10 @@ class SQLStore:
         self.dialect = self.url.get_backend_name()
         self._pool_size = pool_size
         self._synchronous = sqlite_synchronous
-        self.engine: Any = None
+        self.engine: AsyncEngine | None = None
         # SQLite allows one writer: queue our own writers here rather than on the file lock.
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
-        self._committer = GroupCommitter(
+        self._committer = GroupCommitter[Row](
             handlers={
                 "insert": self._insert_batch,
                 "start": self._start_batch,
@@ -99,25 +103,25 @@ class SQLStore:
         """
         from taskflow._store import migrate
 
-        self.engine = engines.create_engine(
+        self.engine = engine = engines.create_engine(
             self.url, pool_size=self._pool_size, synchronous=self._synchronous
         )
         try:
             await migrate.prepare_schema(
-                self.engine, auto_upgrade=auto_upgrade, display_url=self.display_url
+                engine, auto_upgrade=auto_upgrade, display_url=self.display_url
             )
             if self.dialect == "sqlite":  # read-only: fail now, not at the first enqueue
-                await engines.check_sqlite_writable(self.engine, self.url)
+                await engines.check_sqlite_writable(engine, self.url)
         except DatabaseError:
-            await self.engine.dispose()
+            await engine.dispose()
             raise
         except (sa.exc.SQLAlchemyError, OSError, sqlite3.Error) as exc:
-            await self.engine.dispose()
+            await engine.dispose()
             raise failures.translate(
                 exc, url=self.url, display_url=self.display_url, connecting=True
             ) from exc
         except Exception as exc:
-            await self.engine.dispose()
+            await engine.dispose()
             raise DatabaseError(f"cannot open the task database {self.display_url}: {exc}") from exc
         self._committer.start()
 
@@ -133,21 +137,33 @@ class SQLStore:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         """A read transaction; driver errors leave as :class:`DatabaseError`."""
-        async with self._translated(), self.engine.connect() as conn, conn.begin():
+        async with self._translated(), self.require_engine().connect() as conn, conn.begin():
             yield conn
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        async with _maybe(self._write_lock), self._translated(), self.engine.connect() as conn:
+        async with (
+            _maybe(self._write_lock),
+            self._translated(),
+            self.require_engine().connect() as conn,
+        ):
             conn = await engines.write_options(conn)
             async with conn.begin():
                 yield conn
 
-    @asynccontextmanager
-    async def _translated(self) -> AsyncIterator[None]:
+    def require_engine(self) -> AsyncEngine:
+        """The engine of the open store.
+
+        Raises:
+            DatabaseError: the store is not open, or is closed already.
+        """
         if self.engine is None:
             raise DatabaseError("the task store is closed")
+        return self.engine
+
+    @asynccontextmanager
+    async def _translated(self) -> AsyncIterator[None]:
         try:
             yield
         except DatabaseError:
@@ -157,32 +173,38 @@ class SQLStore:
 
     # -- group-committed writes --------------------------------------------------------
 
-    def insert_task(self, row: dict[str, Any]) -> asyncio.Future[str]:
+    # Each kind's handler below resolves the futures of its operations to the type its
+    # method promises; the committer itself only carries the results.
+
+    def insert_task(self, row: Row) -> asyncio.Future[str]:
         """Queue a task row; resolves to the id stored (an existing id on a key clash)."""
-        return self._committer.submit("insert", row)
+        return cast("asyncio.Future[str]", self._committer.submit("insert", row))
 
-    def start_task(self, task_id: str, *, instance: str, now: datetime) -> asyncio.Future[Any]:
+    def start_task(
+        self, task_id: str, *, instance: str, now: datetime
+    ) -> asyncio.Future[int | None]:
         """Queue pending → running; resolves to the attempt number, or None if not pending."""
-        return self._committer.submit("start", (task_id, instance, now))
+        start = {"id": task_id, "owner": instance, "started_at": now}
+        return cast("asyncio.Future[int | None]", self._committer.submit("start", start))
 
-    def finish_task(self, update: dict[str, Any]) -> asyncio.Future[None]:
+    def finish_task(self, update: Row) -> asyncio.Future[None]:
         """Queue the outcome of an attempt (final, or pending again for a retry).
 
         ``update`` has ``id``, ``owner``, ``attempt``, ``status``, ``finished_at`` and optionally
         ``result``, ``error``, ``traceback``, ``next_attempt_at``.
         """
-        return self._committer.submit("finish", update)
+        return cast("asyncio.Future[None]", self._committer.submit("finish", update))
 
-    def append_log(self, row: dict[str, Any]) -> asyncio.Future[None]:
+    def append_log(self, row: Row) -> asyncio.Future[None]:
         """Queue one log line (``task_id``, ``at``, ``level``, ``message``, ``extra``)."""
-        return self._committer.submit("log", row)
+        return cast("asyncio.Future[None]", self._committer.submit("log", row))
 
     @property
     def write_backlog(self) -> int:
         """Writes waiting for the next group commit."""
         return self._committer.backlog
 
-    async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op]) -> list[str]:
+    async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op[Row]]) -> list[str]:
         plain = [_without_flags(op.data) for op in ops if op.data.get("idempotency_key") is None]
         if plain:
             await conn.execute(tasks.insert(), plain)
@@ -194,7 +216,7 @@ class SQLStore:
             for op in ops
         ]
 
-    async def _insert_keyed(self, conn: AsyncConnection, row: dict[str, Any]) -> str:
+    async def _insert_keyed(self, conn: AsyncConnection, row: Row) -> str:
         row = dict(row)
         promised = row.pop("_promised", False)
         insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(tasks)
@@ -210,7 +232,7 @@ class SQLStore:
             await conn.execute(task_aliases.insert(), [{"alias": row["id"], "task_id": existing}])
         return existing
 
-    async def _start_batch(self, conn: AsyncConnection, ops: Sequence[Op]) -> list[int | None]:
+    async def _start_batch(self, conn: AsyncConnection, ops: Sequence[Op[Row]]) -> list[int | None]:
         started: dict[str, int] = {}
         for instance, now, ids in _group_starts(ops):
             rows = await conn.execute(
@@ -228,13 +250,13 @@ class SQLStore:
             fresh = {row.id: row.attempts for row in rows}
             await _record_attempt_starts(conn, fresh, instance=instance, now=now)
             started.update(fresh)
-        return [started.get(op.data[0]) for op in ops]
+        return [started.get(op.data["id"]) for op in ops]
 
-    async def _log_batch(self, conn: AsyncConnection, ops: Sequence[Op]) -> list[None]:
+    async def _log_batch(self, conn: AsyncConnection, ops: Sequence[Op[Row]]) -> list[None]:
         await conn.execute(task_logs.insert(), [op.data for op in ops])
         return [None] * len(ops)
 
-    async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op]) -> list[None]:
+    async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[Row]]) -> list[None]:
         updates = [_finish_params(op.data) for op in ops]
         await conn.execute(
             tasks.update()
@@ -291,7 +313,7 @@ class SQLStore:
     async def get_task(self, task_id: str) -> RowMapping | None:
         """The task row with this id (or with the id it is an alias of), or None.
 
-        The id may be given in either shape (see :func:`taskflow._engine.ids.task_id_forms`)."""
+        The id may be given in either shape (see :func:`taskflow._store.ids.task_id_forms`)."""
         forms = task_id_forms(task_id)
         async with self.read() as conn:
             result = await conn.execute(sa.select(tasks).where(tasks.c.id.in_(forms)))
@@ -396,7 +418,7 @@ class SQLStore:
         async with self.read() as conn:
             return [row.id for row in await conn.execute(query)]
 
-    async def insert_task_now(self, row: dict[str, Any]) -> str:
+    async def insert_task_now(self, row: Row) -> str:
         """Insert one task in its own transaction (bypassing group commit)."""
         async with self.write() as conn:
             if row.get("idempotency_key") is None:
@@ -421,6 +443,7 @@ class SQLStore:
             ).first()
             if found is None:
                 return None
+            status: str
             task_id, status = found
             if status == "pending":
                 await conn.execute(
@@ -473,7 +496,7 @@ class SQLStore:
             )
             return list(rows.mappings())
 
-    async def copy_task(self, task_id: str, *, row: dict[str, Any]) -> str | None:
+    async def copy_task(self, task_id: str, *, row: Row) -> str | None:
         """Insert ``row`` (a new task built from ``task_id``) unless the source is gone.
 
         Returns the new id (or the id of a live task holding the same idempotency key),
@@ -502,12 +525,12 @@ class SQLStore:
 
     # -- instances and rescue --------------------------------------------------------
 
-    async def register_instance(self, row: dict[str, Any]) -> None:
+    async def register_instance(self, row: Row) -> None:
         """Insert this process's instance row."""
         async with self.write() as conn:
             await conn.execute(instances.insert(), [row])
 
-    async def heartbeat(self, instance: str, *, now: datetime, info: dict[str, Any]) -> bool:
+    async def heartbeat(self, instance: str, *, now: datetime, info: Mapping[str, object]) -> bool:
         """Refresh an instance's heartbeat; False if its row is gone (it was rescued)."""
         async with self.write() as conn:
             result = await conn.execute(
@@ -561,7 +584,7 @@ class SQLStore:
         ``interrupted``, running or pending, with a message saying why. ``only`` limits
         this to some task ids (and keeps the instance row). Returns counts by outcome.
         """
-        mine = tasks.c.owner == instance
+        mine: sa.ColumnElement[bool] = tasks.c.owner == instance
         if only is not None:
             mine = sa.and_(mine, tasks.c.id.in_(list(only)))
             remove = False
@@ -597,7 +620,7 @@ class SQLStore:
         }
 
     async def _end_memory_only(
-        self, conn: AsyncConnection, mine: Any, *, now: datetime, reason: str
+        self, conn: AsyncConnection, mine: sa.ColumnElement[bool], *, now: datetime, reason: str
     ) -> int:
         """End the memory-only tasks among ``mine`` (running or pending) as
         ``interrupted``: nothing stored can run them again. Returns how many."""
@@ -620,7 +643,7 @@ class SQLStore:
 
     # -- schedules -------------------------------------------------------------------------
 
-    async def upsert_static_schedule(self, row: dict[str, Any]) -> RowMapping:
+    async def upsert_static_schedule(self, row: Row) -> RowMapping:
         """Create a static schedule, or refresh an existing one from code.
 
         An existing schedule keeps its ``next_run_at`` (and so its phase) unless its
@@ -641,7 +664,7 @@ class SQLStore:
             )
             return (await conn.execute(query)).mappings().one()
 
-    async def _insert_schedule_if_absent(self, conn: AsyncConnection, row: dict[str, Any]) -> bool:
+    async def _insert_schedule_if_absent(self, conn: AsyncConnection, row: Row) -> bool:
         insert = (postgresql if self.dialect == "postgresql" else sqlite).insert(schedules)
         result = await conn.execute(
             insert.values(**row).on_conflict_do_nothing(index_elements=["name"])
@@ -663,7 +686,8 @@ class SQLStore:
         """The earliest ``next_run_at`` of any enabled schedule."""
         query = sa.select(sa.func.min(schedules.c.next_run_at)).where(schedules.c.enabled.is_(True))
         async with self.read() as conn:
-            return await conn.scalar(query)
+            due: datetime | None = await conn.scalar(query)
+            return due
 
     async def fire_schedule(
         self,
@@ -672,7 +696,7 @@ class SQLStore:
         slot: datetime,
         next_run_at: datetime,
         now: datetime,
-        task_row: dict[str, Any] | None,
+        task_row: Row | None,
         skip_if_active: bool = False,
     ) -> tuple[bool, bool]:
         """Advance a schedule from ``slot`` to ``next_run_at`` and insert the slot's task
@@ -701,7 +725,7 @@ class SQLStore:
             )
         return True, True
 
-    async def create_schedule(self, row: dict[str, Any]) -> bool:
+    async def create_schedule(self, row: Row) -> bool:
         """Insert a schedule; False when its name is taken."""
         async with self.write() as conn:
             return await self._insert_schedule_if_absent(conn, row)
@@ -720,7 +744,7 @@ class SQLStore:
         self, name: str, *, enabled: bool, next_run_at: datetime | None, now: datetime
     ) -> bool:
         """Pause or resume a schedule (resuming sets a fresh ``next_run_at``)."""
-        values: dict[str, Any] = {"enabled": enabled, "updated_at": now}
+        values: dict[str, object] = {"enabled": enabled, "updated_at": now}
         if next_run_at is not None:
             values["next_run_at"] = next_run_at
         async with self.write() as conn:
@@ -821,7 +845,7 @@ async def _maybe(lock: asyncio.Lock | None) -> AsyncIterator[None]:
 _TRIGGER_FIELDS = ("cron", "every", "timezone")
 
 
-def _refreshed(existing: RowMapping, row: dict[str, Any]) -> dict[str, Any]:
+def _refreshed(existing: RowMapping, row: Row) -> dict[str, object]:
     """Columns to update when code re-declares an existing schedule."""
     values = {
         key: row[key]
@@ -857,7 +881,7 @@ async def _has_active_run(conn: AsyncConnection, schedule_id: str) -> bool:
     return active is not None
 
 
-def _without_flags(row: dict[str, Any]) -> dict[str, Any]:
+def _without_flags(row: Row) -> dict[str, object]:
     return {key: value for key, value in row.items() if not key.startswith("_")}
 
 
@@ -870,11 +894,11 @@ async def _live_task_with_key(conn: AsyncConnection, key: str) -> str | None:
     )
 
 
-def _group_starts(ops: Sequence[Op]) -> list[tuple[str, datetime, list[str]]]:
+def _group_starts(ops: Sequence[Op[Row]]) -> list[tuple[str, datetime, list[str]]]:
     groups: dict[str, tuple[datetime, list[str]]] = {}
     for op in ops:
-        task_id, instance, now = op.data
-        groups.setdefault(instance, (now, []))[1].append(task_id)
+        start = op.data
+        groups.setdefault(start["owner"], (start["started_at"], []))[1].append(start["id"])
     return [(instance, now, ids) for instance, (now, ids) in groups.items()]
 
 
@@ -897,7 +921,7 @@ async def _record_attempt_starts(
 
 
 async def _interrupt_attempts(
-    conn: AsyncConnection, rows: Sequence[Any], *, now: datetime, why: str
+    conn: AsyncConnection, rows: Sequence[sa.Row[Any]], *, now: datetime, why: str
 ) -> None:
     if not rows:
         return
@@ -912,7 +936,7 @@ async def _interrupt_attempts(
     )
 
 
-def _finish_params(update: dict[str, Any]) -> dict[str, Any]:
+def _finish_params(update: Row) -> dict[str, object]:
     status = update["status"]
     return {
         "b_id": update["id"],
@@ -959,8 +983,9 @@ class Listener:
 
     async def _listen_until_lost(self) -> None:
         lost = asyncio.Event()
-        async with self._store.engine.connect() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection
+        async with self._store.require_engine().connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection  # asyncpg: untyped
+            assert raw is not None  # a connection checked out just now is open
             raw.add_termination_listener(lambda _c: lost.set())
             await raw.add_listener(NOTIFY_CHANNEL, self._deliver)
             self._ready.set()
@@ -971,7 +996,7 @@ class Listener:
                     await raw.remove_listener(NOTIFY_CHANNEL, self._deliver)
         raise ConnectionError("listening connection closed")
 
-    def _deliver(self, _connection: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _deliver(self, _connection: object, _pid: int, _channel: str, payload: str) -> None:
         self._on_notify(payload)
 
     async def close(self) -> None:

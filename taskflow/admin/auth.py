@@ -22,12 +22,35 @@ import hmac
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol, TypeAlias
 
 from fastapi import params
 from starlette.concurrency import run_in_threadpool
 
 READ_ONLY_MARKERS = ("read-only", "readonly", "read", "viewer")
+
+
+class Authenticator(Protocol):
+    """Any object with fastapi-taskflow's ``authenticate_user`` (sync or async)."""
+
+    def authenticate_user(self, username: str, password: str, /) -> bool | Awaitable[bool]:
+        """True when ``username``/``password`` are valid."""
+        ...
+
+
+CredentialCheck: TypeAlias = Callable[[str, str], bool | Awaitable[bool]]
+"""A plain function ``(username, password) -> bool`` (or a coroutine function)."""
+
+AuthArgument: TypeAlias = (
+    Sequence[str]
+    | Sequence[Sequence[str]]
+    | Authenticator
+    | CredentialCheck
+    | params.Depends
+    | Sequence[params.Depends]
+    | None
+)
+"""Every accepted form of ``TaskAdmin(auth=...)`` (see the module's description)."""
 
 
 class TaskAuthBackend(abc.ABC):
@@ -82,11 +105,11 @@ class CredentialsBackend(TaskAuthBackend):
 class _CallableBackend(TaskAuthBackend):
     """Wraps an object or function that checks credentials."""
 
-    def __init__(self, check: Callable[[str, str], Any], read_only: Callable[[str], bool]) -> None:
+    def __init__(self, check: CredentialCheck, read_only: Callable[[str], bool]) -> None:
         self._check = check
         self._read_only = read_only
 
-    def authenticate_user(self, username: str, password: str) -> Any:
+    def authenticate_user(self, username: str, password: str) -> bool | Awaitable[bool]:
         return self._check(username, password)
 
     def is_read_only(self, username: str) -> bool:
@@ -128,7 +151,7 @@ class AuthConfig:
         return self.backend is not None and bool(self.backend.is_read_only(username))
 
 
-def resolve_auth(auth: Any, *, read_only_users: Iterable[str] = ()) -> AuthConfig:
+def resolve_auth(auth: AuthArgument, *, read_only_users: Iterable[str] = ()) -> AuthConfig:
     """Turn ``TaskAdmin(auth=...)`` into an :class:`AuthConfig`.
 
     Raises:
@@ -148,7 +171,7 @@ def resolve_auth(auth: Any, *, read_only_users: Iterable[str] = ()) -> AuthConfi
     return AuthConfig(mode="login", backend=_backend(auth), read_only_users=read_only)
 
 
-def _backend(auth: Any) -> TaskAuthBackend:
+def _backend(auth: AuthArgument) -> TaskAuthBackend:
     if isinstance(auth, TaskAuthBackend):
         return auth
     if isinstance(auth, tuple) and len(auth) in (2, 3) and isinstance(auth[0], str):
@@ -184,7 +207,7 @@ def _nobody(username: str) -> bool:
     return False
 
 
-def principal_name(value: Any) -> tuple[str, bool]:
+def principal_name(value: object) -> tuple[str, bool]:
     """User name and read-only flag from the value of an auth dependency."""
     if isinstance(value, str):
         return value or "user", False

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from taskflow._compat.taskstore import record_from_row
+from taskflow._engine.reader import record_from_row
 from taskflow._payloads.payloads import Payloads
 from taskflow._store.sql import SQLStore
 from taskflow.backends.base import SnapshotBackend
 from taskflow.records import TaskRecord
+
+if TYPE_CHECKING:
+    from taskflow._payloads.codec import JSONValue
 
 T = TypeVar("T")
 
@@ -104,7 +107,7 @@ def run_on_own_loop(url: str, operation: Callable[[SQLStore], Awaitable[T]]) -> 
         return pool.submit(lambda: asyncio.run(run())).result()
 
 
-def record_dict(record: TaskRecord) -> dict[str, Any]:
+def record_dict(record: TaskRecord) -> dict[str, JSONValue]:
     """A task as fastapi-taskflow's ``SqliteBackend.query()`` returned it: the keys of
     :meth:`TaskRecord.to_dict` without ``logs`` (query() does not read them)."""
     data = record.to_dict()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
 
 from taskflow._store.engine import mask
@@ -44,7 +44,7 @@ class PostgresBackend(DatabaseBackend):
         self,
         url: str | None = None,
         *,
-        pool: Any = None,
+        pool: object = None,
         min_conn: int = 1,
         max_conn: int = 5,
         max_workers: int = 4,
@@ -113,10 +113,10 @@ def asyncpg_url(dsn: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-def _parse(text: str, original: Any) -> URL:
+def _parse(text: str, original: object) -> URL:
     try:
         return make_url(text)
-    except sa.exc.ArgumentError as exc:
+    except sa_exc.ArgumentError as exc:
         raise ConfigurationError(
             f"PostgresBackend needs a connection string such as "
             f"postgresql://user:pass@host/db, got {original!r}",
@@ -126,7 +126,7 @@ def _parse(text: str, original: Any) -> URL:
 
 def _url_from_keywords(text: str) -> URL:
     """A URL from a libpq ``key=value key=value`` string."""
-    parts: dict[str, Any] = {}
+    parts: dict[str, Any] = {}  # keyword arguments of URL.create
     query: dict[str, str] = {}
     for item in shlex.split(text):
         key, _, value = item.partition("=")

@@ -6,8 +6,6 @@ keep working, and ``TaskManager(snapshot_backend=RedisBackend(...))`` says what 
 
 from __future__ import annotations
 
-from typing import Any
-
 from taskflow.backends._refused import RefusedBackend
 
 __all__ = ["RedisBackend"]
@@ -35,7 +33,7 @@ class RedisBackend(RefusedBackend):
         url: str = "redis://localhost:6379/0",
         prefix: str = "fbtm:snapshots",
         ttl: int | None = None,
-        **client_kwargs: Any,
+        **client_kwargs: object,
     ) -> None:
         """Keep the arguments (nothing connects).
 

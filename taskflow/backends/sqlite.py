@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING
 
 from taskflow.backends._database import DatabaseBackend, record_dict
 from taskflow.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from taskflow._payloads.codec import JSONValue
 
 __all__ = ["SqliteBackend"]
 
@@ -49,7 +52,7 @@ class SqliteBackend(DatabaseBackend):
 
     def query(
         self, status: str | None = None, func_name: str | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    ) -> list[dict[str, JSONValue]]:
         """Tasks in the file, newest first, as dicts (blocking; works without a running
         manager and from any thread).
 

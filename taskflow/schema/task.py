@@ -8,10 +8,15 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from taskflow._schedules.groups import ScheduledTask
+from taskflow.records import ScheduledTask
 
 # What ``TaskGroup.tasks`` and ``add_dynamic_task`` return.
 Task = ScheduledTask
+
+# The models with a field named ``kwargs`` (the schedule's keyword arguments) carry
+# ``type: ignore[no-redef]``: pydantic's mypy plugin gives the ``__init__`` it writes a
+# ``**kwargs`` parameter too and reports the clash on the class (pydantic issue 3125).
+# pydantic itself accepts the field.
 
 
 class TaskBase(BaseModel):
@@ -35,7 +40,7 @@ class TaskRun(BaseModel):
     durations_second: float
 
 
-class TaskDetailed(TaskBase):
+class TaskDetailed(TaskBase):  # type: ignore[no-redef]
     """A schedule in ``GET /tasks``.
 
     ``is_active`` is False while the schedule is paused (``POST /tasks/disable``);
@@ -81,7 +86,7 @@ class TaskActionResponse(BaseModel):
     count: int
 
 
-class CreateDynamicTaskRequest(BaseModel):
+class CreateDynamicTaskRequest(BaseModel):  # type: ignore[no-redef]
     """Body of ``POST /tasks``: a dynamic schedule of a registered function.
 
     taskflow adds ``every`` (seconds, instead of a cron), ``timezone`` (for the cron),
@@ -105,7 +110,7 @@ class CreateDynamicTaskRequest(BaseModel):
     overlap: bool | None = None
 
 
-class DynamicTaskResponse(BaseModel):
+class DynamicTaskResponse(BaseModel):  # type: ignore[no-redef]
     """A schedule as ``POST /tasks`` and ``DELETE /tasks`` return it."""
 
     task_group_name: str | None

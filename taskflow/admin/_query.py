@@ -8,7 +8,7 @@ from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from taskflow._store.dashboard import SORTS, Cursor, TaskFilter
-from taskflow.admin.util import decode_cursor, parse_moment, utcnow
+from taskflow.admin._util import decode_cursor, parse_moment, utcnow
 
 STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted", "rejected")
 SOURCES = ("manual", "scheduled", "retry")

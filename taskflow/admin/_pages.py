@@ -7,21 +7,25 @@ change (counts, the first page of a list, a running task) refresh themselves thr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, params
 from fastapi.responses import FileResponse
+from markupsafe import Markup
+from sqlalchemy.engine import RowMapping
 from starlette.responses import Response
 
-from taskflow._engine.ids import task_id_forms
 from taskflow._store.dashboard import LogFilter
-from taskflow.admin import views
-from taskflow.admin.actions import add_action_routes
-from taskflow.admin.login import add_login_routes, add_logout_routes
-from taskflow.admin.query import SOURCES, STATUSES, QueryError, RunQuery
-from taskflow.admin.security import Principal
-from taskflow.admin.util import (
+from taskflow._store.ids import task_id_forms
+from taskflow.admin import _views
+from taskflow.admin._actions import add_action_routes
+from taskflow.admin._context import AdminContext, ViewerGuard
+from taskflow.admin._login import add_login_routes, add_logout_routes
+from taskflow.admin._query import SOURCES, STATUSES, QueryError, RunQuery
+from taskflow.admin._security import Principal
+from taskflow.admin._util import (
     MAX_ROW_ID,
     WINDOWS,
     encode_cursor,
@@ -30,15 +34,12 @@ from taskflow.admin.util import (
     utcnow,
 )
 
-if TYPE_CHECKING:
-    from taskflow.admin.app import TaskAdmin
-
 FAILURE_STATUSES = ("failed", "interrupted")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_PAGE = 100
 
 
-def build_auth_router(admin: TaskAdmin) -> APIRouter:
+def build_auth_router(admin: AdminContext) -> APIRouter:
     """Public routes: static files and, with a login, the login form."""
     router = APIRouter()
     renderer = admin.renderer
@@ -65,7 +66,7 @@ def build_auth_router(admin: TaskAdmin) -> APIRouter:
     return router
 
 
-def build_page_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
+def build_page_router(admin: AdminContext, extra: Sequence[params.Depends]) -> APIRouter:
     """The dashboard's pages, fragments and actions, all behind the viewer guard."""
     viewer = admin.viewer_guard("page")
     actor = admin.actor_guard(viewer)
@@ -86,13 +87,13 @@ def build_page_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
 # -- overview ------------------------------------------------------------------------------
 
 
-def _add_overview(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_overview(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
     name = admin.route_name
 
     async def part(request: Request, principal: Principal) -> dict[str, Any]:
-        counts = await admin.queries.status_counts(views.STATUSES, cap=admin.count_cap)
-        stats = await admin.cache.get("overview", lambda: views.overview(admin.queries))
+        counts = await admin.queries.status_counts(_views.STATUSES, cap=admin.count_cap)
+        stats = await admin.cache.get("overview", lambda: _views.overview(admin.queries))
         return {
             "template": "taskflow/_overview.html",
             "element_id": "overview-live",
@@ -136,7 +137,7 @@ def read_query(request: Request, page_size: int) -> tuple[RunQuery, str | None]:
     return query, None
 
 
-def run_row(row: Any) -> dict[str, Any]:
+def run_row(row: RowMapping) -> dict[str, Any]:
     """A task row of a list, ready for the template."""
     error = (row["error"] or "").strip()
     return {
@@ -147,7 +148,7 @@ def run_row(row: Any) -> dict[str, Any]:
 
 
 async def runs_table(
-    admin: TaskAdmin,
+    admin: AdminContext,
     request: Request,
     principal: Principal,
     query: RunQuery,
@@ -193,7 +194,7 @@ async def runs_table(
     return context
 
 
-def _filter_choices(admin: TaskAdmin) -> dict[str, Any]:
+def _filter_choices(admin: AdminContext) -> dict[str, Any]:
     return {
         "functions": admin.manager.registry.names(),
         "queues": sorted({config.queue for config in admin.manager.registry} | {"default"}),
@@ -209,15 +210,15 @@ def _filter_choices(admin: TaskAdmin) -> dict[str, Any]:
     }
 
 
-def _add_runs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_runs(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     _add_run_page(router, admin, viewer, "runs", (), False, "Runs")
     _add_run_page(router, admin, viewer, "failures", FAILURE_STATUSES, True, "Failures")
 
 
 def _add_run_page(
     router: APIRouter,
-    admin: TaskAdmin,
-    viewer: Any,
+    admin: AdminContext,
+    viewer: ViewerGuard,
     page: str,
     statuses: tuple[str, ...],
     selectable: bool,
@@ -274,12 +275,12 @@ def _add_run_page(
 # -- one task --------------------------------------------------------------------------------
 
 
-def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
     name = admin.route_name
 
-    async def detail(task_id: str) -> views.TaskDetail:
-        found = await views.task_detail(
+    async def detail(task_id: str) -> _views.TaskDetail:
+        found = await _views.task_detail(
             admin.manager,
             admin.queries,
             task_id,
@@ -290,7 +291,9 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             raise HTTPException(404, detail=f"task {task_id} not found")
         return found
 
-    async def summary(request: Request, principal: Principal, found: views.TaskDetail) -> Any:
+    async def summary(
+        request: Request, principal: Principal, found: _views.TaskDetail
+    ) -> tuple[Markup, str]:
         refresh = renderer.url(request, "task_live", task_id=found.record.task_id)
         return await renderer.live(
             request,
@@ -302,7 +305,9 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
         )
 
     @router.get("/dashboard/runs/{task_id}", name=name("task"))
-    async def task(request: Request, task_id: str, principal: Principal = Depends(viewer)) -> Any:
+    async def task(
+        request: Request, task_id: str, principal: Principal = Depends(viewer)
+    ) -> Response:
         try:
             found = await detail(task_id)
         except HTTPException:
@@ -324,7 +329,7 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             active="runs",
             detail=found,
             summary=live,
-            logs=[views.log_view(line, admin.redactor) for line in lines],
+            logs=[_views.log_view(line, admin.redactor) for line in lines],
             last_log_id=lines[-1]["id"] if lines else 0,
             audit=audit,
         )
@@ -360,7 +365,7 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             request,
             principal,
             "taskflow/_log_tail.html",
-            logs=[views.log_view(line, admin.redactor) for line in lines],
+            logs=[_views.log_view(line, admin.redactor) for line in lines],
             task_id=task_id,
             last_log_id=lines[-1]["id"] if lines else after,
             live=live,
@@ -370,7 +375,7 @@ def _add_task(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
 # -- schedules -----------------------------------------------------------------------------
 
 
-def _add_schedules(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_schedules(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
     name = admin.route_name
 
@@ -379,7 +384,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             "template": "taskflow/_schedules_table.html",
             "element_id": "schedules-table",
             "refresh_url": renderer.url(request, "schedules_live"),
-            "schedules": await views.schedule_rows(admin.manager, admin.queries),
+            "schedules": await _views.schedule_rows(admin.manager, admin.queries),
         }
 
     @router.get("/dashboard/schedules", name=name("schedules"))
@@ -391,7 +396,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             "taskflow/schedules.html",
             active="schedules",
             live=live,
-            functions=views.group_functions(admin.manager),
+            functions=_views.group_functions(admin.manager),
             form={},
             form_error=None,
         )
@@ -404,7 +409,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
 # -- logs ---------------------------------------------------------------------------------
 
 
-def _add_logs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_logs(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
     name = admin.route_name
 
@@ -415,7 +420,7 @@ def _add_logs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             key: (params.get(key) or "").strip() for key in ("q", "level", "func", "window", "task")
         }
         error = None
-        lines: list[Any] = []
+        lines: list[dict[str, Any]] = []
         older = None
         try:
             before = int(params["before"]) if params.get("before") else None
@@ -432,7 +437,7 @@ def _add_logs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             error = str(exc)
         else:
             rows, older = await admin.queries.page_logs(filters, before_id=before, limit=LOG_PAGE)
-            lines = [views.log_view(row, admin.redactor) for row in rows]
+            lines = [_views.log_view(row, admin.redactor) for row in rows]
         kept = {key: value for key, value in form.items() if value}
         return await renderer.page(
             request,
@@ -453,13 +458,13 @@ def _add_logs(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
 # -- functions, instances, audit -------------------------------------------------------------
 
 
-def _add_functions(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_functions(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
 
     @router.get("/dashboard/functions", name=admin.route_name("functions"))
     async def functions(request: Request, principal: Principal = Depends(viewer)) -> Response:
         rows = await admin.cache.get(
-            "functions", lambda: views.function_rows(admin.manager, admin.queries)
+            "functions", lambda: _views.function_rows(admin.manager, admin.queries)
         )
         return await renderer.page(
             request,
@@ -467,11 +472,11 @@ def _add_functions(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             "taskflow/functions.html",
             active="functions",
             functions=rows,
-            sample_size=views.FUNCTION_SAMPLE,
+            sample_size=_views.FUNCTION_SAMPLE,
         )
 
 
-def _add_instances(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_instances(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
 
     async def part(request: Request) -> dict[str, Any]:
@@ -479,7 +484,7 @@ def _add_instances(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
             "template": "taskflow/_instances_table.html",
             "element_id": "instances-table",
             "refresh_url": renderer.url(request, "instances_live"),
-            "instances": await views.instance_rows(
+            "instances": await _views.instance_rows(
                 admin.queries, stale_after=admin.manager.instance_timeout, cap=admin.count_cap
             ),
             "unowned": await admin.queries.unowned_pending(cap=admin.count_cap),
@@ -498,7 +503,7 @@ def _add_instances(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
         return await renderer.live_response(request, principal, **await part(request))
 
 
-def _add_audit(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def _add_audit(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     renderer = admin.renderer
 
     @router.get("/dashboard/audit", name=admin.route_name("audit"))

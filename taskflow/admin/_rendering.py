@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
@@ -19,11 +19,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from taskflow._store.migrate import resource_path
-from taskflow.admin import util
-from taskflow.admin.security import CSRF_FIELD, FLASH_COOKIE, Principal, clear_cookie
-
-if TYPE_CHECKING:
-    from taskflow.admin.app import TaskAdmin
+from taskflow.admin import _util
+from taskflow.admin._security import CSRF_FIELD, FLASH_COOKIE, Principal, clear_cookie
+from taskflow.admin.auth import AuthConfig
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
@@ -65,16 +63,50 @@ STATUS_CLASSES = {
 }
 
 
+class RenderHost(Protocol):
+    """What the renderer needs of the dashboard (the templates see it as ``admin``)."""
+
+    title: str
+    poll_interval: float
+    count_cap: int
+    auth: AuthConfig
+
+    @property
+    def protected(self) -> bool:
+        """True when some authentication guards the dashboard."""
+        ...
+
+    def route_name(self, short: str) -> str:
+        """The full route name of a dashboard route."""
+        ...
+
+    def base_path(self, request: Request) -> str:
+        """The dashboard's path prefix as the browser sees it."""
+        ...
+
+    async def csrf_token(self, request: Request, principal: Principal | None) -> str:
+        """The CSRF token to put in pages and forms for this visitor."""
+        ...
+
+    async def pop_flash(self, request: Request) -> tuple[str, str] | None:
+        """The one-time message waiting for this visitor, if any."""
+        ...
+
+    async def attach_anchor(self, request: Request, response: Response) -> None:
+        """Set the anonymous anchor cookie if this request made a new one."""
+        ...
+
+
 class Renderer:
-    """Renders the dashboard's templates for one :class:`TaskAdmin`.
+    """Renders the dashboard's templates.
 
     Args:
-        admin: the dashboard.
+        admin: the dashboard whose settings and visitor helpers the pages use.
         templates_dir: user folders searched before the bundled templates.
     """
 
     def __init__(
-        self, admin: TaskAdmin, templates_dir: str | Path | Sequence[str | Path] | None
+        self, admin: RenderHost, templates_dir: str | Path | Sequence[str | Path] | None
     ) -> None:
         self._admin = admin
         self.static_dir = resource_path("static")
@@ -89,8 +121,8 @@ class Renderer:
             lstrip_blocks=True,
         )
         self.env.filters.update(
-            duration=util.duration_text,
-            time=util.time_text,
+            duration=_util.duration_text,
+            time=_util.time_text,
             short=lambda value: (value or "")[:8],
             status_class=lambda status: STATUS_CLASSES.get(str(status), "st-other"),
             percent=_percent,
@@ -133,11 +165,11 @@ class Renderer:
             "csrf_token": await admin.csrf_token(request, principal),
             "csrf_field": CSRF_FIELD,
             "nav": NAV,
-            "now": util.utcnow(),
+            "now": _util.utcnow(),
             "url": lambda short, query="", **params: self.url(request, short, query, **params),
             "static": lambda filename: self.static_url(request, filename),
-            "ago": lambda moment: util.ago_text(moment, now=util.utcnow()),
-            "capped": lambda count, cap=None: util.capped(count, cap or admin.count_cap),
+            "ago": lambda moment: _util.ago_text(moment, now=_util.utcnow()),
+            "capped": lambda count, cap=None: _util.capped(count, cap or admin.count_cap),
             "can_act": principal is not None and not principal.read_only,
             "login_enabled": admin.auth.mode == "login",
         }

@@ -13,14 +13,17 @@ import importlib
 import logging
 import signal
 import sys
-from typing import Any
+from typing import TYPE_CHECKING
 
 from taskflow.errors import ConfigurationError
 
-logger = logging.getLogger("taskflow._engine.worker")
+if TYPE_CHECKING:
+    from taskflow.manager import TaskManager
+
+logger = logging.getLogger("taskflow._worker")
 
 
-def load_manager(target: str) -> Any:
+def load_manager(target: str) -> TaskManager:
     """Import ``module:attribute`` and return the TaskManager it names.
 
     Raises:
@@ -32,7 +35,7 @@ def load_manager(target: str) -> Any:
     if not module_name or not attribute:
         raise ConfigurationError(f"expected module:attribute, got {target!r}")
     try:
-        value: Any = importlib.import_module(module_name)
+        value: object = importlib.import_module(module_name)
         for part in attribute.split("."):
             value = getattr(value, part)
     except (ImportError, AttributeError) as exc:
@@ -42,7 +45,7 @@ def load_manager(target: str) -> Any:
     return value
 
 
-def configure(manager: Any, *, queues: list[str] | None, concurrency: int | None) -> None:
+def configure(manager: TaskManager, *, queues: list[str] | None, concurrency: int | None) -> None:
     """Apply the command line's queues and concurrency to ``manager``."""
     if queues:
         manager.queues = tuple(queues)
@@ -52,7 +55,7 @@ def configure(manager: Any, *, queues: list[str] | None, concurrency: int | None
         manager.max_concurrent_tasks = concurrency
 
 
-async def serve(manager: Any, stop: asyncio.Event) -> None:
+async def serve(manager: TaskManager, stop: asyncio.Event) -> None:
     """Run ``manager`` until ``stop`` is set, then shut it down."""
     await manager.startup()
     logger.info(
@@ -65,7 +68,7 @@ async def serve(manager: Any, stop: asyncio.Event) -> None:
         await manager.shutdown()
 
 
-async def run(manager: Any) -> None:
+async def run(manager: TaskManager) -> None:
     """Serve until SIGTERM or SIGINT."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

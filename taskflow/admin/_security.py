@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from taskflow.admin.util import utcnow
+from taskflow.admin._util import utcnow
 
 if TYPE_CHECKING:
     from taskflow._store.dashboard import DashboardStore

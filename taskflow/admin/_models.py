@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
+from sqlalchemy.engine import RowMapping
 
-from taskflow._compat.taskstore import decode_values
+from taskflow._engine.reader import decode_values
 from taskflow._payloads.payloads import Payloads
-from taskflow.admin.redact import Redactor
-from taskflow.admin.util import jsonable, seconds_between
+from taskflow.admin._redact import Redactor
+from taskflow.admin._util import jsonable, seconds_between
 from taskflow.records import TaskRecord
 
 if TYPE_CHECKING:
-    from taskflow.admin.views import Overview, ScheduleRow
+    from taskflow.admin._views import Overview, ScheduleRow
 
 
-class TaskOut(BaseModel):
+class TaskOut(BaseModel):  # type: ignore[no-redef]  # the mypy plugin's **kwargs (pydantic#3125)
     """A task, shaped like fastapi-taskflow's ``TaskRecord.to_dict()``.
 
     ``args``/``kwargs`` are null unless the dashboard was created with
@@ -65,9 +65,7 @@ def task_out_from_record(record: TaskRecord, display_args: bool, redactor: Redac
     return TaskOut(**data)
 
 
-def task_out_from_row(
-    row: Mapping[str, Any], payloads: Payloads | None, redactor: Redactor
-) -> TaskOut:
+def task_out_from_row(row: RowMapping, payloads: Payloads | None, redactor: Redactor) -> TaskOut:
     """A :class:`TaskOut` of a list row; arguments and result are decoded only when
     ``payloads`` is given (``display_func_args``)."""
     args = kwargs = result = None
@@ -99,9 +97,8 @@ def task_out_from_row(
     )
 
 
-def _decoded(
-    row: Mapping[str, Any], payloads: Payloads, redactor: Redactor
-) -> tuple[Any, Any, Any]:
+def _decoded(row: RowMapping, payloads: Payloads, redactor: Redactor) -> tuple[Any, Any, Any]:
+    # SQLAlchemy types a row's keys as names or columns; this one is read by name.
     args, kwargs, result = decode_values(row, payloads)
     if args is None:
         return None, None, None
@@ -267,7 +264,7 @@ def schedule_out(row: ScheduleRow) -> ScheduleOut:
     )
 
 
-class CreateScheduleBody(BaseModel):
+class CreateScheduleBody(BaseModel):  # type: ignore[no-redef]  # as TaskOut
     """``POST {path}/schedules``: a dynamic schedule of a TaskGroup function."""
 
     task_group_name: str

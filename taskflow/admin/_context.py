@@ -1,25 +1,29 @@
-"""``TaskAdmin``: the dashboard and JSON API mounted on a FastAPI app."""
+"""What the dashboard's routers share: settings, the store, and the helpers of a request.
+
+:class:`AdminContext` holds the dashboard's settings and collaborators (store, actions,
+renderer, caches) and answers the questions every route asks: who is asking (the
+guards), which CSRF token and anchor they have, and which message to show them next.
+The routers (``_pages``, ``_actions``, ``_login``, ``_api``) receive one;
+:class:`~taskflow.admin.TaskAdmin` is one, plus its wiring into the FastAPI app.
+"""
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
 from starlette.responses import Response
 
 from taskflow._store.dashboard import DashboardStore
-from taskflow.admin.auth import AuthConfig, principal_name, resolve_auth
-from taskflow.admin.forms import read_form
-from taskflow.admin.redact import DEFAULT_REDACT_KEYS, Redactor
-from taskflow.admin.rendering import Renderer
-from taskflow.admin.security import (
+from taskflow.admin._forms import read_form
+from taskflow.admin._redact import Redactor
+from taskflow.admin._rendering import Renderer
+from taskflow.admin._security import (
     ANON_COOKIE,
     ANON_COOKIE_AGE,
     CSRF_FIELD,
@@ -35,136 +39,79 @@ from taskflow.admin.security import (
     session_hash,
     set_cookie,
 )
-from taskflow.admin.service import Actor, AdminService
-from taskflow.admin.util import utcnow
-from taskflow.admin.views import TTLCache
-from taskflow.errors import ConfigurationError, NotStarted
+from taskflow.admin._service import Actor, AdminService
+from taskflow.admin._util import utcnow
+from taskflow.admin._views import TTLCache
+from taskflow.admin.auth import AuthConfig, principal_name
+from taskflow.errors import NotStarted
 
 if TYPE_CHECKING:
-    from fastapi import FastAPI
-
     from taskflow.manager import TaskManager
 
-logger = logging.getLogger("taskflow.admin")
+ViewerGuard: TypeAlias = Callable[..., Awaitable[Principal]]
+"""A FastAPI dependency that admits a visitor who may look."""
+ActorGuard: TypeAlias = Callable[..., Awaitable[Actor]]
+"""A FastAPI dependency that admits a visitor who may act."""
+
 _NEW_ANCHOR = "taskflow_admin_new_anchor"
 
 
-class TaskAdmin:
-    """Mount taskflow's dashboard (``{path}/dashboard``) and JSON API (``{path}``) on
-    ``app``, and run ``task_manager`` with the app's lifespan.
-
-    The positional parameters are fastapi-taskflow's, in its order; the keyword-only
-    ones are taskflow's additions. All setup happens here: ``TaskAdmin(app, manager)``
-    needs no reference kept.
+class AdminContext:
+    """The dashboard's settings and collaborators, and the helpers of its routes.
 
     Args:
-        app: the FastAPI application.
-        task_manager: the manager whose tasks, schedules and instances are shown.
-        path: URL prefix of the JSON API; the dashboard is at ``{path}/dashboard``.
-        display_func_args: show task arguments (after redaction); hidden by default.
-        auto_install: also patch ``BackgroundTasks`` injection (``task_manager.install``).
-        auth: who may use the dashboard; see :mod:`taskflow.admin.auth`. Without it the
-            dashboard is open to anyone who can reach the app: a warning is logged at
-            startup and every page says so.
+        manager: the manager whose tasks, schedules and instances are shown.
+        path: URL prefix of the JSON API, without a trailing slash.
+        auth: the resolved ``auth=`` argument.
+        display_func_args: show task arguments (after redaction).
         token_expiry: seconds a login session lasts.
-        secret_key: signing secret for sessions and CSRF tokens. By default a random one
-            is created once and shared by every process through the database.
+        secret_key: signing secret for sessions and CSRF tokens, or None for the one
+            shared through the database.
         poll_interval: seconds between live refreshes of the pages' changing parts.
         title: the name shown in the header and the page titles.
-        retention_days: set ``task_manager.retention_days`` (delete old final tasks).
         redact_keys: argument, result and log field names whose values are masked.
-        read_only_users: users who may look but not act.
-        templates_dir: a folder (or list of folders) of templates that override the
-            bundled ones by name (``taskflow/runs.html``...).
-        name: prefix of the route names (two dashboards on one app need two names).
-        count_cap: counts stop at this many rows and show as ``"10,000+"``.
+        templates_dir: folders of templates that override the bundled ones.
+        name: prefix of the route names.
+        count_cap: counts stop at this many rows.
         page_size: rows per page of the lists.
         stats_ttl: seconds the overview's and functions' statistics are cached.
-
-    Raises:
-        ValueError: an invalid argument.
-        TypeError: ``auth`` is of no accepted form.
     """
 
     def __init__(
         self,
-        app: FastAPI,
-        task_manager: TaskManager,
-        path: str = "/tasks",
-        display_func_args: bool = False,
-        auto_install: bool = False,
-        auth: Any = None,
-        token_expiry: int = 86400,
-        secret_key: str | None = None,
-        poll_interval: float = 5.0,
-        title: str = "taskflow",
+        manager: TaskManager,
         *,
-        retention_days: float | None = None,
-        redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
-        read_only_users: Iterable[str] = (),
-        templates_dir: str | Path | Sequence[str | Path] | None = None,
-        name: str = "taskflow_admin",
-        count_cap: int = 10_000,
-        page_size: int = 50,
-        stats_ttl: float = 10.0,
+        path: str,
+        auth: AuthConfig,
+        display_func_args: bool,
+        token_expiry: int,
+        secret_key: str | None,
+        poll_interval: float,
+        title: str,
+        redact_keys: Iterable[str],
+        templates_dir: str | Path | Sequence[str | Path] | None,
+        name: str,
+        count_cap: int,
+        page_size: int,
+        stats_ttl: float,
     ) -> None:
-        _check_arguments(path, token_expiry, poll_interval, retention_days, count_cap, page_size)
-        self.manager = task_manager
-        self.path = path.rstrip("/")
+        self.manager = manager
+        self.path = path
+        self.auth = auth
         self.display_func_args = display_func_args
-        self.token_expiry = int(token_expiry)
+        self.token_expiry = token_expiry
         self.poll_interval = poll_interval
         self.title = title
         self.name = name
         self.count_cap = count_cap
         self.page_size = page_size
-        self.auth: AuthConfig = resolve_auth(auth, read_only_users=read_only_users)
         self.redactor = Redactor(redact_keys)
         self.secret = SecretHolder(secret_key)
         self.limiter = LoginLimiter()
         self.cache = TTLCache(stats_ttl)
-        self.service = AdminService(task_manager, lambda: self.queries)
+        self.service = AdminService(manager, lambda: self.queries)
         self.renderer = Renderer(self, templates_dir)
         self._queries: DashboardStore | None = None
-        if retention_days is not None:
-            task_manager.retention_days = retention_days
-        if auto_install:
-            task_manager.install(app)
-        else:
-            task_manager.init_app(app)
-        self._mount(app)
-        self._wrap_lifespan(app)
-
-    # -- wiring ------------------------------------------------------------------------
-
-    def _mount(self, app: FastAPI) -> None:
-        from taskflow.admin.api import build_api_router
-        from taskflow.admin.pages import build_auth_router, build_page_router
-
-        extra = [Depends(dep.dependency) for dep in self.auth.dependencies[1:]]
-        app.include_router(build_auth_router(self), prefix=self.path)
-        app.include_router(build_page_router(self, extra), prefix=self.path)
-        app.include_router(build_api_router(self, extra), prefix=self.path)
-
-    def _wrap_lifespan(self, app: FastAPI) -> None:
-        original = app.router.lifespan_context
-        admin = self
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app_: Any) -> AsyncIterator[Any]:
-            async with original(app_) as state:
-                admin._on_startup()
-                yield state
-
-        app.router.lifespan_context = lifespan
-
-    def _on_startup(self) -> None:
-        if self.auth.mode == "none":
-            logger.warning(
-                "TaskAdmin at %s/dashboard has no auth=: anyone who can reach this app can "
-                "see task arguments, results and logs and retry, cancel or delete tasks",
-                self.path,
-            )
 
     @property
     def queries(self) -> DashboardStore:
@@ -261,7 +208,7 @@ class TaskAdmin:
         """Refuse a mutating request that a browser marks as cross-site; accept a
         same-origin one; ask an unmarked one (no ``Sec-Fetch-Site``, no ``Origin``) for
         the CSRF token only when a cookie authenticates it (see
-        :func:`~taskflow.admin.security.request_site`).
+        :func:`~taskflow.admin._security.request_site`).
 
         Raises:
             HTTPException: 403.
@@ -286,19 +233,19 @@ class TaskAdmin:
 
     # -- guards (FastAPI dependencies) -------------------------------------------------
 
-    def viewer_guard(self, kind: str) -> Callable[..., Any]:
+    def viewer_guard(self, kind: str) -> ViewerGuard:
         """The dependency that lets a visitor look (``kind``: ``"page"`` or ``"api"``)."""
-        admin = self
+        context = self
         if self.auth.mode == "dependency":
             first = self.auth.dependencies[0]
 
-            async def dependency_viewer(request: Request, value: Any = first) -> Principal:
+            async def dependency_viewer(request: Request, value: object = first) -> Principal:
                 refuse_nul(request)
                 username, read_only = principal_name(value)
                 principal = Principal(
                     username=username,
-                    read_only=read_only or admin.auth.is_read_only(username),
-                    anchor=await admin.anchor(request),
+                    read_only=read_only or context.auth.is_read_only(username),
+                    anchor=await context.anchor(request),
                 )
                 request.state.taskflow_principal = principal
                 return principal
@@ -307,9 +254,9 @@ class TaskAdmin:
 
         async def viewer(request: Request) -> Principal:
             refuse_nul(request)
-            principal = await admin._principal(request)
+            principal = await context._principal(request)
             if principal is None:
-                raise admin.unauthenticated(request, kind)
+                raise context.unauthenticated(request, kind)
             request.state.taskflow_principal = principal
             return principal
 
@@ -322,18 +269,33 @@ class TaskAdmin:
             return await self.current_principal(request)
         return Principal(username="anonymous", read_only=False, anchor=await self.anchor(request))
 
-    def actor_guard(self, viewer: Callable[..., Any]) -> Callable[..., Any]:
+    def actor_guard(self, viewer: ViewerGuard) -> ActorGuard:
         """The dependency that lets a visitor act: not read-only, and not a cross-site
         request (:meth:`check_cross_site`)."""
-        admin = self
+        context = self
 
         async def actor(request: Request, principal: Principal = Depends(viewer)) -> Actor:
             if principal.read_only:
                 raise HTTPException(403, detail=f"{principal.username} may look but not act")
-            await admin.check_cross_site(request, principal.anchor)
-            return Actor(username=principal.username, ip=_client_ip(request))
+            await context.check_cross_site(request, principal.anchor)
+            return Actor(username=principal.username, ip=client_ip(request))
 
         return actor
+
+    def unauthenticated(self, request: Request, kind: str) -> HTTPException:
+        """401 for the API and htmx requests (which follow ``HX-Redirect``), else a
+        redirect to the login page."""
+        login = f"{self.base_path(request)}/auth/login"
+        if kind == "api":
+            return HTTPException(401, detail="Not authenticated")
+        if request.headers.get("hx-request"):
+            return HTTPException(401, detail="Not authenticated", headers={"HX-Redirect": login})
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return HTTPException(
+            303, detail="Login required", headers={"Location": f"{login}?next={quote(target)}"}
+        )
+
+    # -- one-time messages -------------------------------------------------------------
 
     async def set_flash(self, request: Request, response: Response, text: str, kind: str) -> None:
         """Show ``text`` on the next page this visitor opens (``kind``: ok or error)."""
@@ -358,19 +320,6 @@ class TaskAdmin:
             return None
         return str(kind), str(text)
 
-    def unauthenticated(self, request: Request, kind: str) -> HTTPException:
-        """401 for the API and htmx requests (which follow ``HX-Redirect``), else a
-        redirect to the login page."""
-        login = f"{self.base_path(request)}/auth/login"
-        if kind == "api":
-            return HTTPException(401, detail="Not authenticated")
-        if request.headers.get("hx-request"):
-            return HTTPException(401, detail="Not authenticated", headers={"HX-Redirect": login})
-        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return HTTPException(
-            303, detail="Login required", headers={"Location": f"{login}?next={quote(target)}"}
-        )
-
 
 def refuse_nul(request: Request) -> None:
     """Refuse a URL with a NUL character in its path or query: no task id, name or
@@ -385,25 +334,6 @@ def refuse_nul(request: Request) -> None:
         raise HTTPException(400, detail="the URL must not contain NUL characters (%00)")
 
 
-def _client_ip(request: Request) -> str | None:
+def client_ip(request: Request) -> str | None:
+    """The address of the client that sent ``request``, if known."""
     return request.client.host if request.client is not None else None
-
-
-def _check_arguments(
-    path: str,
-    token_expiry: int,
-    poll_interval: float,
-    retention_days: float | None,
-    count_cap: int,
-    page_size: int,
-) -> None:
-    if not path.startswith("/") or path.rstrip("/") == "":
-        raise ConfigurationError(f"path must start with '/' and not be '/', got {path!r}")
-    if token_expiry <= 0:
-        raise ConfigurationError(f"token_expiry must be > 0 seconds, got {token_expiry}")
-    if poll_interval <= 0:
-        raise ConfigurationError(f"poll_interval must be > 0 seconds, got {poll_interval}")
-    if retention_days is not None and retention_days <= 0:
-        raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
-    if count_cap < 1 or not 1 <= page_size <= 500:
-        raise ConfigurationError("count_cap must be >= 1 and page_size between 1 and 500")

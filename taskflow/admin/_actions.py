@@ -8,25 +8,26 @@ next, with a one-time message about what happened.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
 
-from taskflow.admin import views
-from taskflow.admin.forms import FormValues, read_form
-from taskflow.admin.login import safe_next
-from taskflow.admin.query import QueryError, RunQuery
-from taskflow.admin.service import ActionError, Actor, NewSchedule
-
-if TYPE_CHECKING:
-    from taskflow.admin.app import TaskAdmin
+from taskflow.admin import _views
+from taskflow.admin._context import ActorGuard, AdminContext
+from taskflow.admin._forms import FormValues, read_form
+from taskflow.admin._login import safe_next
+from taskflow.admin._query import QueryError, RunQuery
+from taskflow.admin._service import ActionError, Actor, NewSchedule, ReplayResult
 
 FAILURE_STATUSES = ("failed", "interrupted")
+# One schedule action of the dashboard: acts on the named schedule, returns what to say.
+ScheduleAction = Callable[[str, Actor], Awaitable[str]]
 
 
 async def go(
-    admin: TaskAdmin, request: Request, target: str, text: str, kind: str = "ok"
+    admin: AdminContext, request: Request, target: str, text: str, kind: str = "ok"
 ) -> Response:
     """Send the browser to ``target`` and show ``text`` there."""
     response: Response
@@ -39,7 +40,7 @@ async def go(
     return response
 
 
-def add_action_routes(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def add_action_routes(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     """Task actions, failure replay and schedule actions."""
     _add_task_actions(router, admin, actor)
     _add_replay(router, admin, actor)
@@ -47,7 +48,7 @@ def add_action_routes(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
     _add_schedule_form(router, admin, actor)
 
 
-def _add_task_actions(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_task_actions(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     url = admin.renderer.url
     name = admin.route_name
 
@@ -86,7 +87,7 @@ def _add_task_actions(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return await go(admin, request, url(request, "runs"), f"Deleted task {task_id}.")
 
 
-def _add_replay(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_replay(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     url = admin.renderer.url
 
     @router.post("/dashboard/failures/replay", name=admin.route_name("failures_replay"))
@@ -105,7 +106,7 @@ def _add_replay(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return await go(admin, request, back, text + ".")
 
 
-async def _replay(admin: TaskAdmin, form: FormValues, who: Actor) -> Any:
+async def _replay(admin: AdminContext, form: FormValues, who: Actor) -> ReplayResult | None:
     if form.get("scope") == "all":
         query = RunQuery.from_params(form, default_limit=admin.page_size)
         statuses = tuple(s for s in query.statuses() if s in FAILURE_STATUSES) or FAILURE_STATUSES
@@ -118,7 +119,7 @@ async def _replay(admin: TaskAdmin, form: FormValues, who: Actor) -> Any:
     return await admin.service.replay(ids, who)
 
 
-def _add_schedule_actions(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_schedule_actions(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     service = admin.service
 
     async def run(name: str, who: Actor) -> str:
@@ -146,7 +147,9 @@ def _add_schedule_actions(router: APIRouter, admin: TaskAdmin, actor: Any) -> No
         )
 
 
-def _schedule_route(admin: TaskAdmin, action: Any, actor: Any) -> Any:
+def _schedule_route(
+    admin: AdminContext, action: ScheduleAction, actor: ActorGuard
+) -> Callable[..., Awaitable[Response]]:
     async def route(request: Request, name: str, who: Actor = Depends(actor)) -> Response:
         back = admin.renderer.url(request, "schedules")
         try:
@@ -158,7 +161,7 @@ def _schedule_route(admin: TaskAdmin, action: Any, actor: Any) -> Any:
     return route
 
 
-def _add_schedule_form(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_schedule_form(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     renderer = admin.renderer
 
     @router.post("/dashboard/schedules", name=admin.route_name("schedule_create"))
@@ -216,11 +219,11 @@ def new_schedule(values: dict[str, str]) -> NewSchedule:
 
 
 async def _form_error(
-    admin: TaskAdmin, request: Request, values: dict[str, str], error: str
+    admin: AdminContext, request: Request, values: dict[str, str], error: str
 ) -> Response:
     principal = request.state.taskflow_principal
-    context = {
-        "functions": views.group_functions(admin.manager),
+    context: dict[str, Any] = {
+        "functions": _views.group_functions(admin.manager),
         "form": values,
         "form_error": error,
     }
@@ -234,7 +237,7 @@ async def _form_error(
         "taskflow/_schedules_table.html",
         element_id="schedules-table",
         refresh_url=admin.renderer.url(request, "schedules_live"),
-        schedules=await views.schedule_rows(admin.manager, admin.queries),
+        schedules=await _views.schedule_rows(admin.manager, admin.queries),
     )
     return await admin.renderer.page(
         request,

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from starlette.responses import RedirectResponse, Response
 
-from taskflow.admin.forms import read_form
-from taskflow.admin.security import (
+from taskflow.admin._context import AdminContext, ViewerGuard, client_ip
+from taskflow.admin._forms import read_form
+from taskflow.admin._security import (
     CSRF_FIELD,
     SESSION_COOKIE,
     Principal,
@@ -19,11 +19,8 @@ from taskflow.admin.security import (
     session_hash,
     set_cookie,
 )
-from taskflow.admin.service import Actor
-from taskflow.admin.util import utcnow
-
-if TYPE_CHECKING:
-    from taskflow.admin.app import TaskAdmin
+from taskflow.admin._service import Actor
+from taskflow.admin._util import utcnow
 
 
 class SessionInfo(BaseModel):
@@ -37,7 +34,7 @@ class SessionInfo(BaseModel):
     csrf_token: str
 
 
-def safe_next(admin: TaskAdmin, request: Request, target: str | None) -> str:
+def safe_next(admin: AdminContext, request: Request, target: str | None) -> str:
     """``target`` if it is a dashboard page, else the overview (no open redirects)."""
     home = f"{admin.base_path(request)}/dashboard"
     unsafe = ("\\", "\n", "\r")
@@ -46,7 +43,7 @@ def safe_next(admin: TaskAdmin, request: Request, target: str | None) -> str:
     return home
 
 
-def add_login_routes(router: APIRouter, admin: TaskAdmin) -> None:
+def add_login_routes(router: APIRouter, admin: AdminContext) -> None:
     """Public routes: the session info, and the login form when ``auth`` is a login."""
 
     @router.get(
@@ -55,7 +52,7 @@ def add_login_routes(router: APIRouter, admin: TaskAdmin) -> None:
         response_model=SessionInfo,
         tags=["taskflow dashboard"],
     )
-    async def session(request: Request, response: Response) -> Any:
+    async def session(request: Request, response: Response) -> SessionInfo:
         """Who is logged in, and the CSRF token for mutating API calls."""
         principal = await _known_principal(admin, request)
         token = await admin.csrf_token(request, principal)
@@ -94,7 +91,7 @@ def add_login_routes(router: APIRouter, admin: TaskAdmin) -> None:
                 status_code=403,
                 username=username,
             )
-        ip = request.client.host if request.client else None
+        ip = client_ip(request)
         if await admin.limiter.blocked(admin.queries, username=username, ip=ip):
             return await _login_form(
                 admin,
@@ -117,7 +114,7 @@ def add_login_routes(router: APIRouter, admin: TaskAdmin) -> None:
         return await _start_session(admin, request, username, ip, target)
 
 
-async def _known_principal(admin: TaskAdmin, request: Request) -> Principal | None:
+async def _known_principal(admin: AdminContext, request: Request) -> Principal | None:
     if admin.auth.mode == "login":
         return await admin.current_principal(request)
     if admin.auth.mode == "none":
@@ -126,7 +123,7 @@ async def _known_principal(admin: TaskAdmin, request: Request) -> Principal | No
 
 
 async def _login_form(
-    admin: TaskAdmin,
+    admin: AdminContext,
     request: Request,
     *,
     next: str | None,
@@ -147,7 +144,7 @@ async def _login_form(
 
 
 async def _start_session(
-    admin: TaskAdmin, request: Request, username: str, ip: str | None, target: str
+    admin: AdminContext, request: Request, username: str, ip: str | None, target: str
 ) -> Response:
     token = new_token()
     now = utcnow()
@@ -176,7 +173,7 @@ async def _start_session(
     return response
 
 
-def add_logout_routes(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
+def add_logout_routes(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
     """Logout (a POST with the CSRF token; GET shows a button for old links)."""
     if admin.auth.mode != "login":
         return
@@ -191,9 +188,11 @@ def add_logout_routes(router: APIRouter, admin: TaskAdmin, viewer: Any) -> None:
         if principal.session_id is None:
             raise HTTPException(400, detail="not logged in")
         await admin.queries.delete_session(principal.session_id)
-        ip = request.client.host if request.client else None
+        ip = client_ip(request)
         await admin.service.audit(Actor(principal.username, ip), "logout", principal.username)
-        response = RedirectResponse(f"{admin.base_path(request)}/auth/login", status_code=303)
+        response: Response = RedirectResponse(
+            f"{admin.base_path(request)}/auth/login", status_code=303
+        )
         clear_cookie(response, request, name=SESSION_COOKIE, path=admin.base_path(request))
         if request.headers.get("hx-request"):
             response = Response(headers={"HX-Redirect": response.headers["location"]})

@@ -40,7 +40,7 @@ async def read_form(request: Request) -> FormValues:
         HTTPException: 413 for a form over 1 MiB.
     """
     cached = getattr(request.state, "taskflow_form", None)
-    if cached is not None:
+    if isinstance(cached, FormValues):
         return cached
     values = FormValues({})
     if request.headers.get("content-type", "").split(";")[0].strip() == URLENCODED:

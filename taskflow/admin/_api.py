@@ -7,19 +7,22 @@ fastapi-taskflow's routes and shapes are kept (``GET {path}``, ``/metrics``,
 SQL, and schedules have their own endpoints. A mutating call that a browser marks as
 cross-site is refused; one without browser marks (curl, scripts) needs the CSRF token of
 ``GET {path}/auth/session`` in an ``X-CSRF-Token`` header only when a cookie
-authenticates it (:meth:`TaskAdmin.check_cross_site`).
+authenticates it (:meth:`AdminContext.check_cross_site`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request, Response, params
 
-from taskflow._store.dashboard import TaskFilter
-from taskflow.admin import views
-from taskflow.admin.models import (
+from taskflow._store.dashboard import Cursor, TaskFilter
+from taskflow.admin import _views
+from taskflow.admin._context import ActorGuard, AdminContext
+from taskflow.admin._models import (
     AuditOut,
     BulkRetryBody,
     CancelOut,
@@ -36,15 +39,12 @@ from taskflow.admin.models import (
     task_out_from_record,
     task_out_from_row,
 )
-from taskflow.admin.query import QueryError, RunQuery
-from taskflow.admin.service import REPLAYABLE, ActionError, Actor, NewSchedule
-from taskflow.admin.util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
+from taskflow.admin._query import QueryError, RunQuery
+from taskflow.admin._service import REPLAYABLE, ActionError, Actor, NewSchedule, ReplayResult
+from taskflow.admin._util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
 from taskflow.errors import ConfigurationError
 
-if TYPE_CHECKING:
-    from taskflow.admin.app import TaskAdmin
-
-TAGS = ["taskflow dashboard"]
+TAGS: list[str | Enum] = ["taskflow dashboard"]
 _UNITS = {"min": "minutes", "hour": "hours", "day": "days"}
 _BULK_BODY = Body(..., examples=[{"task_ids": ["<id>"]}])
 _QUEUE_BODY = Body(..., examples=[{"concurrency": 8, "max_size": 100}])
@@ -56,7 +56,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_api_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
+def build_api_router(admin: AdminContext, extra: Sequence[params.Depends]) -> APIRouter:
     """The JSON routes; fixed paths come before the ``/{task_id}`` catch-all."""
     viewer = admin.viewer_guard("api")
     actor = admin.actor_guard(viewer)
@@ -69,20 +69,22 @@ def build_api_router(admin: TaskAdmin, extra: list[Any]) -> APIRouter:
     return router
 
 
-def _add_queues(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_queues(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     """fastapi-taskflow's ``GET {path}/queues`` and ``PATCH {path}/queues/{name}``."""
 
-    @router.get("/queues", summary="Named queues with their limits and counts")
-    async def list_queues() -> Any:
+    @router.get("/queues", response_model=None, summary="Named queues with their limits and counts")
+    async def list_queues() -> list[dict[str, Any]]:
         """Each configured queue: limits, and pending/running/finished/rejected counts."""
         return await admin.manager.read_queue_stats()
 
-    @router.patch("/queues/{name}", summary="Change a queue's concurrency or max_size")
+    @router.patch(
+        "/queues/{name}", response_model=None, summary="Change a queue's concurrency or max_size"
+    )
     async def update_queue(
         name: str,
         body: dict[str, Any] = _QUEUE_BODY,
         who: Actor = Depends(actor),
-    ) -> Any:
+    ) -> dict[str, Any]:
         """Set ``concurrency`` and/or ``max_size`` (null removes a limit; a missing
         field keeps its value). Applies at once here and to every process at its next
         start."""
@@ -102,7 +104,7 @@ def _found(exc: ActionError) -> HTTPException:
     return HTTPException(exc.status, detail=exc.message)
 
 
-def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
+def _add_lists(router: APIRouter, admin: AdminContext) -> None:
     @router.get("", response_model=list[TaskOut], summary="List tasks (paginated, filtered)")
     async def list_tasks(
         request: Request,
@@ -119,7 +121,7 @@ def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
         after: str | None = Query(None, description="X-Next-Cursor of the previous page"),
         before: str | None = Query(None, description="X-Prev-Cursor of the next page"),
         limit: int = Query(100, ge=1, le=500),
-    ) -> Any:
+    ) -> list[TaskOut]:
         """Newest tasks first. ``X-Total-Count`` is capped (``"10000+"``)."""
         try:
             query = RunQuery.from_params(request.query_params, default_limit=100)
@@ -145,11 +147,11 @@ def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
         ]
 
     @router.get("/metrics", response_model=MetricsOut, summary="Counts and recent statistics")
-    async def metrics() -> Any:
+    async def metrics() -> MetricsOut:
         """Exact counts by status, success rate, and the average duration of recent
         successful runs."""
-        counts = await admin.queries.exact_status_counts(views.STATUSES)
-        stats = await admin.cache.get("overview", lambda: views.overview(admin.queries))
+        counts = await admin.queries.exact_status_counts(_views.STATUSES)
+        stats = await admin.cache.get("overview", lambda: _views.overview(admin.queries))
         return MetricsOut.build(counts, stats, cap=admin.count_cap)
 
     @router.get("/audit", response_model=list[AuditOut], summary="Audit log of actions")
@@ -159,7 +161,7 @@ def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
             None, ge=0, le=MAX_ROW_ID, description="X-Next-Cursor of the previous page"
         ),
         limit: int = Query(100, ge=1, le=500),
-    ) -> Any:
+    ) -> list[AuditOut]:
         """Actions taken in the dashboard and API, newest first."""
         rows, older = await admin.queries.page_audit(before_id=before, limit=limit)
         if older is not None:
@@ -167,7 +169,9 @@ def _add_lists(router: APIRouter, admin: TaskAdmin) -> None:
         return [AuditOut.model_validate(dict(row)) for row in rows]
 
 
-def _page_headers(response: Response, older: Any, newer: Any, total: str) -> None:
+def _page_headers(
+    response: Response, older: Cursor | None, newer: Cursor | None, total: str
+) -> None:
     response.headers["X-Total-Count"] = total
     if older is not None:
         response.headers["X-Next-Cursor"] = encode_cursor(older) or ""
@@ -175,12 +179,12 @@ def _page_headers(response: Response, older: Any, newer: Any, total: str) -> Non
         response.headers["X-Prev-Cursor"] = encode_cursor(newer) or ""
 
 
-def _add_bulk(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_bulk(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     @router.post("/bulk-retry", response_model=ReplayOut, summary="Retry chosen failed tasks")
     async def bulk_retry(
         body: BulkRetryBody | list[str] = _BULK_BODY,
         who: Actor = Depends(actor),
-    ) -> Any:
+    ) -> ReplayOut:
         """Retry failed or interrupted tasks by id; others are skipped."""
         ids = body if isinstance(body, list) else body.task_ids
         outcome = await admin.service.replay(ids, who)
@@ -191,7 +195,7 @@ def _add_bulk(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         since: str = Query("6h", description="<N>h, <N>d or 'all': tasks created since"),
         func_name: str | None = Query(None, description="only this function"),
         who: Actor = Depends(actor),
-    ) -> Any:
+    ) -> ReplayOut:
         """Retry every failed or interrupted task created in the window (in batches)."""
         try:
             window = parse_window(since)
@@ -212,7 +216,7 @@ def _add_bulk(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         value: int = Query(..., gt=0, description="number of units"),
         unit: str = Query(..., description="min, hour or day"),
         who: Actor = Depends(actor),
-    ) -> Any:
+    ) -> HistoryOut:
         """Delete final tasks that finished longer ago than ``value`` ``unit``s.
         Pending and running tasks are never deleted."""
         if unit not in _UNITS:
@@ -225,8 +229,8 @@ def _add_bulk(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return HistoryOut(deleted=deleted, store=0, backend=deleted)
 
 
-def vars_of(outcome: Any) -> dict[str, Any]:
-    """The fields of a :class:`~taskflow.admin.service.ReplayResult`."""
+def vars_of(outcome: ReplayResult) -> dict[str, Any]:
+    """The fields of a :class:`~taskflow.admin._service.ReplayResult`."""
     return {
         "dispatched": outcome.dispatched,
         "skipped": outcome.skipped,
@@ -234,19 +238,19 @@ def vars_of(outcome: Any) -> dict[str, Any]:
     }
 
 
-def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_schedules(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     service = admin.service
 
     @router.get("/schedules", response_model=list[ScheduleOut], summary="List schedules")
-    async def list_schedules() -> Any:
+    async def list_schedules() -> list[ScheduleOut]:
         """Static and dynamic schedules with their next fire times and last run."""
-        rows = await views.schedule_rows(admin.manager, admin.queries)
+        rows = await _views.schedule_rows(admin.manager, admin.queries)
         return [schedule_out(row) for row in rows]
 
     @router.post(
         "/schedules", response_model=ScheduleOut, status_code=201, summary="Create a schedule"
     )
-    async def create_schedule(body: CreateScheduleBody, who: Actor = Depends(actor)) -> Any:
+    async def create_schedule(body: CreateScheduleBody, who: Actor = Depends(actor)) -> ScheduleOut:
         """Create a dynamic schedule of a TaskGroup function (kwargs are checked against
         its signature)."""
         try:
@@ -256,7 +260,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return await _schedule(admin, created.name)
 
     @router.post("/schedules/{name:path}/trigger", response_model=TriggerOut, summary="Run now")
-    async def trigger(name: str, who: Actor = Depends(actor)) -> Any:
+    async def trigger(name: str, who: Actor = Depends(actor)) -> TriggerOut:
         """Run a schedule now (``source="manual"``) without moving its next slot."""
         try:
             task_id = await service.run_schedule(name, who)
@@ -265,7 +269,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return TriggerOut(task_name=name, task_id=task_id)
 
     @router.post("/schedules/{name:path}/pause", response_model=ScheduleOut, summary="Pause")
-    async def pause(name: str, who: Actor = Depends(actor)) -> Any:
+    async def pause(name: str, who: Actor = Depends(actor)) -> ScheduleOut:
         """Stop firing a schedule until it is resumed."""
         try:
             await service.pause_schedule(name, who)
@@ -274,7 +278,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return await _schedule(admin, name)
 
     @router.post("/schedules/{name:path}/resume", response_model=ScheduleOut, summary="Resume")
-    async def resume(name: str, who: Actor = Depends(actor)) -> Any:
+    async def resume(name: str, who: Actor = Depends(actor)) -> ScheduleOut:
         """Fire a paused schedule again from its next slot."""
         try:
             await service.resume_schedule(name, who)
@@ -283,7 +287,7 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return await _schedule(admin, name)
 
     @router.delete("/schedules/{name:path}", response_model=DeleteOut, summary="Delete")
-    async def delete_schedule(name: str, who: Actor = Depends(actor)) -> Any:
+    async def delete_schedule(name: str, who: Actor = Depends(actor)) -> DeleteOut:
         """Delete a dynamic schedule (static ones come from code: 400)."""
         try:
             await service.delete_schedule(name, who)
@@ -292,14 +296,14 @@ def _add_schedules(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return DeleteOut(name=name, deleted=True)
 
 
-async def _schedule(admin: TaskAdmin, name: str) -> ScheduleOut:
-    for row in await views.schedule_rows(admin.manager, admin.queries):
+async def _schedule(admin: AdminContext, name: str) -> ScheduleOut:
+    for row in await _views.schedule_rows(admin.manager, admin.queries):
         if row.name == name:
             return schedule_out(row)
     raise HTTPException(404, detail=f"no schedule named {name!r}")
 
 
-def _add_task(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
+def _add_task(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     async def task_out(task_id: str) -> TaskOut:
         record = await admin.manager.get_task(task_id)
         if record is None:
@@ -307,12 +311,12 @@ def _add_task(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return task_out_from_record(record, admin.display_func_args, admin.redactor)
 
     @router.get("/{task_id}", response_model=TaskOut, summary="One task")
-    async def get_task(task_id: str) -> Any:
+    async def get_task(task_id: str) -> TaskOut:
         """A task with its logs (arguments only with ``display_func_args``)."""
         return await task_out(task_id)
 
     @router.post("/{task_id}/retry", response_model=RetryOut, summary="Retry a task")
-    async def retry(task_id: str, who: Actor = Depends(actor)) -> Any:
+    async def retry(task_id: str, who: Actor = Depends(actor)) -> RetryOut:
         """Run a failed, interrupted or cancelled task again as a new task."""
         try:
             new_id = await admin.service.retry(task_id, who)
@@ -321,7 +325,7 @@ def _add_task(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return RetryOut(task_id=new_id, task=await task_out(new_id))
 
     @router.post("/{task_id}/cancel", response_model=CancelOut, summary="Cancel a task")
-    async def cancel(task_id: str, who: Actor = Depends(actor)) -> Any:
+    async def cancel(task_id: str, who: Actor = Depends(actor)) -> CancelOut:
         """Cancel a pending task (it never runs) or a running one."""
         try:
             await admin.service.cancel(task_id, who)
@@ -330,7 +334,7 @@ def _add_task(router: APIRouter, admin: TaskAdmin, actor: Any) -> None:
         return CancelOut(task_id=task_id, task=await task_out(task_id))
 
     @router.delete("/{task_id}", response_model=DeleteOut, summary="Delete a finished task")
-    async def delete(task_id: str, who: Actor = Depends(actor)) -> Any:
+    async def delete(task_id: str, who: Actor = Depends(actor)) -> DeleteOut:
         """Delete a final task with its logs."""
         try:
             await admin.service.delete(task_id, who)

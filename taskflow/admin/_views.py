@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from sqlalchemy.engine import RowMapping
+
 from taskflow._engine.registry import TaskConfig
 from taskflow._schedules.triggers import Trigger
 from taskflow._store.dashboard import DashboardStore
-from taskflow.admin.charts import Chart, throughput_chart
-from taskflow.admin.redact import Redactor
-from taskflow.admin.util import jsonable, percentile, pretty_json, seconds_between, utcnow
+from taskflow.admin._charts import Chart, throughput_chart
+from taskflow.admin._redact import Redactor
+from taskflow.admin._util import jsonable, percentile, pretty_json, seconds_between, utcnow
 from taskflow.records import TaskRecord
 
 if TYPE_CHECKING:
@@ -110,7 +112,7 @@ async def _chart(
     return throughput_chart(buckets, title=title, ok=OK_STATUSES, bad=BAD_STATUSES)
 
 
-def slowest_functions(rows: list[Mapping[str, Any]], *, top: int = 8) -> list[SlowFunction]:
+def slowest_functions(rows: list[RowMapping], *, top: int = 8) -> list[SlowFunction]:
     """Functions of the sample by 95th-percentile duration, slowest first."""
     durations: dict[str, list[float]] = {}
     for row in rows:
@@ -155,7 +157,7 @@ class TaskDetail:
     args_text: str | None
     result_text: str | None
     schedule_name: str | None
-    owner: Mapping[str, Any] | None
+    owner: RowMapping | None
     timeline: list[TimelineEvent] = field(default_factory=list)
 
     @property
@@ -238,7 +240,7 @@ def timeline(record: TaskRecord) -> list[TimelineEvent]:
     return events
 
 
-def log_view(row: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+def log_view(row: RowMapping, redactor: Redactor) -> dict[str, Any]:
     """A log line for display, its structured fields redacted."""
     extra = row.get("extra") or {}
     return {
@@ -380,7 +382,7 @@ class FunctionRow:
 async def function_rows(manager: TaskManager, queries: DashboardStore) -> list[FunctionRow]:
     """Every registered function with statistics over its last runs."""
     rows = []
-    for config in sorted(manager.registry, key=lambda item: item.name):
+    for config in sorted(manager.registry, key=lambda item: item.name or ""):
         sample = await queries.recent_finished(
             statuses=("success", "failed", "interrupted", "cancelled"),
             limit=FUNCTION_SAMPLE,
@@ -390,7 +392,7 @@ async def function_rows(manager: TaskManager, queries: DashboardStore) -> list[F
     return rows
 
 
-def function_row(config: TaskConfig, sample: list[Mapping[str, Any]]) -> FunctionRow:
+def function_row(config: TaskConfig, sample: list[RowMapping]) -> FunctionRow:
     """Statistics of one function from its recent finished runs."""
     succeeded = [row for row in sample if row["status"] == "success"]
     durations = sorted(

@@ -7,15 +7,14 @@ answer. Errors are :class:`ActionError` with the HTTP status that fits.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskflow._engine.ids import task_id_forms
-from taskflow._schedules.groups import ScheduledTask
 from taskflow._store.dashboard import Cursor, DashboardStore, TaskFilter
-from taskflow.admin.util import utcnow
+from taskflow._store.ids import task_id_forms
+from taskflow.admin._util import utcnow
 from taskflow.errors import (
     ConfigurationError,
     DuplicateScheduleName,
@@ -24,6 +23,7 @@ from taskflow.errors import (
     TaskArgumentError,
     TaskNotRerunnable,
 )
+from taskflow.records import ScheduledTask
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager
@@ -84,7 +84,7 @@ class AdminService:
         queries: a callable returning the current :class:`DashboardStore`.
     """
 
-    def __init__(self, manager: TaskManager, queries: Any) -> None:
+    def __init__(self, manager: TaskManager, queries: Callable[[], DashboardStore]) -> None:
         self._manager = manager
         self._queries = queries
 

@@ -1,0 +1,71 @@
+"""A task as this process runs it: the :class:`Job` (made from its row) and the
+in-process hooks of tasks started through the ``Tasks`` API."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from taskflow._engine.registry import ExecutorKind, TaskConfig
+
+_offset = timedelta(0)  # moved only by taskflow.testing's advance()
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware UTC: the engine's clock."""
+    return datetime.now(UTC) + _offset
+
+
+def clock_offset() -> timedelta:
+    """How far the engine's clock is ahead of the real one."""
+    return _offset
+
+
+def set_clock_offset(offset: timedelta) -> None:
+    """Move the engine's clock (``taskflow.testing``; zero is the real time)."""
+    global _offset
+    _offset = offset
+
+
+@dataclass(slots=True)
+class JobHooks:
+    """In-process extras of a task started through the ``Tasks`` API (not persisted:
+    they only apply while this process runs the task)."""
+
+    started: Any = None  # an event with set(), set when the attempt starts
+    on_error: Callable[[Any, BaseException], Any] | None = None
+    handle: Any = None  # what on_error receives as the task
+    done: asyncio.Future[str] | None = None  # resolves to the final status
+    shield: bool = True  # False: cancelled as soon as shutdown begins
+
+
+@dataclass(slots=True, eq=False)
+class Job:
+    """A task this process is about to run (or is running)."""
+
+    task_id: str
+    func_name: str
+    func_path: str
+    payload: str
+    encrypted: bool
+    priority: int
+    executor: ExecutorKind
+    tags: dict[str, str]
+    source: str
+    max_retries: int
+    queue: str = "default"
+    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+    retry_delay: float | None = None  # overrides of the function's retry delays
+    retry_max_delay: float | None = None
+    config: TaskConfig | None = None  # for callables that cannot be imported by name
+    # The call itself when it could not be stored (payload is memory-only): only this
+    # process can run it.
+    memory: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    hooks: JobHooks | None = None
+    log_lines: int = 0
+    attempt: int = 0  # the attempt running (1 for the first), 0 before it starts
