@@ -286,9 +286,14 @@ async def test_database_failures_do_not_stop_the_scheduler(manager_factory):
     await manager.startup()
     real_fire = manager.db.fire_schedule
     calls = {"failed": 0, "fired": 0}
+    failing: dict[str, bool] = {}
 
     async def flaky_fire(**kwargs):
-        if calls["failed"] <= calls["fired"]:  # every other call fails, the first one too
+        # Every other call of each schedule fails, its first one too. (One counter shared by
+        # both would let the failures fall on the same schedule every tick.)
+        schedule_id = kwargs["schedule_id"]
+        failing[schedule_id] = not failing.get(schedule_id, False)
+        if failing[schedule_id]:
             calls["failed"] += 1
             raise DatabaseError("injected failure")
         calls["fired"] += 1
