@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import sqlite3
@@ -570,12 +571,13 @@ def schedule_rows(now: datetime) -> list[dict[str, Any]]:
             description=spec.description,
         )
         # Next runs lie ahead (none fires while the dashboard is measured).
-        row.update(
+        row = dataclasses.replace(
+            row,
             id=spec.id,
             enabled=spec.enabled,
             next_run_at=trigger.first_after(now + timedelta(hours=1)),
         )
-        rows.append(row)
+        rows.append(row.columns())
     return rows
 
 

@@ -11,6 +11,8 @@ to give one. Only ``upgrade`` creates a SQLite file that does not exist; the oth
 is missing. Every command says on stderr which database it looked at.
 Exit codes: 0 success, 1 ``db check`` found the schema out of date (or no database file),
 2 error (one line on stderr, password masked, no traceback).
+
+:func:`version_location` tells your own Alembic setup where taskflow's revisions are.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import pathlib
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -51,6 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the CLI promises one line, never a traceback
         print(f"taskflow: error: {describe_error(exc, url)}", file=sys.stderr)
         return 2
+
+
+def version_location() -> pathlib.Path:
+    """The folder of taskflow's Alembic revisions: add it to ``version_locations`` to
+    upgrade taskflow's tables from your own Alembic setup (``alembic upgrade
+    taskflow@head``; the revisions carry the branch label ``taskflow``).
+
+    :raises FileNotFoundError: the package was installed without its migrations.
+    """
+    return migrate.resource_path("migrations") / "versions"
 
 
 def build_parser() -> argparse.ArgumentParser:

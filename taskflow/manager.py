@@ -4,7 +4,6 @@ parts it wires together (``docs/architecture.md`` draws them)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +21,8 @@ from taskflow._engine.intake import Intake
 from taskflow._engine.queues import Queues, queue_setup
 from taskflow._engine.reader import TaskReader
 from taskflow._engine.registry import TaskRegistry
-from taskflow._engine.retry import validate as validate_retry
-from taskflow._engine.settings import Settings, check_positive, choose_url
+from taskflow._engine.runtime import Runtime
+from taskflow._engine.settings import RetryDefaults, Settings, choose_url
 from taskflow._facade import Setting, forward
 from taskflow._fastapi import background
 from taskflow._fastapi.timing import TaskOptions
@@ -31,21 +30,15 @@ from taskflow._payloads.crypto import make_cipher
 from taskflow._payloads.limits import Limits
 from taskflow._payloads.payloads import Payloads
 from taskflow._schedules.api import Schedules
-from taskflow._schedules.groups import TaskGroups
-from taskflow._schedules.management import build_router
-from taskflow._schedules.management_actions import Management
 from taskflow._schedules.once import OneOffs
-from taskflow._schedules.scheduler import Scheduler
-from taskflow._store.sql import SQLStore
-from taskflow.errors import ConfigurationError
+from taskflow._store.protocol import Store
+from taskflow._wiring import build_schedules, management_router
 from taskflow.observers import build_chain
 from taskflow.records import QueueConfig
 from taskflow.schema.health import HealthResponse
 
 if TYPE_CHECKING:
     from fastapi import APIRouter, FastAPI
-
-logger = logging.getLogger("taskflow")
 
 
 class TaskManager:
@@ -90,7 +83,7 @@ class TaskManager:
         heartbeat_interval, instance_timeout: how often this process proves it is alive,
             and after how long without a heartbeat another process takes over its tasks.
         queues: the queues this process runs: a list of names, or a dict of name to
-            :class:`~taskflow._engine.queues.QueueConfig` (per-queue ``concurrency`` and
+            :class:`~taskflow.QueueConfig` (per-queue ``concurrency`` and
             ``max_size``; a ``"default"`` queue is added if missing).
         max_size: shorthand for the ``"default"`` queue's ``max_size``: most tasks
             waiting in it before ``add_task`` raises ``QueueFullError``.
@@ -162,19 +155,8 @@ class TaskManager:
     ) -> None:
         if config is not None and not (database_url or snapshot_db or snapshot_backend):
             database_url = config_database_url(config)
-        check_positive(
-            max_concurrent_tasks=max_concurrent_tasks,
-            max_sync_threads=max_sync_threads,
-            max_process_workers=max_process_workers,
-        )
-        validate_retry(retries=retries, delay=delay, backoff=backoff, max_delay=None, jitter=0.0)
-        if endpoint_error not in ("run", "cancel"):
-            raise ConfigurationError(
-                f"endpoint_error must be 'run' or 'cancel', got {endpoint_error!r}"
-            )
-        if retention_days is not None and retention_days <= 0:
-            raise ConfigurationError(f"retention_days must be > 0, got {retention_days}")
         self.settings = Settings(
+            retry=RetryDefaults(retries=retries, delay=delay, backoff=backoff, max_delay=None),
             max_concurrent_tasks=max_concurrent_tasks,
             shutdown_timeout=shutdown_timeout,
             poll_interval=poll_interval,
@@ -184,8 +166,6 @@ class TaskManager:
             retention_interval=retention_interval,
             endpoint_error=endpoint_error,
         )
-        retry = self.settings.retry
-        retry["retries"], retry["delay"], retry["backoff"] = retries, delay, backoff
         # fastapi-taskflow's settings that have no meaning here, kept as given.
         self.snapshot_interval, self.requeue_pending = snapshot_interval, requeue_pending
         self.merged_list_ttl = merged_list_ttl
@@ -224,42 +204,18 @@ class TaskManager:
             max_process_workers=max_process_workers,
             process_shutdown_timeout=process_shutdown_timeout,
         )
-        self._build_schedules(engine)
+        parts = build_schedules(engine, self.registry, self.payloads)
+        self.task_groups, self.scheduler = parts.task_groups, parts.scheduler
+        self.schedules, self._one_offs = parts.schedules, parts.one_offs
+        self._runtime, self._intake, self._reader = engine.runtime, engine.intake, engine.reader
+        self._actions, self._queues = engine.actions, engine.queues
         self.store = TaskStore(engine.reader)
-        self._start_callbacks: list[Callable[[], None]] = []  # see when_started()
         self._run_scheduler = True  # False under taskflow.testing: advance() fires slots
-        self._apps: set[int] = set()
         self._compat_config = config
         if config is not None:
             apply_config(self.settings, config, database=self.database_url)
         if app is not None:
             self.init_app(app)
-
-    def _build_schedules(self, engine: Engine) -> None:
-        self.task_groups = TaskGroups()
-        self.scheduler = Scheduler(
-            engine.runtime,
-            payloads=self.payloads,
-            registry=self.registry,
-            intake=engine.intake,
-            admit=engine.queues.admit_scheduled,
-            groups=self.task_groups,
-        )
-        self.schedules = Schedules(
-            engine.runtime,
-            settings=self.settings,
-            registry=self.registry,
-            scheduler=self.scheduler,
-            payloads=self.payloads,
-            groups=self.task_groups,
-        )
-        self._one_offs = OneOffs(
-            engine.runtime,
-            registry=self.registry,
-            intake=engine.intake,
-            payloads=self.payloads,
-            durable=engine.configured_url is not None,
-        )
 
     # -- settings and state ------------------------------------------------------------
 
@@ -302,7 +258,7 @@ class TaskManager:
         return self._engine.runtime.instance_id
 
     @property
-    def db(self) -> SQLStore:
+    def db(self) -> Store:
         """The store (raises NotStarted before the first startup)."""
         return self._engine.runtime.db
 
@@ -362,9 +318,7 @@ class TaskManager:
     def init_app(self, app: FastAPI) -> None:
         """Run ``startup()``/``shutdown()`` with ``app``'s lifespan and install the
         durability middleware and ``BackgroundTasks`` injection. Safe to call twice."""
-        if id(app) not in self._apps:
-            self._apps.add(id(app))
-            background.install_on_app(self, app)
+        background.install_on_app(self, app)
 
     append_to_app_lifecycle = init_app  # fastapi-task-manager's name
 
@@ -377,13 +331,8 @@ class TaskManager:
     def get_manager_router(self) -> APIRouter:
         """A router with fastapi-task-manager's management API (``POST /tasks``,
         ``GET /functions``, ``DELETE /tasks``) plus listing, pause, resume and trigger."""
-        return build_router(
-            Management(
-                schedules=self.schedules,
-                health=self.health_check,
-                config=lambda: self.config,
-                history_runs=lambda: self.settings.statistics_history_runs,
-            )
+        return management_router(
+            self.schedules, self.settings, health=self.health_check, config=lambda: self.config
         )
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -400,20 +349,9 @@ class TaskManager:
             return
         loops = {"scheduler": self.scheduler.run} if self._run_scheduler else {}
         await self._engine.start(prepare=self.scheduler.sync_static, loops=loops)
-        callbacks, self._start_callbacks = self._start_callbacks, []
-        for callback in callbacks:
-            try:
-                callback()
-            except Exception:  # noqa: BLE001 - one bad early task must not stop startup
-                logger.exception("a task added before startup could not be stored")
+        self._runtime.run_start_callbacks()
 
-    def when_started(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` on the event loop at the end of the next :meth:`startup`
-        (tasks added before startup use this); it is called at once when running."""
-        if self.started:
-            callback()
-        else:
-            self._start_callbacks.append(callback)
+    when_started = forward("_runtime", Runtime.when_started)
 
     async def shutdown(self) -> None:
         """Stop taking work, let running tasks finish for ``shutdown_timeout`` seconds,
@@ -422,40 +360,19 @@ class TaskManager:
         tasks stay pending for the next start (or another process)."""
         await self._engine.stop()
 
-    async def start(self) -> None:
-        """fastapi-task-manager's name for :meth:`startup`."""
-        await self.startup()
-
-    async def stop(self) -> None:
-        """fastapi-task-manager's name for :meth:`shutdown`."""
-        await self.shutdown()
+    start = startup  # fastapi-task-manager's names
+    stop = shutdown
 
     async def health_check(self) -> HealthResponse:
         """What ``GET /health`` returns: status, database reachability, this instance's
         id and start time (read from its row, so the read is the connectivity check)."""
-        return await health(self._engine.runtime)
+        return await health(self._runtime)
 
     async def is_healthy(self) -> bool:
         """True when the manager is started and its database answers."""
         return (await self.health_check()).status == "healthy"
 
     # -- tasks: the engine's parts -------------------------------------------------------
-
-    @property
-    def _intake(self) -> Intake:
-        return self._engine.intake
-
-    @property
-    def _reader(self) -> TaskReader:
-        return self._engine.reader
-
-    @property
-    def _actions(self) -> TaskActions:
-        return self._engine.actions
-
-    @property
-    def _queues(self) -> Queues:
-        return self._engine.queues
 
     submit = forward("_intake", Intake.submit)
     enqueue = forward("_intake", Intake.enqueue)

@@ -79,9 +79,10 @@ class TaskTesting:
         self.manager = manager
         self.mode: Mode = mode
         self._engine = engine
-        self._held: list[Job] = []
-        self._seen: list[str] = []  # ids of the jobs about to start, in order
-        self._reported = 0  # how many of them drain() has returned
+        # Ids of the jobs about to start (held or started) since drain() last returned, in
+        # order: drain() reports them and empties it. The held jobs are the runtime's.
+        self._unreported: dict[str, None] = {}
+        self._fired: dict[str, None] | None = None  # the same, while advance() fires slots
         self._since = utcnow()
         engine.runtime.interceptor = self._intercept
         engine.intake.start_at_once = mode == "inline"
@@ -92,7 +93,8 @@ class TaskTesting:
     def close(self) -> None:
         """Leave test mode: tasks start normally again and the clock is real."""
         self._engine.runtime.interceptor = None
-        self._engine.runtime.kept.clear()
+        self._engine.runtime.forget_kept()
+        self._unreported.clear()
         self._engine.intake.start_at_once = False
         self.manager._run_scheduler = True
         job_clock.set_clock_offset(timedelta(0))
@@ -120,13 +122,12 @@ class TaskTesting:
         self.close()
 
     def _intercept(self, job: Job) -> bool:
-        """Called for every job about to start; True keeps it here (held mode)."""
-        self._seen.append(job.task_id)
-        if self.mode == "inline":
-            return False
-        self._held.append(job)
-        self._engine.runtime.kept.add(job.task_id)
-        return True
+        """Called for every job about to start; True has the runtime keep it until
+        :meth:`drain` (held mode)."""
+        self._unreported[job.task_id] = None
+        if self._fired is not None:
+            self._fired[job.task_id] = None
+        return self.mode == "held"
 
     # -- what was enqueued -------------------------------------------------------------
 
@@ -139,11 +140,10 @@ class TaskTesting:
         """
         name = None if func is None else self._name_of(func)
         rows = self._engine.runtime.read(
-            lambda store: store.list_tasks(status=None, func_name=name, limit=None)
+            lambda store: store.list_tasks(func_name=name, limit=None, created_since=self._since)
         )
         decode = self._engine.reader.record
-        records = [decode(row) for row in rows if row["created_at"] >= self._since]
-        return sorted(records, key=lambda record: record.created_at)
+        return sorted((decode(row) for row in rows), key=lambda record: record.created_at)
 
     def assert_enqueued(
         self,
@@ -243,19 +243,17 @@ class TaskTesting:
         for _ in range(DRAIN_ROUNDS):
             fired = self._engine.intake.fire_retries_now()
             claimed = await self._engine.coordinator.claim_now()
-            held, self._held = self._held, []
-            for job in held:
-                runtime.kept.discard(job.task_id)
-                dispatcher.submit(job)
+            released = runtime.release_kept()
             await dispatcher.wait_idle(None)
-            if not (held or fired or claimed or self._held or dispatcher.waiting()):
-                ran, self._reported = self._seen[self._reported :], len(self._seen)
+            if not (released or fired or claimed or runtime.kept or dispatcher.waiting()):
+                ran = list(self._unreported)
+                self._unreported.clear()
                 return await self._records(ran)
         raise RuntimeError(f"tasks kept enqueuing tasks for {DRAIN_ROUNDS} rounds of drain()")
 
     async def _records(self, task_ids: list[str]) -> list[TaskRecord]:
         records = []
-        for task_id in dict.fromkeys(task_ids):
+        for task_id in task_ids:
             record = await self.manager.get_task(task_id)
             if record is not None:
                 records.append(record)
@@ -294,12 +292,20 @@ class TaskTesting:
     ) -> list[str]:
         """:meth:`advance` for async tests."""
         window = _window(delta, seconds=seconds, minutes=minutes, hours=hours, days=days)
-        runtime = self._engine.runtime
-        runtime.require_loop()
-        target = utcnow() + window
-        start = len(self._seen)
+        self._engine.runtime.require_loop()
+        fired: dict[str, None] = {}
+        self._fired = fired
+        try:
+            await self._fire_until(utcnow() + window)
+        finally:
+            self._fired = None
+        return list(fired)
+
+    async def _fire_until(self, target: datetime) -> None:
+        """Fire every schedule slot due by ``target`` in time order, moving the clock to
+        each, then to ``target``."""
         while True:
-            due = await runtime.db.next_schedule_due()
+            due = await self._engine.runtime.db.next_schedule_due()
             if due is None or due > target:
                 break
             if due > utcnow():
@@ -307,7 +313,6 @@ class TaskTesting:
             await self.manager.scheduler.tick()
         if target > utcnow():
             job_clock.set_clock_offset(job_clock.clock_offset() + (target - utcnow()))
-        return list(dict.fromkeys(self._seen[start:]))
 
     @property
     def now(self) -> datetime:

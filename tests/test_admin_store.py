@@ -1,4 +1,4 @@
-"""The dashboard's queries (taskflow/store/dashboard.py) on SQLite and PostgreSQL:
+"""The dashboard's queries (taskflow/_store/dashboard.py) on SQLite and PostgreSQL:
 keyset pages that neither skip nor repeat rows, capped counts, filters, chart buckets,
 log search, the shared secret race, and query plans that use the dashboard's indexes."""
 
@@ -11,6 +11,12 @@ import pytest
 import sqlalchemy as sa
 
 from taskflow._store.dashboard import DashboardStore, LogFilter, TaskFilter
+from taskflow._store.rows import (
+    NewAuditEntry,
+    SessionRow,
+    TaskSummary,
+    TaskSummaryWithPayload,
+)
 from tests.admin_support import insert_log, insert_rows, task_row
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +35,7 @@ async def walk(queries, filters, *, sort="created", limit=7):
     pages, cursor = [], None
     while True:
         page = await queries.page_tasks(filters, sort=sort, after=cursor, limit=limit)
-        pages.append([row["id"] for row in page.rows])
+        pages.append([row.id for row in page.rows])
         if page.older is None:
             break
         cursor = page.older
@@ -38,10 +44,10 @@ async def walk(queries, filters, *, sort="created", limit=7):
     # Walk to the last page, then use "newer" cursors back to the first.
     while page.older is not None:
         page = await queries.page_tasks(filters, sort=sort, after=page.older, limit=limit)
-    back.append([row["id"] for row in page.rows])
+    back.append([row.id for row in page.rows])
     while page.newer is not None:
         page = await queries.page_tasks(filters, sort=sort, before=page.newer, limit=limit)
-        back.append([row["id"] for row in page.rows])
+        back.append([row.id for row in page.rows])
     return pages, list(reversed(back))
 
 
@@ -100,6 +106,19 @@ async def test_keyset_pages_by_other_sorts(manager_factory, sort):
     assert await queries.count_tasks(TaskFilter(), cap=100, sort=sort) == 17
 
 
+async def test_pages_carry_payload_and_result_only_when_asked(manager_factory):
+    manager, queries = await started(manager_factory)
+    row = task_row(tags={"tenant": "acme"})
+    await insert_rows(manager, [{**row, "result": '"done"'}])
+    summary = (await queries.page_tasks(TaskFilter(), limit=5)).rows
+    assert [type(found) for found in summary] == [TaskSummary]
+    assert summary[0].id == row["id"]
+    assert summary[0].tags == row["tags"]
+    full = (await queries.page_tasks(TaskFilter(), limit=5, with_payload=True)).rows
+    assert isinstance(full[0], TaskSummaryWithPayload)
+    assert (full[0].payload, full[0].result) == (row["payload"], '"done"')
+
+
 async def test_counts_are_capped(manager_factory):
     manager, queries = await started(manager_factory)
     await insert_rows(manager, [task_row(status="failed") for _ in range(12)])
@@ -124,7 +143,7 @@ async def test_filters(manager_factory):
 
     async def ids(**kwargs):
         page = await queries.page_tasks(TaskFilter(**kwargs), limit=50)
-        return {row["id"] for row in page.rows}
+        return {row.id for row in page.rows}
 
     assert await ids(tag=("tenant", "acme")) == {rows["tagged"]["id"]}
     assert await ids(queue="emails") == {rows["queue"]["id"]}
@@ -168,9 +187,9 @@ async def test_recent_finished_sample(manager_factory):
     await insert_rows(manager, rows)
     recent = await queries.recent_finished(statuses=("success",), limit=3)
     assert len(recent) == 3
-    assert all(row["status"] == "success" for row in recent)
+    assert all(run.status == "success" for run in recent)
     of_other = await queries.recent_finished(statuses=("failed",), limit=10, func_name="other")
-    assert [row["func_name"] for row in of_other] == ["other"]
+    assert [run.func_name for run in of_other] == ["other"]
 
 
 async def test_log_search_and_tail(manager_factory):
@@ -181,18 +200,18 @@ async def test_log_search_and_tail(manager_factory):
         await insert_log(manager, first["id"], f"alpha line {n}")
     await insert_log(manager, second["id"], "beta trouble", level="error")
     rows, older = await queries.page_logs(LogFilter(text="LINE"), limit=3)
-    assert [row["message"] for row in rows] == ["alpha line 4", "alpha line 3", "alpha line 2"]
+    assert [line.message for line in rows] == ["alpha line 4", "alpha line 3", "alpha line 2"]
     rest, none = await queries.page_logs(LogFilter(text="line"), before_id=older, limit=3)
-    assert [row["message"] for row in rest] == ["alpha line 1", "alpha line 0"]
+    assert [line.message for line in rest] == ["alpha line 1", "alpha line 0"]
     assert none is None
     errors, _ = await queries.page_logs(LogFilter(level="ERROR"))
-    assert [(row["message"], row["func_name"]) for row in errors] == [("beta trouble", "beta")]
+    assert [(line.message, line.func_name) for line in errors] == [("beta trouble", "beta")]
     by_function, _ = await queries.page_logs(LogFilter(func_name="beta"))
     assert len(by_function) == 1
     tail = await queries.task_logs(first["id"], limit=2)
-    assert [row["message"] for row in tail] == ["alpha line 3", "alpha line 4"]
-    after = await queries.task_logs(first["id"], after_id=tail[0]["id"])
-    assert [row["message"] for row in after] == ["alpha line 4"]
+    assert [line.message for line in tail] == ["alpha line 3", "alpha line 4"]
+    after = await queries.task_logs(first["id"], after_id=tail[0].id)
+    assert [line.message for line in after] == ["alpha line 4"]
 
 
 async def test_meta_insert_if_absent_race_gives_everyone_the_first_value(manager_factory):
@@ -214,18 +233,39 @@ async def test_meta_insert_if_absent_race_gives_everyone_the_first_value(manager
 async def test_sessions_expire_and_delete(manager_factory):
     manager, queries = await started(manager_factory)
     now = datetime.now(UTC)
-    row = {
-        "id": "a" * 64,
-        "username": "ann",
-        "read_only": False,
-        "created_at": now,
-        "expires_at": now + timedelta(hours=1),
-    }
-    await queries.create_session(row, now=now)
-    assert (await queries.get_session("a" * 64, now=now))["username"] == "ann"
+    session = SessionRow(
+        id="a" * 64,
+        username="ann",
+        read_only=False,
+        created_at=now,
+        expires_at=now + timedelta(hours=1),
+    )
+    await queries.create_session(session, now=now)
+    assert await queries.get_session("a" * 64, now=now) == session
     assert await queries.get_session("a" * 64, now=now + timedelta(hours=2)) is None
     assert await queries.delete_session("a" * 64)
     assert await queries.get_session("a" * 64, now=now) is None
+
+
+async def test_audit_entries_page_newest_first_and_filter_by_target(manager_factory):
+    manager, queries = await started(manager_factory)
+    now = datetime.now(UTC)
+    for n in range(5):
+        target = "task-a" if n % 2 else "task-b"
+        entry = NewAuditEntry(
+            at=now, actor="ann", action="retry", target=target, detail={"n": n}, ip="10.0.0.1"
+        )
+        await queries.add_audit(entry)
+    await queries.add_audit(NewAuditEntry(at=now, actor="bob", action="login", target="bob"))
+    first, older = await queries.page_audit(limit=4)
+    rest, none = await queries.page_audit(before_id=older, limit=4)
+    assert [entry.target for entry in first] == ["bob", "task-b", "task-a", "task-b"]
+    assert [entry.detail for entry in rest] == [{"n": 1}, {"n": 0}]
+    assert none is None
+    assert (first[0].detail, first[0].ip, rest[0].ip) == ({}, None, "10.0.0.1")
+    of_a, _ = await queries.page_audit(target="task-a", actions=("retry",))
+    assert [entry.detail["n"] for entry in of_a] == [3, 1]
+    assert await queries.recent_actions("retry", since=now, target="task-b") == 3
 
 
 def _plan_text(rows) -> str:

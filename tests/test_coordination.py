@@ -174,21 +174,24 @@ async def _own_row(manager, func, args, *, status):
     from datetime import timedelta
 
     from taskflow._engine.job import utcnow
+    from taskflow._store.schema import tasks
 
     config = manager.config_for_callable(func)
-    row, _ = manager._intake.new_row(
+    task, _ = manager._intake.new_task(
         config, args, {}, idempotency_key=None, tags=None, priority=None, source="manual"
     )
     old = utcnow() - timedelta(minutes=10)
-    row.update(
-        status=status,
-        created_at=old,
-        next_attempt_at=old,
-        started_at=old if status == "running" else None,
-        attempts=1 if status == "running" else 0,
-    )
-    await manager.db.insert_task_now(row)
-    return row["id"]
+    row = {
+        **task.columns(),
+        "status": status,
+        "created_at": old,
+        "next_attempt_at": old,
+        "started_at": old if status == "running" else None,
+        "attempts": 1 if status == "running" else 0,
+    }
+    async with manager.db.write() as conn:  # a row as another process left it
+        await conn.execute(tasks.insert(), [row])
+    return task.id
 
 
 async def test_a_database_outage_is_logged_once_not_at_every_step(manager_factory, caplog):

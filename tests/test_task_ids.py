@@ -106,7 +106,7 @@ async def test_python_api_accepts_either_shape_of_a_new_id(manager_factory) -> N
         assert record is not None and record.task_id == done, form
         assert record.logs and record.history, form
     # The store-level reader used by fastapi-taskflow's TaskStore-style access too.
-    assert (await manager.db.get_task(done.upper()))["id"] == done
+    assert (await manager.db.get_task(done.upper())).id == done
 
     retried = await manager.retry(uuid.UUID(done).hex)
     assert retried is not None and retried != done

@@ -127,6 +127,25 @@ def test_inline_tasks_start_at_once(db_url: str) -> None:
         assert ran.status == "success"
         assert CALLS == ["welcome a@x.io pro"]
         assert tasks.assert_enqueued(send_welcome).status == "success"
+        assert tasks._unreported == {}  # reported once, then forgotten
+
+
+def test_drain_forgets_what_it_reported(db_url: str) -> None:
+    # The ids drain() reports and the jobs it holds are kept only until it reports them,
+    # so a long test (or one in inline mode) does not accumulate them.
+    app, manager = build(db_url)
+    runtime = manager._engine.runtime
+    with TaskTesting(manager) as tasks, TestClient(app) as client:
+        for n in range(3):
+            client.post("/signup", params={"email": f"{n}@x.io"})
+            enqueued = tasks.assert_enqueued(send_welcome, args=(f"{n}@x.io",))
+            assert list(runtime.kept) == [enqueued.task_id]
+            assert [record.task_id for record in tasks.drain()] == [enqueued.task_id]
+            assert tasks._unreported == {} and not runtime.kept
+        fired = tasks.advance(minutes=10)
+        assert fired and tasks._fired is None
+        assert sorted(record.task_id for record in tasks.drain()) == sorted(fired)
+        assert tasks._unreported == {} and not runtime.kept
 
 
 def test_advance_fires_each_slot_in_the_window_once(db_url: str) -> None:

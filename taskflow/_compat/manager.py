@@ -67,9 +67,9 @@ async def health(runtime: Runtime) -> HealthResponse:
         except DatabaseError:
             instances = None
         connected = instances is not None
-        for row in instances or []:
-            if row["id"] == runtime.instance_id:
-                started_at = row["started_at"].isoformat()
+        for instance in instances or []:
+            if instance.id == runtime.instance_id:
+                started_at = instance.started_at.isoformat()
     return HealthResponse(
         status="healthy" if connected else "unhealthy",
         redis_connected=connected,

@@ -47,16 +47,16 @@ class TaskActions:
                 could not be stored), so there is nothing stored to run again.
         """
         self._runtime.require_loop()
-        row = await self._runtime.db.get_task(task_id)
-        if row is None:
+        task = await self._runtime.db.get_task(task_id)
+        if task is None:
             return None
-        if is_memory_only(row["payload"]):
+        if is_memory_only(task.payload):
             raise TaskNotRerunnable(
-                f"task {row['id']} ({row['func_name']}) cannot be retried: its function or "
+                f"task {task.id} ({task.func_name}) cannot be retried: its function or "
                 "arguments lived only in the memory of the process that scheduled it; "
                 "schedule it again from your code"
             )
-        return await self._intake.rerun(row)
+        return await self._intake.rerun(task)
 
     async def delete(self, task_id: str) -> bool:
         """Delete a final task with its logs; False if it is unknown or not final.

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
-from taskflow._store.sql import SQLStore
+from taskflow._store.protocol import Store
 
 T = TypeVar("T")
 SYNC_TIMEOUT = 30.0  # seconds a sync caller waits for an event loop
@@ -28,27 +28,32 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
 
 
 class SyncBridge:
-    """A helper thread with an event loop and a second :class:`SQLStore` on the same URL."""
+    """A helper thread with an event loop and a second store on the same database.
 
-    def __init__(self, url: str, *, timeout: float = SYNC_TIMEOUT) -> None:
-        self._url = url
+    Args:
+        open_store: opens that second store (on the helper thread, at the first call).
+        timeout: seconds a call may take.
+    """
+
+    def __init__(
+        self, open_store: Callable[[], Awaitable[Store]], *, timeout: float = SYNC_TIMEOUT
+    ) -> None:
+        self._open_store = open_store
         self._timeout = timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._store: SQLStore | None = None
+        self._store: Store | None = None
         self._lock = threading.Lock()
 
-    def call(self, operation: Callable[[SQLStore], Awaitable[T]]) -> T:
+    def call(self, operation: Callable[[Store], Awaitable[T]]) -> T:
         """Run ``operation(store)`` on the bridge and return its result (blocking)."""
         loop = self._ensure_started()
         future = asyncio.run_coroutine_threadsafe(self._run(operation), loop)
         return future.result(self._timeout)
 
-    async def _run(self, operation: Callable[[SQLStore], Awaitable[T]]) -> T:
+    async def _run(self, operation: Callable[[Store], Awaitable[T]]) -> T:
         if self._store is None:
-            store = SQLStore(self._url, pool_size=2)
-            await store.open(auto_upgrade=False)
-            self._store = store
+            self._store = await self._open_store()
         return await operation(self._store)
 
     def _ensure_started(self) -> asyncio.AbstractEventLoop:

@@ -28,7 +28,8 @@ from taskflow._engine.registry import TaskRegistry
 from taskflow._engine.runtime import Runtime
 from taskflow._engine.settings import Settings
 from taskflow._engine.submission import job_from_row
-from taskflow._store.sql import Listener
+from taskflow._store.protocol import Listening
+from taskflow._store.rows import InstanceRow
 
 logger = logging.getLogger("taskflow")
 
@@ -69,7 +70,7 @@ class Coordinator:
         self.hostname = socket.gethostname()
         self._wake = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
-        self._listener: Listener | None = None
+        self._listener: Listening | None = None
         self._guard = StepGuard("taskflow")
 
     def wake(self) -> None:
@@ -113,15 +114,15 @@ class Coordinator:
         """Insert this instance's row."""
         now = utcnow()
         await self._runtime.db.register_instance(
-            {
-                "id": self._runtime.instance_id,
-                "hostname": self.hostname,
-                "pid": os.getpid(),
-                "queues": list(self._queues.served),
-                "started_at": now,
-                "heartbeat_at": now,
-                "info": self.info(),
-            }
+            InstanceRow(
+                id=self._runtime.instance_id,
+                hostname=self.hostname,
+                pid=os.getpid(),
+                queues=list(self._queues.served),
+                started_at=now,
+                heartbeat_at=now,
+                info=self.info(),
+            )
         )
 
     def info(self) -> dict[str, Any]:
@@ -139,8 +140,8 @@ class Coordinator:
         """Settle the tasks of instances whose heartbeat is stale, or which ran on this
         host under a process id that no longer exists (a restart after ``kill -9``)."""
         db, me = self._runtime.db, self._runtime.instance_id
-        local = await db.host_instances(hostname=self.hostname, me=me)
-        dead_pids = [row["pid"] for row in local if not _pid_alive(row["pid"])]
+        local = await db.host_pids(hostname=self.hostname, me=me)
+        dead_pids = [pid for pid in local.values() if not _pid_alive(pid)]
         stale_before = utcnow() - timedelta(seconds=self._settings.instance_timeout)
         for instance in await db.dead_instances(
             me=me,
@@ -212,9 +213,9 @@ class Coordinator:
             limit=free,
             now=utcnow(),
         )
-        for row in rows:
-            config = self._registry.config_or_none(row["func_name"], row["func_path"])
-            self._runtime.dispatch(job_from_row(row, config))
+        for task in rows:
+            config = self._registry.config_or_none(task.func_name, task.func_path)
+            self._runtime.dispatch(job_from_row(task, config))
         if len(rows) == free:
             self._wake.set()
         return len(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shutil
 import tempfile
@@ -33,6 +34,7 @@ from taskflow._payloads.limits import Limits
 from taskflow._payloads.payloads import Payloads
 from taskflow._store.engine import mask
 from taskflow._store.ids import new_hex_id
+from taskflow._store.protocol import Store
 from taskflow._store.sql import SQLStore
 from taskflow.errors import DatabaseError
 from taskflow.observers import LoggerChain
@@ -136,14 +138,13 @@ class Engine:
             self._ephemeral_dir = tempfile.mkdtemp(prefix="taskflow-")
             self.url = f"sqlite+aiosqlite:///{self._ephemeral_dir}/tasks.db"
         auto = self.url.startswith("sqlite") if self._auto_upgrade is None else self._auto_upgrade
-        runtime.store = SQLStore(
+        store = SQLStore(
             self.url, pool_size=self._pool_size, sqlite_synchronous=self._sqlite_synchronous
         )
-        await runtime.store.open(
-            auto_upgrade=self.url.startswith("sqlite") if auto is None else auto
-        )
+        await store.open(auto_upgrade=self.url.startswith("sqlite") if auto is None else auto)
+        runtime.store = store
         await self.queues.restore()
-        runtime.bridge = SyncBridge(self.url)
+        runtime.bridge = SyncBridge(functools.partial(_second_store, self.url))
         runtime.dispatcher = Dispatcher(
             run=self.runner.run,
             capacity={
@@ -209,3 +210,10 @@ class Engine:
         if self._ephemeral_dir is not None:
             shutil.rmtree(self._ephemeral_dir, ignore_errors=True)
             self._ephemeral_dir = None
+
+
+async def _second_store(url: str) -> Store:
+    """Another store on ``url`` (for the helper thread of blocking reads)."""
+    store = SQLStore(url, pool_size=2)
+    await store.open(auto_upgrade=False)
+    return store

@@ -38,6 +38,7 @@ from typing import Any
 
 from taskflow._engine import context as task_context
 from taskflow._engine.registry import ExecutorKind, resolve
+from taskflow._engine.settings import check_positive
 from taskflow.errors import TaskflowError, TaskTimeout
 
 logger = logging.getLogger("taskflow._engine.executors")
@@ -70,6 +71,9 @@ class ExecutorPool:
         max_process_workers: size of the process pool (default: number of CPUs).
         process_shutdown_timeout: seconds to let process tasks finish at shutdown.
         route_log: receives ``task_log`` lines written inside process tasks.
+
+    Raises:
+        ConfigurationError: a pool size is given as 0 or less.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class ExecutorPool:
         process_shutdown_timeout: float,
         route_log: LogRoute,
     ) -> None:
+        check_positive(max_sync_threads=max_sync_threads, max_process_workers=max_process_workers)
         self.thread_workers = max_sync_threads or min(32, (os.cpu_count() or 1) + 4)
         self.process_workers = max_process_workers or os.cpu_count() or 1
         self._process_shutdown_timeout = process_shutdown_timeout

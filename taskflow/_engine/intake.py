@@ -21,9 +21,11 @@ from taskflow._engine.queues import Queues
 from taskflow._engine.registry import TaskConfig, TaskRegistry
 from taskflow._engine.runtime import Runtime
 from taskflow._engine.submission import build_row, clean_tags, job_from_row, new_task_id
+from taskflow._engine.submit_options import DEFAULT_SUBMIT, SubmitOptions
 from taskflow._payloads.limits import Limits
 from taskflow._payloads.payloads import Payloads
 from taskflow._store.ids import task_id_forms
+from taskflow._store.rows import NewTask, TaskRow
 from taskflow.errors import ConfigurationError, TaskArgumentError, UnknownTaskFunction
 
 logger = logging.getLogger("taskflow")
@@ -76,7 +78,7 @@ class Intake:
 
     # -- new rows ----------------------------------------------------------------------
 
-    def new_row(
+    def new_task(
         self,
         config: TaskConfig,
         args: tuple[Any, ...],
@@ -88,15 +90,15 @@ class Intake:
         source: str,
         in_memory: bool = False,
         task_id: str | None = None,
-    ) -> tuple[dict[str, Any], Job]:
-        """The row of a new task and the job that runs it.
+    ) -> tuple[NewTask, Job]:
+        """A new task and the job that runs it.
 
         Raises:
             TaskArgumentError: an argument, tag or key cannot be stored.
         """
         clean = clean_tags(tags)
         payload, memory_only = self._call_payload(config, args, kwargs, in_memory=in_memory)
-        row = build_row(
+        task = build_row(
             config,
             task_id=task_id or new_task_id(),
             payload=self._limits.check_payload(payload, what=f"arguments of {config.name}"),
@@ -109,10 +111,10 @@ class Intake:
             max_retries=config.retries,
             owner=self.owner_for(config),
         )
-        job = job_from_row(row, config)
+        job = job_from_row(task, config)
         if memory_only:
             job.memory = (args, kwargs)
-        return row, job
+        return task, job
 
     def _call_payload(
         self,
@@ -174,26 +176,18 @@ class Intake:
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-        tags: dict[str, Any] | None = None,
-        priority: int | None = None,
-        source: str = "manual",
-        config: TaskConfig | None = None,
-        hooks: JobHooks | None = None,
-        queue: str | None = None,
-        in_memory: bool = False,
-        task_id: str | None = None,
+        options: SubmitOptions = DEFAULT_SUBMIT,
     ) -> Submitted:
         """Store a new task from any thread; the row is committed (or queued for the next
         group commit on the loop thread) and held until :meth:`release`.
 
         Returns ``(task_id, pending_write, created)``; ``created`` is False when an
-        idempotency key matched an existing task, whose id is returned. ``queue``
-        overrides the function's queue. With ``in_memory``, a callable that cannot be
-        imported back or arguments the codec cannot store do not raise: the task runs in
-        this process from memory, and its row is marked as not re-runnable. ``task_id``
-        is the id to store it under (one promised before startup); default a new one.
+        idempotency key matched an existing task, whose id is returned. ``options``
+        (:class:`~taskflow._engine.submit_options.SubmitOptions`) may override the
+        function's queue and config, give a key, tags, priority and hooks, and the id to
+        store it under. With ``options.in_memory``, a callable that cannot be imported
+        back or arguments the codec cannot store do not raise: the task runs in this
+        process from memory, and its row is marked as not re-runnable.
 
         Raises:
             NotStarted: the manager is not running.
@@ -202,30 +196,31 @@ class Intake:
             TaskArgumentError: an argument, tag or key cannot be stored.
             DatabaseError: the database refused the write (sync callers only).
         """
-        config = self.storable(func, config)
-        row, job = self.new_row(
+        config = self.storable(func, options.config)
+        task, job = self.new_task(
             config,
             args,
             kwargs,
-            idempotency_key=idempotency_key,
-            tags=tags,
-            priority=priority,
-            source=source,
-            in_memory=in_memory,
-            task_id=task_id,
+            idempotency_key=options.idempotency_key,
+            tags=options.tags,
+            priority=options.priority,
+            source=options.source,
+            in_memory=options.in_memory,
+            task_id=options.task_id,
         )
-        job.hooks = hooks
+        job.hooks = options.hooks
         instance = self._runtime.instance_id
+        queue = options.queue
         if queue is not None:
-            self.route(row, job, queue=queue, defer=None)
-            row["owner"] = instance if queue in self._queues.served else None
+            self.route(task, job, queue=queue, defer=None)
+            task.owner = instance if queue in self._queues.served else None
         if not config.registered or job.memory is not None:
             job.config = config
-            row["owner"] = instance  # only this process can run it
+            task.owner = instance  # only this process can run it
         loop = self._runtime.require_loop()
         if running_loop() is loop:
-            return self._submit_on_loop(row, job)
-        stored = asyncio.run_coroutine_threadsafe(self.insert(row), loop).result()
+            return self._submit_on_loop(task, job)
+        stored = asyncio.run_coroutine_threadsafe(self.insert(task), loop).result()
         return self._hold(job, stored, None)
 
     async def enqueue(
@@ -255,7 +250,7 @@ class Intake:
                 ``rejected``).
             TaskArgumentError: an argument, tag or key cannot be stored.
         """
-        row, job = self.new_row(
+        task, job = self.new_task(
             self.storable(func),
             args,
             kwargs,
@@ -264,55 +259,53 @@ class Intake:
             priority=priority,
             source="manual",
         )
-        self.route(row, job, queue=queue, defer=defer)
+        self.route(task, job, queue=queue, defer=defer)
         self._runtime.require_loop()
-        stored = await self.insert(row)
-        if stored == job.task_id and row["owner"] is not None:
+        stored = await self.insert(task)
+        if stored == job.task_id and task.owner is not None:
             self.hold_and_release(job)
         return stored
 
-    def route(
-        self, row: dict[str, Any], job: Job, *, queue: str | None, defer: float | None
-    ) -> None:
-        """Apply ``enqueue``'s queue and defer options to a new row and its job.
+    def route(self, task: NewTask, job: Job, *, queue: str | None, defer: float | None) -> None:
+        """Apply ``enqueue``'s queue and defer options to a new task and its job.
 
         Raises:
             ConfigurationError: ``defer`` is negative.
         """
         if queue is not None:
-            row["queue"] = job.queue = queue
+            task.queue = job.queue = queue
         if defer is not None:
             if defer < 0:
                 raise ConfigurationError(f"defer must be >= 0 seconds, got {defer}")
-            row["next_attempt_at"] = row["created_at"] + timedelta(seconds=defer)
-        if defer or row["queue"] not in self._queues.served:
-            row["owner"] = None
+            task.next_attempt_at = task.created_at + timedelta(seconds=defer)
+        if defer or task.queue not in self._queues.served:
+            task.owner = None
 
-    async def insert(self, row: dict[str, Any]) -> str:
-        """Write ``row`` and wait for its commit; the id stored (another task's when the
+    async def insert(self, task: NewTask) -> str:
+        """Write ``task`` and wait for its commit; the id stored (another task's when the
         idempotency key is taken)."""
-        key = row["idempotency_key"]
-        if key is not None and self._queues.bounded(row["queue"]):
+        key = task.idempotency_key
+        if key is not None and self._queues.bounded(task.queue):
             # An existing task with the key is returned, not refused by a full queue.
             existing = await self._runtime.db.find_live_by_key(key)
             if existing is not None:
                 return existing
-        return await self._queues.write_task(row)
+        return await self._queues.write_task(task)
 
-    def _submit_on_loop(self, row: dict[str, Any], job: Job) -> Submitted:
-        key = row["idempotency_key"]
+    def _submit_on_loop(self, task: NewTask, job: Job) -> Submitted:
+        key = task.idempotency_key
         if key is not None:
             existing = self._live_key_holder(key)
             if existing is not None:
                 return existing, None, False
             # The id goes back to the caller before the commit: if another process wins
             # the key meanwhile, the store records this id as an alias of the winner.
-            row["_promised"] = True
-        write = self._queues.write_task(row)
+            task.promised = True
+        write = self._queues.write_task(task)
         if key is not None:
-            self._queued_keys[key] = row["id"]
+            self._queued_keys[key] = task.id
             write.add_done_callback(lambda _f: self._queued_keys.pop(key, None))
-        return self._hold(job, row["id"], write)
+        return self._hold(job, task.id, write)
 
     def _live_key_holder(self, key: str) -> str | None:
         """Who holds ``key``: a task queued here, else one in the database. The lookup
@@ -464,30 +457,34 @@ class Intake:
 
     # -- running again ---------------------------------------------------------------------
 
-    async def rerun(self, row: Any) -> str | None:
+    async def rerun(self, task: TaskRow) -> str | None:
         """Store a copy of a task as a new pending task (``source="retry"``) and start it
         here when this process runs its queue; the new id (or the live holder of its
         idempotency key)."""
         now = utcnow()
-        copy = {
-            **dict(row),
-            "id": new_task_id(),
-            "status": "pending",
-            "attempts": 0,
-            "result": None,
-            "error": None,
-            "traceback": None,
-            "source": "retry",
-            "owner": self._runtime.instance_id if row["queue"] in self._queues.served else None,
-            "cancel_requested": False,
-            "created_at": now,
-            "started_at": None,
-            "finished_at": None,
-            "next_attempt_at": now,
-            "schedule_slot": None,
-        }
-        stored = await self._runtime.db.copy_task(row["id"], row=copy)
-        if stored == copy["id"] and copy["owner"] is not None:
-            config = self._registry.config_or_none(copy["func_name"], copy["func_path"])
+        copy = NewTask(
+            id=new_task_id(),
+            func_name=task.func_name,
+            func_path=task.func_path,
+            payload=task.payload,
+            encrypted=task.encrypted,
+            max_retries=task.max_retries,
+            priority=task.priority,
+            queue=task.queue,
+            tags=task.tags,
+            idempotency_key=task.idempotency_key,
+            source="retry",
+            owner=self._runtime.instance_id if task.queue in self._queues.served else None,
+            requeue_on_interrupt=task.requeue_on_interrupt,
+            created_at=now,
+            next_attempt_at=now,
+            schedule_id=task.schedule_id,
+            retry_delay=task.retry_delay,
+            retry_max_delay=task.retry_max_delay,
+            run_key=task.run_key,
+        )
+        stored = await self._runtime.db.copy_task(task.id, task=copy)
+        if stored == copy.id and copy.owner is not None:
+            config = self._registry.config_or_none(copy.func_name, copy.func_path)
             self.hold_and_release(job_from_row(copy, config))
         return stored

@@ -25,6 +25,7 @@ from typing import Any
 from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
 from taskflow._engine.job import utcnow
 from taskflow._engine.runtime import Runtime
+from taskflow._store.rows import NewTask
 from taskflow.errors import ConfigurationError, QueueFullError, UnknownQueue
 from taskflow.records import QueueConfig
 
@@ -192,7 +193,7 @@ class Queues:
             except (ValueError, TypeError) as exc:
                 logger.warning("ignoring the stored config of queue %r: %s", name, exc)
 
-    def write_task(self, row: dict[str, Any]) -> asyncio.Future[str]:
+    def write_task(self, task: NewTask) -> asyncio.Future[str]:
         """Queue a new task row for the group commit, after its queue's ``max_size``
         check (none, and no query, for a queue without one). Call on the loop thread.
 
@@ -200,53 +201,54 @@ class Queues:
             QueueFullError: the queue is full; a ``rejected`` record is queued instead.
         """
         db = self._runtime.db
-        config = self.configs.get(row["queue"])
+        config = self.configs.get(task.queue)
         if config is None or config.max_size is None:
-            return db.insert_task(row)
-        queue = row["queue"]
-        self._check_room(row, config.max_size)
-        write = db.insert_task(row)
+            return db.insert_task(task)
+        queue = task.queue
+        self._check_room(task, config.max_size)
+        write = db.insert_task(task)
         self._uncommitted[queue] = self._uncommitted.get(queue, 0) + 1
         write.add_done_callback(lambda _f: self._committed(queue))
         return write
 
-    async def admit_scheduled(self, row: dict[str, Any]) -> dict[str, Any]:
-        """A schedule slot's task row, or its ``rejected`` record when its queue is full
+    async def admit_scheduled(self, task: NewTask) -> NewTask:
+        """A schedule slot's task, or its ``rejected`` record when its queue is full
         (logged; the schedule's next slot tries again)."""
-        config = self.configs.get(row["queue"])
+        config = self.configs.get(task.queue)
         if config is None or config.max_size is None:
-            return row
-        queue = row["queue"]
+            return task
+        queue = task.queue
         waiting = await self._runtime.db.count_waiting(queue, now=utcnow())
         size = waiting + self._uncommitted.get(queue, 0)
         if size < config.max_size:
-            return row
-        limit = config.max_size
-        logger.warning("schedule slot rejected: %s", full_message(queue, size=size, limit=limit))
-        return _rejected(row, size=size, limit=limit)
+            return task
+        message = full_message(queue, size=size, limit=config.max_size)
+        logger.warning("schedule slot rejected: %s", message)
+        return task.rejected(message)
 
     def _committed(self, queue: str) -> None:
         self._uncommitted[queue] -= 1
 
-    def _check_room(self, row: dict[str, Any], limit: int) -> None:
+    def _check_room(self, task: NewTask, limit: int) -> None:
         """Count the queue's waiting tasks: pending rows in the database (every
         process's) plus this process's rows not committed yet. The read blocks the loop
         for one indexed count; reads never wait on writers (WAL, MVCC)."""
-        queue = row["queue"]
+        queue = task.queue
         bridge = self._runtime.bridge
         assert bridge is not None
         stored = bridge.call(lambda store: store.count_waiting(queue, now=utcnow()))
         size = stored + self._uncommitted.get(queue, 0)
         if size < limit:
             return
-        write = self._runtime.db.insert_task(_rejected(row, size=size, limit=limit))
+        message = full_message(queue, size=size, limit=limit)
+        write = self._runtime.db.insert_task(task.rejected(message))
         write.add_done_callback(_report_rejected_write)
         error = QueueFullError(
-            full_message(queue, size=size, limit=limit),
+            message,
             queue=queue,
             size=size,
             limit=limit,
-            task_id=row["id"],
+            task_id=task.id,
         )
         error.record_write = write  # a request commits it before its response, as a task
         raise error
@@ -262,18 +264,6 @@ def _stats(name: str, config: QueueConfig, counts: dict[str, int]) -> dict[str, 
         "running": counts.get("running", 0),
         "finished": finished,
         "rejected": counts.get("rejected", 0),
-    }
-
-
-def _rejected(row: dict[str, Any], *, size: int, limit: int) -> dict[str, Any]:
-    """The record of a refused task: final, never run. It keeps no idempotency key, so
-    the key stays free for a later attempt."""
-    return {
-        **{key: value for key, value in row.items() if not key.startswith("_")},
-        "status": "rejected",
-        "finished_at": row["created_at"],
-        "error": full_message(row["queue"], size=size, limit=limit),
-        "idempotency_key": None,
     }
 
 

@@ -4,20 +4,17 @@ rows, and reads for async and sync callers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from sqlalchemy.engine import RowMapping
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
 from taskflow._engine.registry import TaskRegistry
 from taskflow._engine.runtime import Runtime
 from taskflow._payloads.payloads import Payloads
-from taskflow._store.sql import SQLStore
+from taskflow._store.protocol import Store
+from taskflow._store.rows import AttemptRow, LogRow, TaskRow
 from taskflow.errors import DecryptionError, TaskArgumentError
 from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
-
-Row = Mapping[str, Any] | RowMapping  # a stored row, as the store or a test builds it
 
 
 class TaskReader:
@@ -80,15 +77,15 @@ class TaskReader:
         reading = self.list_tasks(status=status, func_name=None, limit=limit)
         return asyncio.run_coroutine_threadsafe(reading, loop).result(SYNC_TIMEOUT)
 
-    async def _read(self, db: SQLStore, task_id: str, *, logs: bool) -> TaskRecord | None:
+    async def _read(self, db: Store, task_id: str, *, logs: bool) -> TaskRecord | None:
         row = await db.get_task(task_id)
         if row is None:
             return None
-        log_rows = await db.get_logs(row["id"]) if logs else []
-        attempts = await db.get_attempts(row["id"])
+        log_rows = await db.get_logs(row.id) if logs else []
+        attempts = await db.get_attempts(row.id)
         return self._with_executor(record_from_row(row, self._payloads, log_rows, attempts))
 
-    def record(self, row: Row) -> TaskRecord:
+    def record(self, row: TaskRow) -> TaskRecord:
         """A task row (without logs) as a :class:`TaskRecord`."""
         return self._with_executor(record_from_row(row, self._payloads, [], []))
 
@@ -99,71 +96,85 @@ class TaskReader:
 
 
 def record_from_row(
-    row: Row,
+    row: TaskRow,
     payloads: Payloads,
-    logs: Sequence[Row],
-    attempts: Sequence[Row],
+    logs: Sequence[LogRow],
+    attempts: Sequence[AttemptRow],
 ) -> TaskRecord:
     """A :class:`TaskRecord` from stored rows, decoding what the configured keys allow."""
     args, kwargs, result = decode_values(row, payloads)
     return TaskRecord(
-        task_id=row["id"],
-        func_name=row["func_name"],
-        func_path=row["func_path"],
-        status=TaskStatus(row["status"]),
+        task_id=row.id,
+        func_name=row.func_name,
+        func_path=row.func_path,
+        status=TaskStatus(row.status),
         args=args,
         kwargs=kwargs,
         result=result,
-        created_at=row["created_at"],
-        start_time=row["started_at"],
-        end_time=row["finished_at"],
-        error=row["error"],
-        stacktrace=row["traceback"],
-        attempts=row["attempts"],
-        max_retries=row["max_retries"],
-        priority=row["priority"],
-        queue=row["queue"],
-        tags=dict(row["tags"] or {}),
-        idempotency_key=row["idempotency_key"],
-        source=row["source"],
-        schedule_id=row["schedule_id"],
-        schedule_slot=row["schedule_slot"],
-        owner=row["owner"],
-        encrypted=bool(row["encrypted"]),
-        encrypted_payload=str(row["payload"]).encode() if row["encrypted"] else None,
-        next_attempt_at=row["next_attempt_at"],
-        cancel_requested=bool(row["cancel_requested"]),
+        created_at=row.created_at,
+        start_time=row.started_at,
+        end_time=row.finished_at,
+        error=row.error,
+        stacktrace=row.traceback,
+        attempts=row.attempts,
+        max_retries=row.max_retries,
+        priority=row.priority,
+        queue=row.queue,
+        tags=dict(row.tags or {}),
+        idempotency_key=row.idempotency_key,
+        source=row.source,
+        schedule_id=row.schedule_id,
+        schedule_slot=row.schedule_slot,
+        owner=row.owner,
+        encrypted=bool(row.encrypted),
+        encrypted_payload=str(row.payload).encode() if row.encrypted else None,
+        next_attempt_at=row.next_attempt_at,
+        cancel_requested=bool(row.cancel_requested),
         logs=[
             LogLine(
-                at=line["at"],
-                level=line["level"],
-                message=line["message"],
-                extra=dict(line["extra"] or {}),
+                at=line.at,
+                level=line.level,
+                message=line.message,
+                extra=dict(line.extra or {}),
             )
             for line in logs
         ],
         history=[
             Attempt(
-                attempt=a["attempt"],
-                started_at=a["started_at"],
-                finished_at=a["finished_at"],
-                status=a["status"],
-                error=a["error"],
-                traceback=a["traceback"],
-                instance=a["instance"],
+                attempt=a.attempt,
+                started_at=a.started_at,
+                finished_at=a.finished_at,
+                status=a.status,
+                error=a.error,
+                traceback=a.traceback,
+                instance=a.instance,
             )
             for a in attempts
         ],
     )
 
 
-def decode_values(row: Row, payloads: Payloads) -> tuple[Any, Any, Any]:
+class StoredValues(Protocol):
+    """What :func:`decode_values` reads of a stored task: a :class:`TaskRow`, or a list
+    row that carries the payload and result."""
+
+    @property
+    def payload(self) -> str: ...
+
+    @property
+    def result(self) -> str | None: ...
+
+    @property
+    def encrypted(self) -> bool: ...
+
+
+def decode_values(row: StoredValues, payloads: Payloads) -> tuple[Any, Any, Any]:
     """A task row's ``(args, kwargs, result)``, or three Nones when the configured keys
     cannot decrypt or decode them."""
-    encrypted = bool(row["encrypted"])
+    encrypted = bool(row.encrypted)
     try:
-        args, kwargs = payloads.decode_call(row["payload"], encrypted=encrypted)
-        result = payloads.decode_result(row["result"], encrypted=encrypted)
+        args, kwargs = payloads.decode_call(row.payload, encrypted=encrypted)
+        result = payloads.decode_result(row.result, encrypted=encrypted)
     except (DecryptionError, TaskArgumentError, ValueError):
         return None, None, None
     return args, kwargs, result

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from taskflow._engine.job import utcnow
-from taskflow._store.sql import SQLStore
+from taskflow._store.protocol import MetaStore, TaskStore
 
 logger = logging.getLogger("taskflow")
 
@@ -14,7 +15,11 @@ LAST_RUN_KEY = "retention.last_run"
 BATCH_SIZE = 500
 
 
-async def run_if_due(db: SQLStore, *, days: float, interval: float) -> int:
+class RetentionStore(TaskStore, MetaStore, Protocol):
+    """What retention uses of the store: tasks, and the meta table for its last run."""
+
+
+async def run_if_due(db: RetentionStore, *, days: float, interval: float) -> int:
     """Prune tasks that finished more than ``days`` ago, if the last pass (stored in the
     database, shared by all processes) is older than ``interval`` seconds. Returns how
     many tasks were deleted."""
@@ -29,7 +34,7 @@ async def run_if_due(db: SQLStore, *, days: float, interval: float) -> int:
     return deleted
 
 
-async def prune(db: SQLStore, *, before: datetime) -> int:
+async def prune(db: TaskStore, *, before: datetime) -> int:
     """Delete every final task that finished before ``before``, one batch per
     transaction so no single transaction holds the write lock for long."""
     total = 0

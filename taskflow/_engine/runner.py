@@ -21,6 +21,7 @@ from taskflow._engine.retry import RetryPolicy
 from taskflow._engine.runtime import Runtime
 from taskflow._payloads.limits import Limits
 from taskflow._payloads.payloads import MEMORY_ONLY_LOST, Payloads, is_memory_only
+from taskflow._store import rows
 from taskflow.errors import (
     DatabaseError,
     TaskArgumentError,
@@ -158,35 +159,33 @@ class Runner:
 
     async def _settle(self, job: Job, attempt: int, outcome: Outcome, started: datetime) -> None:
         now = utcnow()
-        update: dict[str, Any] = {
-            "id": job.task_id,
-            "owner": self._runtime.instance_id,
-            "attempt": attempt,
-            "finished_at": now,
-            "result": outcome.result,
-        }
         retry_in = self._retry_delay(job, attempt, outcome)
-        if outcome.error is not None:
-            update["error"] = _describe(outcome.error)
-            update["traceback"] = outcome.traceback
-        if retry_in is not None:
-            update.update(status="pending", next_attempt_at=now + timedelta(seconds=retry_in))
-        else:
-            update["status"] = _final_status(job, outcome)
+        error = _describe(outcome.error) if outcome.error is not None else None
+        end = rows.Outcome(
+            id=job.task_id,
+            owner=self._runtime.instance_id,
+            attempt=attempt,
+            status="pending" if retry_in is not None else _final_status(job, outcome),
+            finished_at=now,
+            result=outcome.result,
+            error=error,
+            traceback=outcome.traceback if error is not None else None,
+            next_attempt_at=now + timedelta(seconds=retry_in) if retry_in is not None else None,
+        )
         db = self._runtime.db
-        await self._durably(lambda: db.finish_task(update))
+        await self._durably(lambda: db.finish_task(end))
         self._lifecycle(
             job,
-            "retrying" if retry_in is not None else update["status"],
+            "retrying" if retry_in is not None else end.status,
             attempt,
-            error=update.get("error"),
-            stacktrace=update.get("traceback"),
+            error=end.error,
+            stacktrace=end.traceback,
             duration=(now - started).total_seconds(),
         )
         if retry_in is not None:
             self._retry_later(job, retry_in)
         else:
-            await self._after_final(job, update["status"], outcome)
+            await self._after_final(job, end.status, outcome)
 
     async def _after_final(self, job: Job, status: str, outcome: Outcome) -> None:
         hooks = job.hooks

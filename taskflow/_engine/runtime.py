@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, KeysView
 from typing import Any, TypeVar
 
 from taskflow._engine.bridge import SYNC_TIMEOUT, SyncBridge, running_loop
 from taskflow._engine.dispatcher import Dispatcher
 from taskflow._engine.job import Job
-from taskflow._store.sql import SQLStore
+from taskflow._store.protocol import Store
 from taskflow.errors import NotStarted
 
 logger = logging.getLogger("taskflow")
@@ -40,23 +40,23 @@ class Runtime:
         giving_up_writes: set at shutdown, when a failed write is no longer retried.
         interceptor: sees every job about to start and keeps it when it returns True
             (``taskflow.testing`` holds jobs this way); None in production.
-        kept: ids of the jobs the interceptor keeps (this process knows them).
     """
 
     def __init__(self, instance_id: str) -> None:
         self.instance_id = instance_id
         self.loop: asyncio.AbstractEventLoop | None = None
-        self.store: SQLStore | None = None
+        self.store: Store | None = None
         self.dispatcher: Dispatcher | None = None
         self.bridge: SyncBridge | None = None
         self.started = False
         self.giving_up_writes = False
         self.interceptor: Callable[[Job], bool] | None = None
-        self.kept: set[str] = set()
+        self._kept: dict[str, Job] = {}  # the jobs the interceptor keeps, by id, in order
+        self._on_start: list[Callable[[], None]] = []  # see when_started()
         self._background: set[asyncio.Task[Any]] = set()
 
     @property
-    def db(self) -> SQLStore:
+    def db(self) -> Store:
         """The store.
 
         Raises:
@@ -66,12 +66,48 @@ class Runtime:
             raise NotStarted(NOT_STARTED)
         return self.store
 
+    @property
+    def kept(self) -> KeysView[str]:
+        """The ids of the jobs the interceptor keeps (this process knows them)."""
+        return self._kept.keys()
+
     def dispatch(self, job: Job) -> None:
         """Hand ``job`` to the dispatcher (unless the interceptor keeps it)."""
         if self.interceptor is not None and self.interceptor(job):
+            self._kept[job.task_id] = job
             return
         assert self.dispatcher is not None
         self.dispatcher.submit(job)
+
+    def release_kept(self) -> int:
+        """Hand every kept job to the dispatcher, in the order they were kept; how many
+        there were."""
+        assert self.dispatcher is not None
+        kept, self._kept = self._kept, {}
+        for job in kept.values():
+            self.dispatcher.submit(job)
+        return len(kept)
+
+    def forget_kept(self) -> None:
+        """Drop the kept jobs (they stay pending in the database)."""
+        self._kept.clear()
+
+    def when_started(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the event loop at the end of the next :meth:`startup`
+        (tasks added before startup use this); it is called at once when running."""
+        if self.started:
+            callback()
+        else:
+            self._on_start.append(callback)
+
+    def run_start_callbacks(self) -> None:
+        """Call what :meth:`when_started` queued, once each, at the end of startup."""
+        callbacks, self._on_start = self._on_start, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - one bad early task must not stop startup
+                logger.exception("a task added before startup could not be stored")
 
     def require_loop(self) -> asyncio.AbstractEventLoop:
         """The manager's loop.
@@ -94,7 +130,7 @@ class Runtime:
 
         return asyncio.run_coroutine_threadsafe(make(), loop).result(SYNC_TIMEOUT)
 
-    def read(self, operation: Callable[[SQLStore], Awaitable[T]]) -> T:
+    def read(self, operation: Callable[[Store], Awaitable[T]]) -> T:
         """Run a store read from sync code: on the loop's own thread through the helper
         thread (the loop cannot wait for itself), from other threads on the loop."""
         loop = self.require_loop()
@@ -128,5 +164,5 @@ class Runtime:
         task.add_done_callback(done)
 
 
-async def _call(operation: Callable[[SQLStore], Awaitable[T]], store: SQLStore) -> T:
+async def _call(operation: Callable[[Store], Awaitable[T]], store: Store) -> T:
     return await operation(store)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
+from taskflow._engine.retry import validate as validate_retry
 from taskflow._store.engine import is_memory_sqlite, normalize_url
 from taskflow.errors import ConfigurationError
 
@@ -39,6 +40,22 @@ class Settings:
     endpoint_error: str = "run"
     statistics_history_runs: int = 500
     allow_parallel: bool = True
+
+    def __post_init__(self) -> None:
+        """Refuse settings that make no sense (later changes are the caller's care).
+
+        Raises:
+            ConfigurationError: a size, ``endpoint_error`` or ``retention_days`` is invalid.
+            ValueError: a retry default is invalid.
+        """
+        check_positive(max_concurrent_tasks=self.max_concurrent_tasks)
+        validate_retry(**self.retry, jitter=0.0)
+        if self.endpoint_error not in ("run", "cancel"):
+            raise ConfigurationError(
+                f"endpoint_error must be 'run' or 'cancel', got {self.endpoint_error!r}"
+            )
+        if self.retention_days is not None and self.retention_days <= 0:
+            raise ConfigurationError(f"retention_days must be > 0, got {self.retention_days}")
 
 
 def check_positive(**values: int | None) -> None:

@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import RowMapping
-
 from taskflow._engine.job import Job
 from taskflow._engine.registry import TaskConfig
 from taskflow._store.ids import new_task_id as new_task_id  # re-exported: callers import it here
+from taskflow._store.rows import NewTask, TaskRow
 from taskflow.errors import TaskArgumentError
 
 SOURCES = ("manual", "scheduled", "api", "retry", "requeue")
@@ -55,34 +54,31 @@ def build_row(
     schedule_slot: datetime | None = None,
     retry_delay: float | None = None,
     retry_max_delay: float | None = None,
-) -> dict[str, Any]:
-    """The ``taskflow_tasks`` row for a new task."""
+) -> NewTask:
+    """A new task of ``config``, pending from ``now``."""
     if idempotency_key is not None and not isinstance(idempotency_key, str):
         raise TaskArgumentError("idempotency_key must be a string")
-    return {
-        "id": task_id,
-        "func_name": config.name,
-        "func_path": config.path,
-        "status": "pending",
-        "payload": payload,
-        "encrypted": encrypted,
-        "attempts": 0,
-        "max_retries": max_retries,
-        "priority": _priority(priority if priority is not None else config.priority),
-        "queue": config.queue,
-        "tags": tags,
-        "idempotency_key": idempotency_key,
-        "source": source,
-        "schedule_id": schedule_id,
-        "schedule_slot": schedule_slot,
-        "owner": owner,
-        "requeue_on_interrupt": config.requeue_on_interrupt,
-        "cancel_requested": False,
-        "created_at": now,
-        "next_attempt_at": now,
-        "retry_delay": retry_delay,
-        "retry_max_delay": retry_max_delay,
-    }
+    return NewTask(
+        id=task_id,
+        func_name=config.name or "",
+        func_path=config.path,
+        payload=payload,
+        encrypted=encrypted,
+        max_retries=max_retries,
+        priority=_priority(priority if priority is not None else config.priority),
+        queue=config.queue,
+        tags=tags,
+        idempotency_key=idempotency_key,
+        source=source,
+        owner=owner,
+        requeue_on_interrupt=config.requeue_on_interrupt,
+        created_at=now,
+        next_attempt_at=now,
+        schedule_id=schedule_id,
+        schedule_slot=schedule_slot,
+        retry_delay=retry_delay,
+        retry_max_delay=retry_max_delay,
+    )
 
 
 def _priority(value: int | None) -> int:
@@ -93,20 +89,20 @@ def _priority(value: int | None) -> int:
     return value
 
 
-def job_from_row(row: Mapping[str, Any] | RowMapping, config: TaskConfig | None) -> Job:
-    """A runnable job from a stored row (``config`` None: the function is unknown here)."""
+def job_from_row(task: NewTask | TaskRow, config: TaskConfig | None) -> Job:
+    """A runnable job from a task (``config`` None: the function is unknown here)."""
     return Job(
-        task_id=row["id"],
-        func_name=row["func_name"],
-        func_path=row["func_path"],
-        payload=row["payload"],
-        encrypted=bool(row["encrypted"]),
-        priority=row["priority"],
+        task_id=task.id,
+        func_name=task.func_name,
+        func_path=task.func_path,
+        payload=task.payload,
+        encrypted=bool(task.encrypted),
+        priority=task.priority,
         executor=(config.executor or "async") if config is not None else "async",
-        tags=dict(row["tags"] or {}),
-        source=row["source"],
-        max_retries=row["max_retries"],
-        queue=row["queue"],
-        retry_delay=row.get("retry_delay"),
-        retry_max_delay=row.get("retry_max_delay"),
+        tags=dict(task.tags or {}),
+        source=task.source,
+        max_retries=task.max_retries,
+        queue=task.queue,
+        retry_delay=task.retry_delay,
+        retry_max_delay=task.retry_max_delay,
     )

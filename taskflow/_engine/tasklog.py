@@ -13,6 +13,7 @@ from taskflow._engine.bridge import running_loop
 from taskflow._engine.job import Job, utcnow
 from taskflow._engine.runtime import Runtime
 from taskflow._payloads.limits import Limits
+from taskflow._store.rows import NewLogLine
 from taskflow.errors import NotStarted
 from taskflow.observers import LogEvent, LoggerChain
 
@@ -59,15 +60,11 @@ class TaskLog:
             return
         now = utcnow()
         safe = _json_safe(extra)
-        row = {
-            "task_id": task_id,
-            "at": now,
-            "level": str(level)[:10],
-            "message": admitted,
-            "extra": safe,
-        }
+        line = NewLogLine(
+            task_id=task_id, at=now, level=str(level)[:10], message=admitted, extra=safe
+        )
         try:
-            write = self._runtime.db.append_log(row)
+            write = self._runtime.db.append_log(line)
         except NotStarted:
             return
         write.add_done_callback(_report_failure)

@@ -23,7 +23,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from fastapi import BackgroundTasks as FastAPIBackgroundTasks
@@ -32,6 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskflow._engine.job import JobHooks
 from taskflow._engine.registry import TaskConfig, detect_executor
+from taskflow._engine.submit_options import SubmitOptions
 from taskflow._fastapi.timing import (
     ConfiguredScheduler,
     Task,
@@ -173,20 +174,18 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
                 func=func,
                 args=args,
                 kwargs=kwargs,
-                options={
-                    "idempotency_key": idempotency_key,
-                    "tags": tags,
-                    "priority": priority,
-                    "queue": queue,
-                },
+                options=SubmitOptions(
+                    idempotency_key=idempotency_key,
+                    tags=tags,
+                    priority=priority,
+                    queue=queue,
+                    in_memory=True,
+                ),
             )
             return self._add_before_start(early)
         config = manager.config_for_callable(func) or _adhoc_config(func)
         try:
-            task_id, write, created = manager.submit(
-                func,
-                args,
-                kwargs,
+            options = SubmitOptions(
                 idempotency_key=idempotency_key,
                 tags=tags,
                 priority=priority,
@@ -194,6 +193,7 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
                 queue=queue,
                 in_memory=True,
             )
+            task_id, write, created = manager.submit(func, args, kwargs, options)
         except QueueFullError as exc:
             if exc.record_write is not None:  # the response waits for the rejected record
                 self.context.writes.append(exc.record_write)
@@ -264,9 +264,8 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
             started=manager.new_event(), on_error=options.on_error, done=None, shield=options.shield
         )
         tags = {"name": options.name} if options.name else None
-        task_id, write, _ = manager.submit(
-            func, args, kwargs, tags=tags, config=config, hooks=hooks, in_memory=True
-        )
+        storing = SubmitOptions(tags=tags, config=config, hooks=hooks, in_memory=True)
+        task_id, write, _ = manager.submit(func, args, kwargs, storing)
         handle = Task(
             task_id=task_id,
             func=func,
@@ -352,7 +351,7 @@ class _EarlyTask:
     func: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    options: dict[str, Any]
+    options: SubmitOptions  # without the config, found at startup
     task_id: str = field(default_factory=new_task_id)
     taken: bool = False
 
@@ -369,15 +368,8 @@ def _store_early(manager: ManagerHost, early: _EarlyTask) -> None:
     if not early.take():
         return
     config = manager.config_for_callable(early.func) or _adhoc_config(early.func)
-    task_id, _write, created = manager.submit(
-        early.func,
-        early.args,
-        early.kwargs,
-        config=config,
-        in_memory=True,
-        task_id=early.task_id,
-        **early.options,
-    )
+    options = replace(early.options, config=config, task_id=early.task_id)
+    task_id, _write, created = manager.submit(early.func, early.args, early.kwargs, options)
     if created:
         manager.release(task_id)
 
@@ -511,7 +503,9 @@ async def _database_unavailable(request: Any, exc: Exception) -> Any:
 
 def install_on_app(manager: ManagerHost, app: FastAPI) -> None:
     """Add the durability middleware and wrap the app's lifespan so the manager starts
-    before the app's own startup code and drains before its teardown."""
+    before the app's own startup code and drains before its teardown (once per app)."""
+    if getattr(app.state, "taskflow_manager", None) is manager:
+        return
     app.add_middleware(DurabilityMiddleware, manager=manager)
     app.add_exception_handler(DatabaseError, _database_unavailable)
     app.state.taskflow_manager = manager

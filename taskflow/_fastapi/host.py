@@ -3,12 +3,13 @@ integration does not import the manager that installs it)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from taskflow._engine.intake import Submitted
 from taskflow._engine.job import JobHooks
 from taskflow._engine.registry import TaskConfig
+from taskflow._engine.submit_options import SubmitOptions
 from taskflow.records import TaskRecord
 
 
@@ -37,17 +38,8 @@ class ManagerHost(Protocol):
         func: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        *,
-        idempotency_key: str | None = None,
-        tags: dict[str, Any] | None = None,
-        priority: int | None = None,
-        source: str = "manual",
-        config: TaskConfig | None = None,
-        hooks: JobHooks | None = None,
-        queue: str | None = None,
-        in_memory: bool = False,
-        task_id: str | None = None,
-    ) -> tuple[str, asyncio.Future[str] | None, bool]: ...
+        options: SubmitOptions = ...,
+    ) -> Submitted: ...
 
     def release(self, task_id: str) -> None: ...
 

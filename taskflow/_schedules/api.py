@@ -24,7 +24,8 @@ from taskflow._schedules.scheduler import (
     trigger_of,
 )
 from taskflow._schedules.triggers import MAX_EVERY, make_trigger
-from taskflow._store.sql import SQLStore
+from taskflow._store.protocol import Store
+from taskflow._store.rows import ScheduleRow
 from taskflow.errors import (
     ConfigurationError,
     DuplicateScheduleName,
@@ -77,7 +78,7 @@ class Schedules:
         return self._runtime.started
 
     @property
-    def db(self) -> SQLStore:
+    def db(self) -> Store:
         """The store (raises NotStarted before the first start)."""
         return self._runtime.db
 
@@ -192,7 +193,7 @@ class Schedules:
     def scheduled_task(self, row: Any) -> ScheduledTask:
         """The :class:`ScheduledTask` view of a stored schedule row."""
         try:
-            _, kwargs = self.payloads.decode_call(row["payload"], encrypted=self.payloads.encrypted)
+            _, kwargs = self.payloads.decode_call(row.payload, encrypted=self.payloads.encrypted)
         except (TaskflowError, ValueError):
             kwargs = {}
         return scheduled_task_from_row(row, kwargs)
@@ -214,14 +215,14 @@ class Schedules:
         """The stored schedules of task group ``group_name``, read synchronously (from
         the loop's thread through the helper thread, else on the loop)."""
         rows = self._runtime.read(lambda store: store.list_schedules())
-        return [self.scheduled_task(row) for row in rows if row["group_name"] == group_name]
+        return [self.scheduled_task(row) for row in rows if row.group_name == group_name]
 
     def run_schedule_coroutine(self, coro: Coroutine[Any, Any, Any], what: str) -> None:
         """Run ``coro`` on the manager's loop: in the background from the loop's own
         thread, else waiting for it."""
         self._runtime.run_or_spawn(coro, what)
 
-    async def create_schedule(self, row: dict[str, Any]) -> ScheduledTask:
+    async def create_schedule(self, row: ScheduleRow) -> ScheduledTask:
         """Store a dynamic schedule row built by :meth:`TaskGroup.build_schedule`.
 
         Raises:
@@ -282,7 +283,7 @@ class Schedules:
         self,
         change: Callable[[], Coroutine[Any, Any, ScheduledTask]],
         *,
-        create: Callable[[Any], dict[str, Any]] | None = None,
+        create: Callable[[Any], ScheduleRow] | None = None,
         delete: tuple[str, str | None] | None = None,
     ) -> ScheduledTask:
         """Run a schedule change for sync callers.
@@ -302,9 +303,9 @@ class Schedules:
         if create is not None:
             row = create(utcnow())
             check_storable(row)
-            if runtime.read(lambda store: store.get_schedule(row["name"])) is not None:
+            if runtime.read(lambda store: store.get_schedule(row.name)) is not None:
                 raise DuplicateScheduleName(_taken(row))
-            runtime.spawn(self.create_schedule(row), f"create schedule {row['name']}")
+            runtime.spawn(self.create_schedule(row), f"create schedule {row.name}")
             return self.scheduled_task(row)
         assert delete is not None
         name, group_name = delete
@@ -322,24 +323,24 @@ def storable_name(name: Any) -> bool:
     return isinstance(name, str) and "\x00" not in name and len(name) <= NAME_MAX
 
 
-def check_storable(row: dict[str, Any]) -> None:
+def check_storable(row: ScheduleRow) -> None:
     """Refuse a new schedule row with a value the schedules table cannot hold.
 
     Raises:
         ConfigurationError: the name is empty, too long or has NUL; the cron expression
             is too long; the description has NUL; retries or a retry delay is too big.
     """
-    if not row["name"] or not storable_name(row["name"]):
+    if not row.name or not storable_name(row.name):
         raise ConfigurationError(
             f"a schedule name has 1 to {NAME_MAX} characters and no NUL", field="name"
         )
-    if row["cron"] is not None and len(row["cron"]) > NAME_MAX:
+    if row.cron is not None and len(row.cron) > NAME_MAX:
         raise ConfigurationError(
             f"a cron expression has at most {NAME_MAX} characters", field="cron"
         )
-    if "\x00" in (row["description"] or ""):
+    if "\x00" in (row.description or ""):
         raise ConfigurationError("the description must not contain NUL", field="description")
-    options = row["options"] or {}
+    options = row.options or {}
     if (options.get("retries") or 0) > RETRIES_MAX:
         raise ConfigurationError(f"retries must be at most {RETRIES_MAX}", field="retries")
     for key, field_name in (
@@ -354,20 +355,20 @@ def check_storable(row: dict[str, Any]) -> None:
             )
 
 
-def _taken(row: dict[str, Any]) -> str:
-    where = f" inside group {row['group_name']!r}" if row["group_name"] else ""
+def _taken(row: ScheduleRow) -> str:
+    where = f" inside group {row.group_name!r}" if row.group_name else ""
     return (
-        f"Task with name {row['name']!r} already exists{where} "
+        f"Task with name {row.name!r} already exists{where} "
         "(schedule names are unique across all groups)."
     )
 
 
-def _check_deletable(row: Any, name: str, group_name: str | None) -> None:
-    if row is None or (group_name is not None and row["group_name"] != group_name):
+def _check_deletable(row: ScheduleRow | None, name: str, group_name: str | None) -> None:
+    if row is None or (group_name is not None and row.group_name != group_name):
         if group_name is not None:
             raise ScheduleNotFound(f"Task {name!r} not found in group {group_name!r}.")
         raise ScheduleNotFound(f"no schedule named {name!r}")
-    if row["kind"] != "dynamic":
+    if row.kind != "dynamic":
         where = f" in group {group_name!r}" if group_name is not None else ""
         raise StaticScheduleError(
             f"Task {name!r}{where} is static and cannot be removed at runtime "

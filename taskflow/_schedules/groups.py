@@ -11,7 +11,7 @@ import hashlib
 import inspect
 import json
 import logging
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -34,12 +34,11 @@ from taskflow.errors import (
 from taskflow.records import ScheduledTask
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import RowMapping
-
     from taskflow._engine.registry import TaskRegistry
     from taskflow._payloads.payloads import Payloads
     from taskflow._schedules.scheduler import Scheduler
-    from taskflow._store.sql import SQLStore
+    from taskflow._store.protocol import Store
+    from taskflow._store.rows import ScheduleRow
 
 F = TypeVar("F", bound=Callable[..., Any])
 logger = logging.getLogger("taskflow")
@@ -56,7 +55,7 @@ class ScheduleHost(Protocol):
     def started(self) -> bool: ...
 
     @property
-    def db(self) -> SQLStore: ...
+    def db(self) -> Store: ...
 
     @property
     def allow_parallel(self) -> bool: ...
@@ -71,44 +70,42 @@ class ScheduleHost(Protocol):
         self,
         change: Callable[[], Coroutine[Any, Any, ScheduledTask]],
         *,
-        create: Callable[[Any], dict[str, Any]] | None = None,
+        create: Callable[[Any], ScheduleRow] | None = None,
         delete: tuple[str, str | None] | None = None,
     ) -> ScheduledTask: ...
 
-    async def create_schedule(self, row: dict[str, Any]) -> ScheduledTask: ...
+    async def create_schedule(self, schedule: ScheduleRow) -> ScheduledTask: ...
 
     async def delete_schedule(
         self, name: str, *, group_name: str | None = None
     ) -> ScheduledTask: ...
 
 
-def scheduled_task_from_row(
-    row: RowMapping | Mapping[str, Any], kwargs: dict[str, Any]
-) -> ScheduledTask:
+def scheduled_task_from_row(row: ScheduleRow, kwargs: dict[str, Any]) -> ScheduledTask:
     """A :class:`ScheduledTask` from a stored schedule row and its decoded kwargs."""
-    options = ScheduleOptions.from_json(row["options"])
-    group = row["group_name"]
-    function = row["func_name"]
+    options = ScheduleOptions.from_json(row.options)
+    group = row.group_name
+    function = row.func_name
     if group and function.startswith(f"{group}."):
         function = function[len(group) + 1 :]
     return ScheduledTask(
-        name=row["name"],
+        name=row.name,
         task_group_name=group,
         function_name=function,
-        cron_expression=row["cron"],
-        every=row["every"],
-        timezone=row["timezone"],
+        cron_expression=row.cron,
+        every=row.every,
+        timezone=row.timezone,
         kwargs=kwargs,
-        dynamic=row["kind"] == "dynamic",
-        description=row["description"],
-        tags=list(row["tags"] or []),
+        dynamic=row.kind == "dynamic",
+        description=row.description,
+        tags=list(row.tags or []),
         high_priority=(options.priority or 0) >= HIGH_PRIORITY,
         retry_backoff=options.retry_delay,
         retry_backoff_max=options.retry_max_delay,
-        enabled=bool(row["enabled"]),
-        next_run_at=row["next_run_at"],
-        last_run_at=row["last_run_at"],
-        last_task_id=row["last_task_id"],
+        enabled=bool(row.enabled),
+        next_run_at=row.next_run_at,
+        last_run_at=row.last_run_at,
+        last_task_id=row.last_task_id,
     )
 
 
@@ -356,8 +353,8 @@ class TaskGroup:
         overlap: bool | None = None,
         misfire_grace: float | None = DEFAULT_MISFIRE_GRACE,
         now: datetime,
-    ) -> dict[str, Any]:
-        """Validate a dynamic schedule and return its row (nothing is stored).
+    ) -> ScheduleRow:
+        """Validate a dynamic schedule and return it (nothing is stored).
 
         ``allow_parallel`` is fastapi-task-manager's name for ``overlap``; with neither,
         the group's ``allow_parallel`` (then the manager's) applies.
@@ -529,13 +526,13 @@ class TaskGroup:
             row = self.build_schedule(
                 call.pop("function_name", item.task.function_name), now=utcnow(), **call
             )
-            existing = await manager.db.get_schedule(row["name"])
+            existing = await manager.db.get_schedule(row.name)
             if existing is not None and (
-                existing["kind"] != "dynamic" or existing["group_name"] != self.name
+                existing.kind != "dynamic" or existing.group_name != self.name
             ):
                 logger.error(
                     "dynamic task %r of group %r not stored: another schedule has the name",
-                    row["name"],
+                    row.name,
                     self.name,
                 )
                 continue

@@ -132,7 +132,7 @@ def build_router(manager: Management) -> APIRouter:
 
 def _detailed(item: ScheduledTask, row: Any, running: set[str]) -> dict[str, Any]:
     """A schedule as ``GET /tasks`` shows it (fastapi-task-manager's ``TaskDetailed``)."""
-    overlap = ScheduleOptions.from_json(row["options"]).overlap
+    overlap = ScheduleOptions.from_json(row.options).overlap
     return {
         "name": item.name,
         "expression": item.cron_expression,
@@ -148,7 +148,7 @@ def _detailed(item: ScheduledTask, row: Any, running: set[str]) -> dict[str, Any
         "function_name": item.function_name,
         "next_run": item.next_run_at,
         "is_active": item.enabled,
-        "is_running": row["id"] in running,
+        "is_running": row.id in running,
         "every": item.every,
         "timezone": item.timezone,
         "last_run_at": item.last_run_at,

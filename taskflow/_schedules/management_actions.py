@@ -94,9 +94,9 @@ def _add_read_routes(router: APIRouter, manager: Management) -> None:
     async def list_task_groups(
         name: str | None = Query(None), tag: str | None = Query(None)
     ) -> Any:
-        counts: dict[str, int] = {}
+        counts: dict[str | None, int] = {}
         for row in await manager.schedules.db.list_schedules():
-            counts[row["group_name"]] = counts.get(row["group_name"], 0) + 1
+            counts[row.group_name] = counts.get(row.group_name, 0) + 1
         return [
             {
                 "name": group.name,
@@ -115,14 +115,14 @@ def _add_read_routes(router: APIRouter, manager: Management) -> None:
     )
     async def task_statistics(task_group_name: str, task_name: str) -> Any:
         item, row = (await _matching(manager, task_group_name, task_name, None))[0]
-        runs = await manager.schedules.db.schedule_runs(row["id"], limit=manager.history_runs())
+        runs = await manager.schedules.db.schedule_runs(row.id, limit=manager.history_runs())
         return {
             "task_group_name": task_group_name,
             "task_name": item.name,
             "runs": [
                 {
-                    "run_date": run["started_at"],
-                    "durations_second": (run["finished_at"] - run["started_at"]).total_seconds(),
+                    "run_date": run.started_at,
+                    "durations_second": (run.finished_at - run.started_at).total_seconds(),
                 }
                 for run in runs
             ],
@@ -181,7 +181,7 @@ def _add_bulk_routes(router: APIRouter, manager: Management) -> None:
     ) -> Any:
         pairs = await _matching(manager, task_group_name, task_name, tag)
         for _, row in pairs:
-            await manager.schedules.db.clear_schedule_runs(row["id"])
+            await manager.schedules.db.clear_schedule_runs(row.id)
         return _affected(pairs)
 
 

@@ -2,7 +2,7 @@
 
 ``await task_manager.schedule_once(func, *args, run_at=..., run_key=...)`` stores the
 firing as a pending task row, unowned, due at ``run_at`` (see
-:mod:`taskflow._store.once`). From the moment the call returns the firing is in the
+:mod:`taskflow._store.once_sql`). From the moment the call returns the firing is in the
 database: it survives restarts and deploys, and with several processes on one database
 whichever process serving its queue claims it first runs it, exactly once. When it runs
 it is an ordinary task with ``source="scheduled"``.
@@ -17,20 +17,16 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from taskflow._engine.intake import Intake
 from taskflow._engine.job import utcnow
 from taskflow._engine.registry import TaskRegistry
 from taskflow._engine.runtime import Runtime
 from taskflow._payloads.payloads import Payloads
-from taskflow._store.once import OnceStore
+from taskflow._store.rows import TaskRow
 from taskflow.errors import ScheduleError, TaskArgumentError, TaskflowError, UnknownTaskFunction
 from taskflow.records import ScheduledOnce
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import RowMapping
-
 
 RUN_KEY_MAX = 255  # the run_key column is VARCHAR(255)
 
@@ -107,7 +103,7 @@ class OneOffs:
                 f"{getattr(func, '__qualname__', func)!r} with @task_manager.task() so the "
                 "firing can find it by name when it is due, in whichever process runs it"
             )
-        row, _job = self._intake.new_row(
+        task, _job = self._intake.new_task(
             config,
             args,
             kwargs,
@@ -116,10 +112,12 @@ class OneOffs:
             priority=priority,
             source="scheduled",
         )
-        row.update(run_key=_check_run_key(run_key), next_attempt_at=_as_utc(run_at), owner=None)
+        task.run_key = _check_run_key(run_key)
+        task.next_attempt_at = _as_utc(run_at)
+        task.owner = None
         if queue is not None:
-            row["queue"] = queue
-        await OnceStore(self._runtime.db).replace(row, now=utcnow())
+            task.queue = queue
+        await self._runtime.db.replace_once(task, now=utcnow())
 
     async def cancel_scheduled(self, run_key: str) -> bool:
         """Remove the pending one-off firing ``run_key``.
@@ -133,7 +131,7 @@ class OneOffs:
             ScheduleError: the manager has no database of its own.
         """
         self._check()
-        return await OnceStore(self._runtime.db).cancel(run_key)
+        return await self._runtime.db.cancel_once(run_key)
 
     async def list_scheduled(self, before: datetime | None = None) -> list[ScheduledOnce]:
         """Pending one-off firings, soonest first.
@@ -148,7 +146,7 @@ class OneOffs:
         """
         self._check()
         bound = None if before is None else _as_utc(before)
-        rows = await OnceStore(self._runtime.db).pending(before=bound)
+        rows = await self._runtime.db.pending_once(before=bound)
         return [scheduled_once_from_row(row, self._payloads) for row in rows]
 
     def _check(self) -> None:
@@ -161,27 +159,27 @@ class OneOffs:
             )
 
 
-def scheduled_once_from_row(row: RowMapping, payloads: Payloads) -> ScheduledOnce:
+def scheduled_once_from_row(row: TaskRow, payloads: Payloads) -> ScheduledOnce:
     """The :class:`ScheduledOnce` view of a pending firing's task row."""
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = {}
-    encrypted = bool(row["encrypted"])
+    encrypted = bool(row.encrypted)
     if not encrypted:  # unreadable: shown without arguments; running it reports why
         with contextlib.suppress(TaskflowError):
-            args, kwargs = payloads.decode_call(row["payload"], encrypted=False)
+            args, kwargs = payloads.decode_call(row.payload, encrypted=False)
     return ScheduledOnce(
-        run_key=row["run_key"],
-        func_name=row["func_name"],
-        fire_at=row["next_attempt_at"],
+        run_key=row.run_key or "",
+        func_name=row.func_name,
+        fire_at=row.next_attempt_at,
         args=tuple(args),
         kwargs=dict(kwargs),
-        encrypted_payload=row["payload"].encode() if encrypted else None,
-        queue=row["queue"],
-        priority=row["priority"],
-        idempotency_key=row["idempotency_key"],
-        tags=dict(row["tags"] or {}),
-        created_at=row["created_at"],
-        task_id=row["id"],
+        encrypted_payload=row.payload.encode() if encrypted else None,
+        queue=row.queue,
+        priority=row.priority,
+        idempotency_key=row.idempotency_key,
+        tags=dict(row.tags or {}),
+        created_at=row.created_at,
+        task_id=row.id,
     )
 
 

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from taskflow._engine.guard import StepGuard
 from taskflow._engine.intake import Intake
@@ -25,9 +25,7 @@ from taskflow._engine.submission import build_row, job_from_row, new_task_id
 from taskflow._payloads.payloads import Payloads
 from taskflow._schedules.triggers import Trigger
 from taskflow._store.ids import new_hex_id
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import RowMapping
+from taskflow._store.rows import NewTask, ScheduleRow
 
 logger = logging.getLogger("taskflow._schedules.scheduler")
 
@@ -94,33 +92,33 @@ def schedule_row(
     tags: list[str] | None = None,
     options: ScheduleOptions | None = None,
     start_now: bool = False,
-) -> dict[str, Any]:
-    """A new ``taskflow_schedules`` row."""
-    return {
-        "id": new_hex_id(),
-        "name": name,
-        "group_name": group_name,
-        "func_name": task_name,
-        "kind": kind,
-        "cron": trigger.cron,
-        "every": trigger.every,
-        "timezone": trigger.timezone,
-        "payload": payload,
-        "options": (options or ScheduleOptions()).to_json(),
-        "description": description,
-        "tags": list(tags or []),
-        "enabled": True,
-        "next_run_at": now if start_now else trigger.first_after(now),
-        "last_run_at": None,
-        "last_task_id": None,
-        "created_at": now,
-        "updated_at": now,
-    }
+) -> ScheduleRow:
+    """A new schedule."""
+    return ScheduleRow(
+        id=new_hex_id(),
+        name=name,
+        group_name=group_name,
+        func_name=task_name,
+        kind=kind,
+        cron=trigger.cron,
+        every=trigger.every,
+        timezone=trigger.timezone,
+        payload=payload,
+        options=(options or ScheduleOptions()).to_json(),
+        description=description,
+        tags=list(tags or []),
+        enabled=True,
+        next_run_at=now if start_now else trigger.first_after(now),
+        last_run_at=None,
+        last_task_id=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
-def trigger_of(row: RowMapping | dict[str, Any]) -> Trigger:
-    """The trigger stored on a schedule row."""
-    return Trigger(every=row["every"], cron=row["cron"], timezone=row["timezone"])
+def trigger_of(schedule: ScheduleRow) -> Trigger:
+    """The trigger stored on a schedule."""
+    return Trigger(every=schedule.every, cron=schedule.cron, timezone=schedule.timezone)
 
 
 class GroupStore(Protocol):
@@ -138,7 +136,7 @@ class Scheduler:
         payloads: encodes the arguments of static schedules.
         registry: the functions schedules run.
         intake: owner of new rows, and starts the ones this process runs.
-        admit: a slot's task row, or its ``rejected`` record when its queue is full.
+        admit: a slot's task, or its ``rejected`` record when its queue is full.
         groups: task groups whose schedules are stored at startup.
     """
 
@@ -149,7 +147,7 @@ class Scheduler:
         payloads: Payloads,
         registry: TaskRegistry,
         intake: Intake,
-        admit: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+        admit: Callable[[NewTask], Awaitable[NewTask]],
         groups: Iterable[GroupStore],
     ) -> None:
         self._runtime = runtime
@@ -193,11 +191,11 @@ class Scheduler:
                 logger.warning(
                     "schedule %s runs %r, which is not registered here; its slots "
                     "are skipped until it is",
-                    row["name"],
-                    row["func_name"],
+                    row.name,
+                    row.func_name,
                 )
 
-    def _static_row(self, spec: ScheduleSpec, now: datetime) -> dict[str, Any]:
+    def _static_row(self, spec: ScheduleSpec, now: datetime) -> ScheduleRow:
         return schedule_row(
             name=spec.name,
             task_name=spec.task_name,
@@ -222,7 +220,7 @@ class Scheduler:
         fired = 0
         for row in await self._runtime.db.due_schedules(now=utcnow()):
             fire = functools.partial(self._fire, row)
-            fired += await self._guard(f"slot of {row['name']!r}", fire) or 0
+            fired += await self._guard(f"slot of {row.name!r}", fire) or 0
         return fired
 
     async def _sleep(self) -> None:
@@ -235,35 +233,36 @@ class Scheduler:
                 await self._wake.wait()
         self._wake.clear()
 
-    async def _fire(self, row: RowMapping) -> int:
+    async def _fire(self, row: ScheduleRow) -> int:
         now = utcnow()
-        slot: datetime = row["next_run_at"]
-        options = ScheduleOptions.from_json(row["options"])
+        slot = row.next_run_at
+        assert slot is not None  # due schedules have a next run
+        options = ScheduleOptions.from_json(row.options)
         task_row = self._slot_task(row, options, slot, now)
         if task_row is not None:
             task_row = await self._admit(task_row)
         _, inserted = await self._runtime.db.fire_schedule(
-            schedule_id=row["id"],
+            schedule_id=row.id,
             slot=slot,
             next_run_at=trigger_of(row).next_after(slot, now),
             now=now,
-            task_row=task_row,
+            task=task_row,
             skip_if_active=not options.overlap,
         )
         if task_row is None or not inserted:
             return int(inserted)
-        if task_row["status"] == "pending" and task_row["owner"] is not None:
+        if task_row.rejection is None and task_row.owner is not None:
             self._intake.hold_and_release(job_from_row(task_row, self._config(row)))
         return int(inserted)
 
     def _slot_task(
-        self, row: RowMapping, options: ScheduleOptions, slot: datetime, now: datetime
-    ) -> dict[str, Any] | None:
+        self, row: ScheduleRow, options: ScheduleOptions, slot: datetime, now: datetime
+    ) -> NewTask | None:
         grace = options.misfire_grace
         if grace is not None and now - slot > timedelta(seconds=grace):
             logger.warning(
                 "schedule %s missed its %s slot by more than %ss; skipping it",
-                row["name"],
+                row.name,
                 slot.isoformat(),
                 grace,
             )
@@ -271,8 +270,8 @@ class Scheduler:
         config = self._config(row)
         if config is None:
             self._warn_once(
-                row["name"],
-                f"schedule {row['name']} names task {row['func_name']!r}, which is not "
+                row.name,
+                f"schedule {row.name} names task {row.func_name!r}, which is not "
                 "registered here; skipping its slots until it is",
             )
             return None
@@ -280,22 +279,22 @@ class Scheduler:
 
     def _task_row(
         self,
-        row: RowMapping,
+        row: ScheduleRow,
         config: TaskConfig,
         options: ScheduleOptions,
         *,
         source: str,
         slot: datetime | None,
         now: datetime,
-    ) -> dict[str, Any]:
-        tags = {"schedule": row["name"]}
-        if row["group_name"]:
-            tags["group"] = row["group_name"]
+    ) -> NewTask:
+        tags = {"schedule": row.name}
+        if row.group_name:
+            tags["group"] = row.group_name
         retries = options.retries if options.retries is not None else config.retries
         return build_row(
             config,
             task_id=new_task_id(),
-            payload=row["payload"],
+            payload=row.payload,
             encrypted=self._payloads.encrypted,
             tags=tags,
             priority=options.priority,
@@ -304,25 +303,25 @@ class Scheduler:
             now=now,
             max_retries=retries,
             owner=self._intake.owner_for(config),
-            schedule_id=row["id"],
+            schedule_id=row.id,
             schedule_slot=slot,
             retry_delay=options.retry_delay,
             retry_max_delay=options.retry_max_delay,
         )
 
-    def _config(self, row: RowMapping) -> TaskConfig | None:
-        return self._registry.get(row["func_name"])
+    def _config(self, row: ScheduleRow) -> TaskConfig | None:
+        return self._registry.get(row.func_name)
 
-    async def _run_now(self, row: RowMapping, *, source: str) -> str | None:
+    async def _run_now(self, row: ScheduleRow, *, source: str) -> str | None:
         config = self._config(row)
         if config is None:
             return None
-        options = ScheduleOptions.from_json(row["options"])
+        options = ScheduleOptions.from_json(row.options)
         task_row = self._task_row(row, config, options, source=source, slot=None, now=utcnow())
         await self._runtime.db.insert_task(task_row)
-        if task_row["owner"] is not None:
+        if task_row.owner is not None:
             self._intake.hold_and_release(job_from_row(task_row, config))
-        return str(task_row["id"])
+        return str(task_row.id)
 
     async def trigger(self, name: str) -> str | None:
         """Run schedule ``name`` now (``source="manual"``) without moving its next slot.

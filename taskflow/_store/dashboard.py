@@ -7,13 +7,15 @@ with a million; nothing here loads more than one page (or one bounded sample) at
 The one exception is :meth:`DashboardStore.exact_status_counts` (``GET /tasks/metrics``),
 which counts index entries of every status: no rows are read, but its cost grows with
 the table.
+
+Rows leave as the typed records of :mod:`taskflow._store.rows`.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,8 +27,19 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow._store.admin_schema import audit, sessions
 from taskflow._store.ids import dashed, hex_prefix, task_id_forms
+from taskflow._store.rows import (
+    AuditRow,
+    FinishedRun,
+    InstanceRow,
+    LogRow,
+    LogSearchRow,
+    NewAuditEntry,
+    SessionRow,
+    TaskSummary,
+    TaskSummaryWithPayload,
+)
 from taskflow._store.schema import UTCDateTime, instances, meta, schedules, task_logs, tasks
-from taskflow._store.sql import Row, SQLStore
+from taskflow._store.sql import SQLStore
 
 # A condition of a WHERE clause.
 Condition = sa.ColumnElement[bool]
@@ -101,9 +114,12 @@ class Cursor:
 
 @dataclass(slots=True)
 class Page:
-    """One page of rows, with the cursors of the pages around it (None: no such page)."""
+    """One page of tasks, with the cursors of the pages around it (None: no such page).
 
-    rows: list[RowMapping]
+    ``rows`` are :class:`TaskSummaryWithPayload` records when the page was read
+    ``with_payload``."""
+
+    rows: list[TaskSummary]
     newer: Cursor | None = None
     older: Cursor | None = None
 
@@ -198,7 +214,8 @@ class DashboardStore:
             query = branch(filters)
         async with self._store.read() as conn:
             rows = list((await conn.execute(query)).mappings())
-        return _page(rows, limit=limit, backwards=backwards, cursor=cursor)
+        record = TaskSummaryWithPayload.of if with_payload else TaskSummary.of
+        return _page(rows, limit=limit, backwards=backwards, cursor=cursor, record=record)
 
     async def count_tasks(self, filters: TaskFilter, *, cap: int, sort: str = "created") -> int:
         """Tasks matching ``filters`` (and having the times ``sort`` needs), counting at
@@ -376,9 +393,9 @@ class DashboardStore:
 
     async def recent_finished(
         self, *, statuses: Sequence[str], limit: int, func_name: str | None = None
-    ) -> list[RowMapping]:
+    ) -> list[FinishedRun]:
         """The ``limit`` most recently finished tasks in ``statuses`` (of one function,
-        when given): ``func_name``, ``status``, ``started_at``, ``finished_at``."""
+        when given)."""
         conditions: list[Condition] = [tasks.c.finished_at.is_not(None)]
         if func_name is not None:
             conditions.append(tasks.c.func_name == func_name)
@@ -391,16 +408,16 @@ class DashboardStore:
             .limit(limit)
         )
         async with self._store.read() as conn:
-            rows = list((await conn.execute(query)).mappings())
+            runs = [FinishedRun.of(row) for row in (await conn.execute(query)).mappings()]
         if func_name is not None:
-            rows = [row for row in rows if row["status"] in statuses]
-        return rows
+            runs = [run for run in runs if run.status in statuses]
+        return runs
 
     # -- logs ------------------------------------------------------------------------
 
     async def page_logs(
         self, filters: LogFilter, *, before_id: int | None = None, limit: int = 100
-    ) -> tuple[list[RowMapping], int | None]:
+    ) -> tuple[list[LogSearchRow], int | None]:
         """Log lines matching ``filters``, newest first, with their task's function.
 
         Returns the lines and the cursor of the next (older) page, or None."""
@@ -421,10 +438,10 @@ class DashboardStore:
             query = query.where(task_logs.c.id < before_id)
         query = query.order_by(task_logs.c.id.desc()).limit(limit + 1)
         async with self._store.read() as conn:
-            rows = list((await conn.execute(query)).mappings())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1]["id"] if more and rows else None)
+            lines = [LogSearchRow.of(row) for row in (await conn.execute(query)).mappings()]
+        more = len(lines) > limit
+        lines = lines[:limit]
+        return lines, (lines[-1].id if more and lines else None)
 
     async def _function_lines(self, func_name: str) -> Condition:
         """The condition "the line's task runs ``func_name``", in the shape that lets the
@@ -442,19 +459,18 @@ class DashboardStore:
         owner = tasks.alias("line_task")
         return sa.exists().where(owner.c.id == task_logs.c.task_id, owner.c.func_name == func_name)
 
-    async def task_logs(
-        self, task_id: str, *, after_id: int = 0, limit: int = 500
-    ) -> list[RowMapping]:
+    async def task_logs(self, task_id: str, *, after_id: int = 0, limit: int = 500) -> list[LogRow]:
         """Log lines of one task after line ``after_id``, oldest first. With
         ``after_id=0`` these are the *last* ``limit`` lines (a long log shows its end)."""
         query = sa.select(task_logs).where(task_logs.c.task_id == _stored_id(task_id))
         if after_id:
             query = query.where(task_logs.c.id > after_id).order_by(task_logs.c.id).limit(limit)
             async with self._store.read() as conn:
-                return list((await conn.execute(query)).mappings())
+                return [LogRow.of(row) for row in (await conn.execute(query)).mappings()]
         query = query.order_by(task_logs.c.id.desc()).limit(limit)
         async with self._store.read() as conn:
-            return list(reversed(list((await conn.execute(query)).mappings())))
+            newest_first = [LogRow.of(row) for row in (await conn.execute(query)).mappings()]
+        return newest_first[::-1]
 
     # -- schedules and instances -----------------------------------------------------
 
@@ -467,18 +483,18 @@ class DashboardStore:
         async with self._store.read() as conn:
             return {row.id: row.name for row in await conn.execute(query)}
 
-    async def instances(self) -> list[RowMapping]:
+    async def instances(self) -> list[InstanceRow]:
         """Every registered instance, newest heartbeat first."""
         query = sa.select(instances).order_by(instances.c.heartbeat_at.desc())
         async with self._store.read() as conn:
-            return list((await conn.execute(query)).mappings())
+            return [InstanceRow.of(row) for row in (await conn.execute(query)).mappings()]
 
     # -- audit -----------------------------------------------------------------------
 
-    async def add_audit(self, row: Row) -> None:
-        """Record one action (``at``, ``actor``, ``action``, ``target``, ``detail``, ``ip``)."""
+    async def add_audit(self, entry: NewAuditEntry) -> None:
+        """Record one action."""
         async with self._store.write() as conn:
-            await conn.execute(audit.insert(), [row])
+            await conn.execute(audit.insert(), [entry.columns()])
 
     async def page_audit(
         self,
@@ -487,7 +503,7 @@ class DashboardStore:
         limit: int = 50,
         target: str | None = None,
         actions: Sequence[str] = (),
-    ) -> tuple[list[RowMapping], int | None]:
+    ) -> tuple[list[AuditRow], int | None]:
         """Audit entries, newest first; returns them and the next page's cursor."""
         query = sa.select(audit)
         if target is not None:
@@ -498,10 +514,10 @@ class DashboardStore:
             query = query.where(audit.c.id < before_id)
         query = query.order_by(audit.c.id.desc()).limit(limit + 1)
         async with self._store.read() as conn:
-            rows = list((await conn.execute(query)).mappings())
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return rows, (rows[-1]["id"] if more and rows else None)
+            entries = [AuditRow.of(row) for row in (await conn.execute(query)).mappings()]
+        more = len(entries) > limit
+        entries = entries[:limit]
+        return entries, (entries[-1].id if more and entries else None)
 
     async def recent_actions(
         self, action: str, *, since: datetime, target: str | None = None, ip: str | None = None
@@ -517,17 +533,18 @@ class DashboardStore:
 
     # -- sessions --------------------------------------------------------------------
 
-    async def create_session(self, row: Row, *, now: datetime) -> None:
+    async def create_session(self, session: SessionRow, *, now: datetime) -> None:
         """Store a login session, dropping expired ones on the way."""
         async with self._store.write() as conn:
             await conn.execute(sessions.delete().where(sessions.c.expires_at < now))
-            await conn.execute(sessions.insert(), [row])
+            await conn.execute(sessions.insert(), [session.columns()])
 
-    async def get_session(self, session_id: str, *, now: datetime) -> RowMapping | None:
+    async def get_session(self, session_id: str, *, now: datetime) -> SessionRow | None:
         """The unexpired session with this id (hash), or None."""
         query = sa.select(sessions).where(sessions.c.id == session_id, sessions.c.expires_at > now)
         async with self._store.read() as conn:
-            return (await conn.execute(query)).mappings().first()
+            found = (await conn.execute(query)).mappings().first()
+        return None if found is None else SessionRow.of(found)
 
     async def delete_session(self, session_id: str) -> bool:
         """End a session everywhere; False if it did not exist."""
@@ -661,12 +678,22 @@ def _log_conditions(filters: LogFilter) -> list[Condition]:
     return conditions
 
 
-def _page(rows: list[RowMapping], *, limit: int, backwards: bool, cursor: Cursor | None) -> Page:
+def _page(
+    rows: list[RowMapping],
+    *,
+    limit: int,
+    backwards: bool,
+    cursor: Cursor | None,
+    record: Callable[[RowMapping], TaskSummary],
+) -> Page:
+    """The page of ``rows`` (read with one extra row, which only says that more
+    follow), each made a record by ``record``; cursors come from the raw rows, whose
+    ``sort_value`` no record keeps."""
     more = len(rows) > limit
     rows = rows[:limit]
     if backwards:
         rows.reverse()
-    page = Page(rows=rows)
+    page = Page(rows=[record(row) for row in rows])
     if not rows:
         return page
     first, last = rows[0], rows[-1]

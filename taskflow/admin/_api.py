@@ -35,6 +35,7 @@ from taskflow.admin._models import (
     ScheduleOut,
     TaskOut,
     TriggerOut,
+    audit_out,
     schedule_out,
     task_out_from_record,
     task_out_from_row,
@@ -166,7 +167,7 @@ def _add_lists(router: APIRouter, admin: AdminContext) -> None:
         rows, older = await admin.queries.page_audit(before_id=before, limit=limit)
         if older is not None:
             response.headers["X-Next-Cursor"] = str(older)
-        return [AuditOut.model_validate(dict(row)) for row in rows]
+        return [audit_out(row) for row in rows]
 
 
 def _page_headers(

@@ -20,6 +20,7 @@ from fastapi import Depends, HTTPException, Request
 from starlette.responses import Response
 
 from taskflow._store.dashboard import DashboardStore
+from taskflow._store.sql import SQLStore
 from taskflow.admin._forms import read_form
 from taskflow.admin._redact import Redactor
 from taskflow.admin._rendering import Renderer
@@ -43,7 +44,7 @@ from taskflow.admin._service import Actor, AdminService
 from taskflow.admin._util import utcnow
 from taskflow.admin._views import TTLCache
 from taskflow.admin.auth import AuthConfig, principal_name
-from taskflow.errors import NotStarted
+from taskflow.errors import ConfigurationError, NotStarted
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager
@@ -123,6 +124,8 @@ class AdminContext:
         db = self.manager.db
         if db is None or not self.manager.started:
             raise NotStarted("the TaskManager is not started")
+        if not isinstance(db, SQLStore):
+            raise ConfigurationError("the dashboard reads a SQLite or PostgreSQL task store")
         if self._queries is None or self._queries._store is not db:
             self._queries = DashboardStore(db)
         return self._queries
@@ -152,14 +155,14 @@ class AdminContext:
         token = signer.unsign("session", request.cookies.get(SESSION_COOKIE))
         if token is None:
             return None
-        row = await self.queries.get_session(session_hash(token), now=utcnow())
-        if row is None:
+        session = await self.queries.get_session(session_hash(token), now=utcnow())
+        if session is None:
             return None
         return Principal(
-            username=row["username"],
-            read_only=bool(row["read_only"]),
+            username=session.username,
+            read_only=session.read_only,
             anchor=token,
-            session_id=row["id"],
+            session_id=session.id,
         )
 
     async def anchor(self, request: Request) -> str:

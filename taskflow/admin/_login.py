@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from starlette.responses import RedirectResponse, Response
 
+from taskflow._store.rows import SessionRow
 from taskflow.admin._context import AdminContext, ViewerGuard, client_ip
 from taskflow.admin._forms import read_form
 from taskflow.admin._security import (
@@ -150,13 +151,13 @@ async def _start_session(
     now = utcnow()
     read_only = admin.auth.is_read_only(username)
     await admin.queries.create_session(
-        {
-            "id": session_hash(token),
-            "username": username,
-            "read_only": read_only,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=admin.token_expiry),
-        },
+        SessionRow(
+            id=session_hash(token),
+            username=username,
+            read_only=read_only,
+            created_at=now,
+            expires_at=now + timedelta(seconds=admin.token_expiry),
+        ),
         now=now,
     )
     await admin.service.audit(Actor(username, ip), "login", username, {"read_only": read_only})

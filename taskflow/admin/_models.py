@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
-from sqlalchemy.engine import RowMapping
 
 from taskflow._engine.reader import decode_values
 from taskflow._payloads.payloads import Payloads
+from taskflow._store.rows import AuditRow, TaskSummary, TaskSummaryWithPayload
 from taskflow.admin._redact import Redactor
 from taskflow.admin._util import jsonable, seconds_between
 from taskflow.records import TaskRecord
@@ -65,40 +65,41 @@ def task_out_from_record(record: TaskRecord, display_args: bool, redactor: Redac
     return TaskOut(**data)
 
 
-def task_out_from_row(row: RowMapping, payloads: Payloads | None, redactor: Redactor) -> TaskOut:
+def task_out_from_row(row: TaskSummary, payloads: Payloads | None, redactor: Redactor) -> TaskOut:
     """A :class:`TaskOut` of a list row; arguments and result are decoded only when
-    ``payloads`` is given (``display_func_args``)."""
+    ``payloads`` is given (``display_func_args``) and the row carries them."""
     args = kwargs = result = None
-    if payloads is not None and "payload" in row:
+    if payloads is not None and isinstance(row, TaskSummaryWithPayload):
         args, kwargs, result = _decoded(row, payloads, redactor)
-    attempts = int(row["attempts"])
+    attempts = row.attempts
     return TaskOut(
-        task_id=row["id"],
-        func_name=row["func_name"],
-        status=row["status"],
+        task_id=row.id,
+        func_name=row.func_name,
+        status=row.status,
         args=args,
         kwargs=kwargs,
         result=result,
-        error=row["error"],
-        created_at=_iso(row["created_at"]),
-        start_time=_iso(row["started_at"]),
-        end_time=_iso(row["finished_at"]),
-        duration=seconds_between(row["started_at"], row["finished_at"]),
+        error=row.error,
+        created_at=_iso(row.created_at),
+        start_time=_iso(row.started_at),
+        end_time=_iso(row.finished_at),
+        duration=seconds_between(row.started_at, row.finished_at),
         retries_used=max(attempts - 1, 0),
         attempts=attempts,
-        max_retries=row["max_retries"],
-        priority=row["priority"],
-        queue=row["queue"],
-        tags=dict(row["tags"] or {}),
-        idempotency_key=row["idempotency_key"],
-        source=row["source"],
-        schedule_id=row["schedule_id"],
-        encrypted=bool(row["encrypted"]),
+        max_retries=row.max_retries,
+        priority=row.priority,
+        queue=row.queue,
+        tags=dict(row.tags or {}),
+        idempotency_key=row.idempotency_key,
+        source=row.source,
+        schedule_id=row.schedule_id,
+        encrypted=row.encrypted,
     )
 
 
-def _decoded(row: RowMapping, payloads: Payloads, redactor: Redactor) -> tuple[Any, Any, Any]:
-    # SQLAlchemy types a row's keys as names or columns; this one is read by name.
+def _decoded(
+    row: TaskSummaryWithPayload, payloads: Payloads, redactor: Redactor
+) -> tuple[Any, Any, Any]:
     args, kwargs, result = decode_values(row, payloads)
     if args is None:
         return None, None, None
@@ -176,6 +177,19 @@ class AuditOut(BaseModel):
     target: str
     detail: dict[str, Any] = Field(default_factory=dict)
     ip: str | None = None
+
+
+def audit_out(row: AuditRow) -> AuditOut:
+    """The API view of an audit entry."""
+    return AuditOut(
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        detail=row.detail,
+        ip=row.ip,
+    )
 
 
 class BulkRetryBody(BaseModel):

@@ -8,17 +8,18 @@ change (counts, the first page of a list, a running task) refresh themselves thr
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import fields
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, params
 from fastapi.responses import FileResponse
 from markupsafe import Markup
-from sqlalchemy.engine import RowMapping
 from starlette.responses import Response
 
 from taskflow._store.dashboard import LogFilter
 from taskflow._store.ids import task_id_forms
+from taskflow._store.rows import TaskSummary
 from taskflow.admin import _views
 from taskflow.admin._actions import add_action_routes
 from taskflow.admin._context import AdminContext, ViewerGuard
@@ -137,12 +138,13 @@ def read_query(request: Request, page_size: int) -> tuple[RunQuery, str | None]:
     return query, None
 
 
-def run_row(row: RowMapping) -> dict[str, Any]:
-    """A task row of a list, ready for the template."""
-    error = (row["error"] or "").strip()
+def run_row(row: TaskSummary) -> dict[str, Any]:
+    """A task row of a list, ready for the template: its fields, its duration and the
+    last line of its error."""
+    error = (row.error or "").strip()
     return {
-        **dict(row),
-        "duration": seconds_between(row["started_at"], row["finished_at"]),
+        **{column.name: getattr(row, column.name) for column in fields(row)},
+        "duration": seconds_between(row.started_at, row.finished_at),
         "error_line": error.splitlines()[-1][:200] if error else "",
     }
 
@@ -330,7 +332,7 @@ def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
             detail=found,
             summary=live,
             logs=[_views.log_view(line, admin.redactor) for line in lines],
-            last_log_id=lines[-1]["id"] if lines else 0,
+            last_log_id=lines[-1].id if lines else 0,
             audit=audit,
         )
 
@@ -367,7 +369,7 @@ def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
             "taskflow/_log_tail.html",
             logs=[_views.log_view(line, admin.redactor) for line in lines],
             task_id=task_id,
-            last_log_id=lines[-1]["id"] if lines else after,
+            last_log_id=lines[-1].id if lines else after,
             live=live,
         )
 

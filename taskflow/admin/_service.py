@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from taskflow._store.dashboard import Cursor, DashboardStore, TaskFilter
 from taskflow._store.ids import task_id_forms
+from taskflow._store.rows import NewAuditEntry
 from taskflow.admin._util import utcnow
 from taskflow.errors import (
     ConfigurationError,
@@ -98,14 +99,14 @@ class AdminService:
     ) -> None:
         """Record an action."""
         await self.queries.add_audit(
-            {
-                "at": utcnow(),
-                "actor": actor.username[:255],
-                "action": action,
-                "target": target[:255],
-                "detail": detail or {},
-                "ip": actor.ip,
-            }
+            NewAuditEntry(
+                at=utcnow(),
+                actor=actor.username[:255],
+                action=action,
+                target=target[:255],
+                detail=detail or {},
+                ip=actor.ip,
+            )
         )
 
     # -- tasks -----------------------------------------------------------------------
@@ -203,7 +204,7 @@ class AdminService:
         while True:
             page = await self.queries.page_tasks(scope, after=cursor, limit=REPLAY_BATCH)
             for row in page.rows:
-                await self._replay_one(row["id"], row["status"], outcome)
+                await self._replay_one(row.id, row.status, outcome)
             if page.older is None:
                 break
             cursor = page.older

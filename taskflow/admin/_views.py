@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy.engine import RowMapping
-
 from taskflow._engine.registry import TaskConfig
 from taskflow._schedules.triggers import Trigger
 from taskflow._store.dashboard import DashboardStore
+from taskflow._store.rows import FinishedRun, LogRow, LogSearchRow
+from taskflow._store.rows import InstanceRow as StoredInstance
 from taskflow.admin._charts import Chart, throughput_chart
 from taskflow.admin._redact import Redactor
 from taskflow.admin._util import jsonable, percentile, pretty_json, seconds_between, utcnow
@@ -86,16 +86,16 @@ async def overview(queries: DashboardStore) -> Overview:
     now = utcnow()
     hour = await _chart(queries, now=now, size=60, count=60, title="Last hour")
     day = await _chart(queries, now=now, size=3600, count=24, title="Last 24 hours")
-    rows = await queries.recent_finished(statuses=OK_STATUSES, limit=SLOWEST_SAMPLE)
+    runs = await queries.recent_finished(statuses=OK_STATUSES, limit=SLOWEST_SAMPLE)
     durations = [
         seconds
-        for row in rows
-        if (seconds := seconds_between(row["started_at"], row["finished_at"])) is not None
+        for run in runs
+        if (seconds := seconds_between(run.started_at, run.finished_at)) is not None
     ]
     return Overview(
         hour=hour,
         day=day,
-        slowest=slowest_functions(rows),
+        slowest=slowest_functions(runs),
         mean_duration=sum(durations) / len(durations) if durations else None,
     )
 
@@ -112,13 +112,13 @@ async def _chart(
     return throughput_chart(buckets, title=title, ok=OK_STATUSES, bad=BAD_STATUSES)
 
 
-def slowest_functions(rows: list[RowMapping], *, top: int = 8) -> list[SlowFunction]:
+def slowest_functions(runs: list[FinishedRun], *, top: int = 8) -> list[SlowFunction]:
     """Functions of the sample by 95th-percentile duration, slowest first."""
     durations: dict[str, list[float]] = {}
-    for row in rows:
-        seconds = seconds_between(row["started_at"], row["finished_at"])
+    for run in runs:
+        seconds = seconds_between(run.started_at, run.finished_at)
         if seconds is not None:
-            durations.setdefault(row["func_name"], []).append(seconds)
+            durations.setdefault(run.func_name, []).append(seconds)
     stats = []
     for name, values in durations.items():
         values.sort()
@@ -157,7 +157,7 @@ class TaskDetail:
     args_text: str | None
     result_text: str | None
     schedule_name: str | None
-    owner: RowMapping | None
+    owner: StoredInstance | None
     timeline: list[TimelineEvent] = field(default_factory=list)
 
     @property
@@ -181,7 +181,9 @@ async def task_detail(
     names = await queries.schedule_names([record.schedule_id or ""])
     owner = None
     if record.owner:
-        owner = next((row for row in await queries.instances() if row["id"] == record.owner), None)
+        owner = next(
+            (found for found in await queries.instances() if found.id == record.owner), None
+        )
     return TaskDetail(
         record=record,
         args_visible=display_args,
@@ -240,18 +242,19 @@ def timeline(record: TaskRecord) -> list[TimelineEvent]:
     return events
 
 
-def log_view(row: RowMapping, redactor: Redactor) -> dict[str, Any]:
-    """A log line for display, its structured fields redacted."""
-    extra = row.get("extra") or {}
+def log_view(line: LogRow, redactor: Redactor) -> dict[str, Any]:
+    """A log line for display, its structured fields redacted (with its task's function
+    when a log search found it)."""
+    extra = line.extra or {}
     return {
-        "id": row["id"],
-        "task_id": row["task_id"],
-        "at": row["at"],
-        "level": str(row["level"]).lower(),
-        "message": row["message"],
+        "id": line.id,
+        "task_id": line.task_id,
+        "at": line.at,
+        "level": line.level.lower(),
+        "message": line.message,
         "extra": pretty_json(redactor.redact(extra)) if extra else None,
         "extra_inline": _inline(redactor.redact(extra)) if extra else "",
-        "func_name": row.get("func_name"),
+        "func_name": line.func_name if isinstance(line, LogSearchRow) else None,
     }
 
 
@@ -392,13 +395,13 @@ async def function_rows(manager: TaskManager, queries: DashboardStore) -> list[F
     return rows
 
 
-def function_row(config: TaskConfig, sample: list[RowMapping]) -> FunctionRow:
+def function_row(config: TaskConfig, sample: list[FinishedRun]) -> FunctionRow:
     """Statistics of one function from its recent finished runs."""
-    succeeded = [row for row in sample if row["status"] == "success"]
+    succeeded = [run for run in sample if run.status == "success"]
     durations = sorted(
         seconds
-        for row in succeeded
-        if (seconds := seconds_between(row["started_at"], row["finished_at"])) is not None
+        for run in succeeded
+        if (seconds := seconds_between(run.started_at, run.finished_at)) is not None
     )
     return FunctionRow(
         config=config,
@@ -436,23 +439,23 @@ async def instance_rows(
     """Every instance with its heartbeat age and the tasks it owns."""
     now = utcnow()
     instances = await queries.instances()
-    owned = await queries.owned_counts([row["id"] for row in instances], cap=cap)
+    owned = await queries.owned_counts([instance.id for instance in instances], cap=cap)
     rows = []
-    for row in instances:
-        age = (now - row["heartbeat_at"]).total_seconds()
+    for instance in instances:
+        age = (now - instance.heartbeat_at).total_seconds()
         rows.append(
             InstanceRow(
-                id=row["id"],
-                hostname=row["hostname"],
-                pid=row["pid"],
-                queues=list(row["queues"] or []),
-                started_at=row["started_at"],
-                heartbeat_at=row["heartbeat_at"],
+                id=instance.id,
+                hostname=instance.hostname,
+                pid=instance.pid,
+                queues=list(instance.queues or []),
+                started_at=instance.started_at,
+                heartbeat_at=instance.heartbeat_at,
                 heartbeat_age=max(age, 0.0),
                 stale=age > stale_after,
-                info=dict(row["info"] or {}),
-                owned_pending=owned.get((row["id"], "pending"), 0),
-                owned_running=owned.get((row["id"], "running"), 0),
+                info=dict(instance.info or {}),
+                owned_pending=owned.get((instance.id, "pending"), 0),
+                owned_running=owned.get((instance.id, "running"), 0),
             )
         )
     return rows

@@ -2,7 +2,7 @@
 
 A one-off firing is an ordinary pending task row, unowned, with ``next_attempt_at`` set
 to its run time and a ``run_key``: any process serving its queue claims it when it is due
-(:meth:`~taskflow._store.sql.SQLStore.claim_tasks`), like any deferred task. The partial
+(:meth:`~taskflow._store.task_sql.TaskSQL.claim_tasks`), like any deferred task. The partial
 unique index ``uq_taskflow_tasks_run_key`` (predicate
 :data:`~taskflow._store.schema.ONCE_PENDING_WHERE`) allows one pending firing per key;
 once its first attempt starts, the row leaves the index and is a task like any other.
@@ -14,70 +14,59 @@ import hashlib
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from taskflow._store.rows import NewTask, TaskRow
 from taskflow._store.schema import ONCE_PENDING_WHERE, tasks
-from taskflow._store.sql import Row, SQLStore
+from taskflow._store.task_sql import TaskSQL
 
 # Literal SQL, not bound parameters: only then can the planner see that a query implies
 # the predicate of the partial index on run_key.
 _PENDING = sa.text(ONCE_PENDING_WHERE)
 
 
-class OnceStore:
-    """Replace, cancel and list pending one-off firings, through ``store``'s transactions.
+class OnceSQL(TaskSQL):
+    """Replace, cancel and list pending one-off firings."""
 
-    Args:
-        store: the manager's open :class:`SQLStore` (``task_manager.db``).
-    """
-
-    def __init__(self, store: SQLStore) -> None:
-        self._store = store
-
-    async def replace(self, row: Row, *, now: datetime) -> str:
-        """Store ``row`` as the pending firing of ``row["run_key"]``, replacing the
+    async def replace_once(self, task: NewTask, *, now: datetime) -> str:
+        """Store ``task`` as the pending firing of its ``run_key``, replacing the
         pending firing with that key (if any) in the same transaction.
 
         Concurrent calls for one key are serialised (a transaction-scoped advisory lock
         on PostgreSQL, ``BEGIN IMMEDIATE`` on SQLite), so exactly one firing is left:
         the last writer's. A replaced firing that a process had claimed but not started
         never starts (starting needs the row). Returns the stored id, or the id of the
-        live task holding ``row["idempotency_key"]`` (then nothing new is stored).
+        live task holding its ``idempotency_key`` (then nothing new is stored).
         """
-        store = self._store
-        async with store.write() as conn:
-            await self._lock_key(conn, row["run_key"])
-            await _delete_pending(conn, row["run_key"])
-            if row.get("idempotency_key") is None:
-                await conn.execute(tasks.insert(), [row])
-                stored = str(row["id"])
-            else:
-                stored = await store._insert_keyed(conn, row)
-            if row["next_attempt_at"] <= now:
-                await store._notify(conn, {row["queue"]})
+        assert task.run_key is not None
+        async with self.write() as conn:
+            await self._lock_key(conn, task.run_key)
+            await _delete_pending(conn, task.run_key)
+            stored = await self._insert(conn, task)
+            if task.next_attempt_at <= now:
+                await self._notify(conn, {task.queue})
             return stored
 
-    async def cancel(self, run_key: str) -> bool:
+    async def cancel_once(self, run_key: str) -> bool:
         """Delete the pending firing of ``run_key``; False if there is none (it fired
         already, was cancelled, or never existed)."""
-        async with self._store.write() as conn:
+        async with self.write() as conn:
             await self._lock_key(conn, run_key)
             return await _delete_pending(conn, run_key) > 0
 
-    async def pending(self, *, before: datetime | None = None) -> list[RowMapping]:
+    async def pending_once(self, *, before: datetime | None = None) -> list[TaskRow]:
         """Pending firings due at or before ``before`` (every one when None), soonest
         first."""
         query = sa.select(tasks).where(_PENDING).order_by(tasks.c.next_attempt_at, tasks.c.id)
         if before is not None:
             query = query.where(tasks.c.next_attempt_at <= before)
-        async with self._store.read() as conn:
-            return list((await conn.execute(query)).mappings())
+        async with self.read() as conn:
+            return [TaskRow.of(row) for row in (await conn.execute(query)).mappings()]
 
     async def _lock_key(self, conn: AsyncConnection, run_key: str) -> None:
         """Serialise writers of one run_key until the transaction ends (PostgreSQL; a
         SQLite write transaction is exclusive already)."""
-        if self._store.dialect == "postgresql":
+        if self.dialect == "postgresql":
             await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(run_key))))
 
 

@@ -1,0 +1,347 @@
+"""The typed records that cross the store's interface.
+
+Everything the engine, the schedules and the dashboard read from the store arrives as
+one of these records, and everything they write leaves as one: no column name is spelt
+as a string outside the store. Fields are named after their columns. Read records are
+frozen; :class:`NewTask` is the one record the engine fills in before writing it.
+
+Values are stored forms: ``payload`` and ``result`` are the codec's text (encrypted
+when ``encrypted``), timestamps are timezone-aware UTC, ``tags`` and ``info`` are JSON
+objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, Self
+
+from sqlalchemy.engine import RowMapping
+
+
+class _FromColumns:
+    """Builds a record from a row mapping that holds (at least) its columns."""
+
+    __slots__ = ()
+
+    @classmethod
+    def of(cls, row: RowMapping | Mapping[str, Any]) -> Self:
+        """The record of ``row``; extra keys are ignored, missing ones are an error."""
+        return cls(**{name: row[name] for name in _columns(cls)})
+
+
+def _columns(cls: type) -> tuple[str, ...]:
+    names: tuple[str, ...] | None = _COLUMN_CACHE.get(cls)
+    if names is None:
+        names = _COLUMN_CACHE[cls] = tuple(f.name for f in fields(cls))
+    return names
+
+
+_COLUMN_CACHE: dict[type, tuple[str, ...]] = {}
+
+
+@dataclass(slots=True)
+class NewTask:
+    """A task about to be inserted (``status`` pending, no attempt yet).
+
+    ``promised`` is not a column: it says the id went back to the caller before the
+    commit, so if another process wins the idempotency key meanwhile the store records
+    this id as an alias of the winner instead of dropping it. ``rejection`` set means the
+    task is recorded as ``rejected`` (final, never run) with that error: see
+    :meth:`rejected`.
+    """
+
+    id: str
+    func_name: str
+    func_path: str
+    payload: str
+    encrypted: bool
+    max_retries: int
+    priority: int
+    queue: str
+    tags: dict[str, str]
+    idempotency_key: str | None
+    source: str
+    owner: str | None
+    requeue_on_interrupt: bool
+    created_at: datetime
+    next_attempt_at: datetime
+    schedule_id: str | None = None
+    schedule_slot: datetime | None = None
+    retry_delay: float | None = None
+    retry_max_delay: float | None = None
+    run_key: str | None = None
+    promised: bool = False
+    rejection: str | None = None
+
+    def rejected(self, error: str) -> NewTask:
+        """The record of this task refused with ``error``. It keeps no idempotency key,
+        so the key stays free for a later attempt."""
+        return replace(self, rejection=error, idempotency_key=None, promised=False)
+
+    def columns(self) -> dict[str, object]:
+        """The ``taskflow_tasks`` values to insert."""
+        rejected = self.rejection is not None
+        return {
+            "id": self.id,
+            "func_name": self.func_name,
+            "func_path": self.func_path,
+            "status": "rejected" if rejected else "pending",
+            "error": self.rejection,
+            "finished_at": self.created_at if rejected else None,
+            "payload": self.payload,
+            "encrypted": self.encrypted,
+            "attempts": 0,
+            "max_retries": self.max_retries,
+            "priority": self.priority,
+            "queue": self.queue,
+            "tags": self.tags,
+            "idempotency_key": self.idempotency_key,
+            "source": self.source,
+            "schedule_id": self.schedule_id,
+            "schedule_slot": self.schedule_slot,
+            "run_key": self.run_key,
+            "owner": self.owner,
+            "requeue_on_interrupt": self.requeue_on_interrupt,
+            "cancel_requested": False,
+            "created_at": self.created_at,
+            "next_attempt_at": self.next_attempt_at,
+            "retry_delay": self.retry_delay,
+            "retry_max_delay": self.retry_max_delay,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow(_FromColumns):
+    """A stored task, every column."""
+
+    id: str
+    func_name: str
+    func_path: str
+    status: str
+    payload: str
+    encrypted: bool
+    result: str | None
+    error: str | None
+    traceback: str | None
+    attempts: int
+    max_retries: int
+    retry_delay: float | None
+    retry_max_delay: float | None
+    priority: int
+    queue: str
+    tags: dict[str, str]
+    idempotency_key: str | None
+    source: str
+    schedule_id: str | None
+    schedule_slot: datetime | None
+    run_key: str | None
+    owner: str | None
+    requeue_on_interrupt: bool
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    next_attempt_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary(_FromColumns):
+    """A task as a list shows it: never its payload, result or traceback."""
+
+    id: str
+    func_name: str
+    status: str
+    queue: str
+    source: str
+    tags: dict[str, str]
+    priority: int
+    attempts: int
+    max_retries: int
+    error: str | None
+    owner: str | None
+    schedule_id: str | None
+    idempotency_key: str | None
+    encrypted: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one attempt: final, or ``pending`` again for a retry at
+    ``next_attempt_at``. Applied only while ``owner`` still runs the task."""
+
+    id: str
+    owner: str
+    attempt: int
+    status: str
+    finished_at: datetime
+    result: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LogRow(_FromColumns):
+    """One stored log line of a task (``id`` orders the lines of a task)."""
+
+    id: int
+    task_id: str
+    at: datetime
+    level: str
+    message: str
+    extra: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewLogLine:
+    """A log line about to be written."""
+
+    task_id: str
+    at: datetime
+    level: str
+    message: str
+    extra: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRow(_FromColumns):
+    """One attempt of a task."""
+
+    task_id: str
+    attempt: int
+    instance: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    status: str
+    error: str | None
+    traceback: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunTimes(_FromColumns):
+    """When a finished run of a schedule started and ended."""
+
+    started_at: datetime
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRow(_FromColumns):
+    """A stored schedule (``kind`` is ``static`` or ``dynamic``; ``payload`` the stored
+    call; ``options`` the task options a dynamic schedule sets)."""
+
+    id: str
+    name: str
+    group_name: str | None
+    func_name: str
+    kind: str
+    cron: str | None
+    every: float | None
+    timezone: str
+    payload: str
+    options: dict[str, Any]
+    description: str | None
+    tags: list[str]
+    enabled: bool
+    next_run_at: datetime | None
+    last_run_at: datetime | None
+    last_task_id: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    def columns(self) -> dict[str, object]:
+        """The ``taskflow_schedules`` values to insert."""
+        return {name: getattr(self, name) for name in _columns(type(self))}
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRow(_FromColumns):
+    """A running (or dead, not yet rescued) taskflow process."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: list[str]
+    started_at: datetime
+    heartbeat_at: datetime
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, object]:
+        """The ``taskflow_instances`` values to insert."""
+        return {name: getattr(self, name) for name in _columns(type(self))}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummaryWithPayload(TaskSummary):
+    """A task as a list that shows arguments and results reads it: the summary, plus
+    the stored ``payload`` and ``result`` (only such a list reads them)."""
+
+    payload: str
+    result: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogSearchRow(LogRow):
+    """A log line found by a log search, with the function of its task."""
+
+    func_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class FinishedRun(_FromColumns):
+    """A finished task as duration statistics read it (``started_at`` is None for a
+    task that never started: cancelled while pending, or rejected)."""
+
+    func_name: str
+    status: str
+    started_at: datetime | None
+    finished_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow(_FromColumns):
+    """One recorded dashboard action (``id`` orders the entries)."""
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any]
+    ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewAuditEntry:
+    """A dashboard action about to be recorded (``ip``: where the request came from)."""
+
+    at: datetime
+    actor: str
+    action: str
+    target: str
+    detail: dict[str, Any] = field(default_factory=dict)
+    ip: str | None = None
+
+    def columns(self) -> dict[str, object]:
+        """The ``taskflow_admin_audit`` values to insert."""
+        return {name: getattr(self, name) for name in _columns(type(self))}
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow(_FromColumns):
+    """A dashboard login session; ``id`` is the hash of the token its cookie holds."""
+
+    id: str
+    username: str
+    read_only: bool
+    created_at: datetime
+    expires_at: datetime
+
+    def columns(self) -> dict[str, object]:
+        """The ``taskflow_admin_sessions`` values to insert."""
+        return {name: getattr(self, name) for name in _columns(type(self))}

@@ -1,0 +1,505 @@
+"""The tasks aggregate: tasks, their attempts, log lines and id aliases.
+
+Frequent small writes (insert, start, finish, log) go through
+:class:`~taskflow._store.batch.GroupCommitter`: one transaction commits the writes that
+arrived together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import cast
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from taskflow._store.batch import GroupCommitter, Op
+from taskflow._store.database import Database
+from taskflow._store.ids import task_id_forms
+from taskflow._store.rows import (
+    AttemptRow,
+    LogRow,
+    NewLogLine,
+    NewTask,
+    Outcome,
+    TaskRow,
+)
+from taskflow._store.schema import (
+    TERMINAL_STATUSES,
+    task_aliases,
+    task_attempts,
+    task_logs,
+    tasks,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Start:
+    """pending → running for ``id`` on ``owner``, as of ``started_at``."""
+
+    id: str
+    owner: str
+    started_at: datetime
+
+
+#: What group commit carries: one record per kind of write.
+_Write = NewTask | _Start | NewLogLine | Outcome
+
+_LIVE_KEY = sa.text("status NOT IN ('failed', 'cancelled', 'interrupted')")
+_IDEMPOTENCY_WHERE = sa.text(
+    "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
+)
+
+
+class TaskSQL(Database):
+    """Tasks in SQL: group-committed writes, reads, claims, cancellation, retention."""
+
+    def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> None:
+        super().__init__(url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
+        self._committer = GroupCommitter[_Write](
+            handlers={
+                "insert": self._insert_batch,
+                "start": self._start_batch,
+                "log": self._log_batch,
+                "finish": self._finish_batch,
+            },
+            order=("insert", "start", "log", "finish"),
+            transaction=self.write,
+            # SQLite has one writer; PostgreSQL overlaps two batches (see batch.py).
+            lanes=2 if self.dialect == "postgresql" else 1,
+        )
+
+    async def open(self, *, auto_upgrade: bool) -> None:
+        """Connect, check (or upgrade) the schema and start group commit (see
+        :meth:`Database.open`)."""
+        await super().open(auto_upgrade=auto_upgrade)
+        self._committer.start()
+
+    async def close(self) -> None:
+        """Commit queued writes and close every connection."""
+        await self._committer.close()
+        await super().close()
+
+    # -- group-committed writes --------------------------------------------------------
+
+    # Each kind's handler below resolves the futures of its operations to the type its
+    # method promises; the committer itself only carries the results.
+
+    def insert_task(self, task: NewTask) -> asyncio.Future[str]:
+        """Queue a new task; resolves to the id stored (an existing id on a key clash)."""
+        return cast("asyncio.Future[str]", self._committer.submit("insert", task))
+
+    def start_task(
+        self, task_id: str, *, instance: str, now: datetime
+    ) -> asyncio.Future[int | None]:
+        """Queue pending → running; resolves to the attempt number, or None if not pending."""
+        start = _Start(task_id, instance, now)
+        return cast("asyncio.Future[int | None]", self._committer.submit("start", start))
+
+    def finish_task(self, outcome: Outcome) -> asyncio.Future[None]:
+        """Queue the outcome of an attempt (final, or pending again for a retry)."""
+        return cast("asyncio.Future[None]", self._committer.submit("finish", outcome))
+
+    def append_log(self, line: NewLogLine) -> asyncio.Future[None]:
+        """Queue one log line."""
+        return cast("asyncio.Future[None]", self._committer.submit("log", line))
+
+    async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[str]:
+        new = [cast(NewTask, op.data) for op in ops]
+        plain = [task.columns() for task in new if task.idempotency_key is None]
+        if plain:
+            await conn.execute(tasks.insert(), plain)
+        await self._notify(conn, {task.queue for task in new if task.owner is None})
+        return [
+            await self._insert_keyed(conn, task) if task.idempotency_key is not None else task.id
+            for task in new
+        ]
+
+    async def _insert_keyed(self, conn: AsyncConnection, task: NewTask) -> str:
+        assert task.idempotency_key is not None
+        insert = self.upsert(tasks)
+        statement = insert.values(**task.columns()).on_conflict_do_nothing(
+            index_elements=["idempotency_key"], index_where=_IDEMPOTENCY_WHERE
+        )
+        if (await conn.execute(statement)).rowcount == 1:
+            return task.id
+        existing = await _live_task_with_key(conn, task.idempotency_key)
+        if existing is None:  # the holder failed between the insert and this read
+            return await self._insert_keyed(conn, task)
+        if task.promised:
+            await conn.execute(task_aliases.insert(), [{"alias": task.id, "task_id": existing}])
+        return existing
+
+    async def _start_batch(
+        self, conn: AsyncConnection, ops: Sequence[Op[_Write]]
+    ) -> list[int | None]:
+        started: dict[str, int] = {}
+        for instance, now, ids in _group_starts(ops):
+            rows = await conn.execute(
+                tasks.update()
+                .where(tasks.c.id.in_(ids), tasks.c.status == "pending")
+                .values(
+                    status="running",
+                    owner=instance,
+                    started_at=now,
+                    finished_at=None,
+                    attempts=tasks.c.attempts + 1,
+                )
+                .returning(tasks.c.id, tasks.c.attempts)
+            )
+            fresh = {row.id: row.attempts for row in rows}
+            await _record_attempt_starts(conn, fresh, instance=instance, now=now)
+            started.update(fresh)
+        return [started.get(cast(_Start, op.data).id) for op in ops]
+
+    async def _log_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[None]:
+        lines = [cast(NewLogLine, op.data) for op in ops]
+        await conn.execute(
+            task_logs.insert(),
+            [
+                {
+                    "task_id": line.task_id,
+                    "at": line.at,
+                    "level": line.level,
+                    "message": line.message,
+                    "extra": line.extra,
+                }
+                for line in lines
+            ],
+        )
+        return [None] * len(ops)
+
+    async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[None]:
+        updates = [_finish_params(cast(Outcome, op.data)) for op in ops]
+        await conn.execute(
+            tasks.update()
+            .where(
+                tasks.c.id == sa.bindparam("b_id"),
+                tasks.c.status == "running",
+                tasks.c.owner == sa.bindparam("b_owner"),
+            )
+            .values(
+                status=sa.bindparam("b_status"),
+                result=sa.bindparam("b_result"),
+                error=sa.bindparam("b_error"),
+                traceback=sa.bindparam("b_traceback"),
+                finished_at=sa.bindparam("b_task_finished_at"),
+                next_attempt_at=sa.bindparam("b_next_attempt_at"),
+            ),
+            updates,
+        )
+        await conn.execute(
+            task_attempts.update()
+            .where(
+                task_attempts.c.task_id == sa.bindparam("b_id"),
+                task_attempts.c.attempt == sa.bindparam("b_attempt"),
+                # An attempt settled already (its process was declared dead) keeps its end.
+                task_attempts.c.status == "running",
+            )
+            .values(
+                status=sa.bindparam("b_attempt_status"),
+                finished_at=sa.bindparam("b_finished_at"),
+                error=sa.bindparam("b_error"),
+                traceback=sa.bindparam("b_traceback"),
+            ),
+            updates,
+        )
+        return [None] * len(ops)
+
+    # -- direct reads ----------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> TaskRow | None:
+        """The task row with this id (or with the id it is an alias of), or None.
+
+        The id may be given in either shape (see :func:`taskflow._store.ids.task_id_forms`)."""
+        forms = task_id_forms(task_id)
+        async with self.read() as conn:
+            result = await conn.execute(sa.select(tasks).where(tasks.c.id.in_(forms)))
+            row = result.mappings().first()
+            if row is None:
+                target = sa.select(task_aliases.c.task_id).where(task_aliases.c.alias.in_(forms))
+                result = await conn.execute(
+                    sa.select(tasks).where(tasks.c.id == target.scalar_subquery())
+                )
+                row = result.mappings().first()
+            return None if row is None else TaskRow.of(row)
+
+    async def get_logs(self, task_id: str, *, limit: int = 1000) -> list[LogRow]:
+        """The first ``limit`` log lines of a task, oldest first."""
+        async with self.read() as conn:
+            result = await conn.execute(
+                sa.select(task_logs)
+                .where(task_logs.c.task_id == task_id)
+                .order_by(task_logs.c.id)
+                .limit(limit)
+            )
+            return [LogRow.of(row) for row in result.mappings()]
+
+    async def get_attempts(self, task_id: str) -> list[AttemptRow]:
+        """Every attempt of a task, first first."""
+        async with self.read() as conn:
+            result = await conn.execute(
+                sa.select(task_attempts)
+                .where(task_attempts.c.task_id == task_id)
+                .order_by(task_attempts.c.attempt)
+            )
+            return [AttemptRow.of(row) for row in result.mappings()]
+
+    async def find_live_by_key(self, key: str) -> str | None:
+        """Id of the task holding an idempotency key (one not failed/cancelled/interrupted)."""
+        async with self.read() as conn:
+            return await _live_task_with_key(conn, key)
+
+    async def list_tasks(
+        self,
+        *,
+        status: str | None = None,
+        func_name: str | None = None,
+        limit: int | None = 100,
+        created_since: datetime | None = None,
+    ) -> list[TaskRow]:
+        """Newest tasks first, optionally filtered by status, function name and creation
+        time (``limit`` None: all)."""
+        query = sa.select(tasks).order_by(tasks.c.created_at.desc(), tasks.c.id).limit(limit)
+        if status is not None:
+            query = query.where(tasks.c.status == status)
+        if func_name is not None:
+            query = query.where(tasks.c.func_name == func_name)
+        if created_since is not None:
+            query = query.where(tasks.c.created_at >= created_since)
+        async with self.read() as conn:
+            return [TaskRow.of(row) for row in (await conn.execute(query)).mappings()]
+
+    async def count_by_status(self) -> dict[str, int]:
+        """Number of tasks in each status."""
+        query = sa.select(tasks.c.status, sa.func.count()).group_by(tasks.c.status)
+        async with self.read() as conn:
+            return {row[0]: row[1] for row in await conn.execute(query)}
+
+    async def count_waiting(self, queue: str, *, now: datetime) -> int:
+        """Number of pending tasks of ``queue`` due by ``now`` (an index-only count on the
+        claim index). Tasks deferred to later (one-off firings, retries waiting out their
+        delay) are not waiting to run yet, so they do not fill the queue."""
+        query = sa.select(sa.func.count()).where(
+            tasks.c.status == "pending",
+            tasks.c.queue == queue,
+            tasks.c.next_attempt_at <= now,
+        )
+        async with self.read() as conn:
+            return int(await conn.scalar(query) or 0)
+
+    async def queue_counts(self, queues: Sequence[str]) -> dict[str, dict[str, int]]:
+        """Number of tasks in each status, per queue, for ``queues``."""
+        query = (
+            sa.select(tasks.c.queue, tasks.c.status, sa.func.count())
+            .where(tasks.c.queue.in_(list(queues)))
+            .group_by(tasks.c.queue, tasks.c.status)
+        )
+        counts: dict[str, dict[str, int]] = {name: {} for name in queues}
+        async with self.read() as conn:
+            for queue, status, count in await conn.execute(query):
+                counts[queue][status] = int(count)
+        return counts
+
+    # -- direct writes -----------------------------------------------------------------
+
+    async def owned_since(self, *, owner: str, before: datetime) -> list[str]:
+        """Ids of tasks ``owner`` holds that were due or started before ``before``."""
+        query = sa.select(tasks.c.id).where(
+            tasks.c.owner == owner,
+            sa.or_(
+                sa.and_(tasks.c.status == "pending", tasks.c.next_attempt_at < before),
+                sa.and_(tasks.c.status == "running", tasks.c.started_at < before),
+            ),
+        )
+        async with self.read() as conn:
+            return [row.id for row in await conn.execute(query)]
+
+    async def cancel_requests(self, *, owner: str) -> list[str]:
+        """Ids of running tasks of ``owner`` whose cancellation was requested."""
+        query = sa.select(tasks.c.id).where(
+            tasks.c.owner == owner, tasks.c.status == "running", tasks.c.cancel_requested.is_(True)
+        )
+        async with self.read() as conn:
+            return [row.id for row in await conn.execute(query)]
+
+    async def insert_task_now(self, task: NewTask) -> str:
+        """Insert one task in its own transaction (bypassing group commit)."""
+        async with self.write() as conn:
+            return await self._insert(conn, task)
+
+    async def _insert(self, conn: AsyncConnection, task: NewTask) -> str:
+        if task.idempotency_key is None:
+            await conn.execute(tasks.insert(), [task.columns()])
+            return task.id
+        return await self._insert_keyed(conn, task)
+
+    async def cancel_task(
+        self, task_id: str, *, now: datetime, reason: str | None = None
+    ) -> str | None:
+        """Cancel a task: pending ones end ``cancelled``; running ones get a request flag.
+
+        Returns the status the task had, or None if there is no such task.
+        """
+        async with self.write() as conn:
+            found = (
+                await conn.execute(
+                    sa.select(tasks.c.id, tasks.c.status).where(
+                        tasks.c.id.in_(task_id_forms(task_id))
+                    )
+                )
+            ).first()
+            if found is None:
+                return None
+            status: str
+            task_id, status = found
+            if status == "pending":
+                await conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == task_id)
+                    .values(
+                        status="cancelled",
+                        finished_at=now,
+                        error=reason or "cancelled before start",
+                    )
+                )
+            elif status == "running":
+                await conn.execute(
+                    tasks.update().where(tasks.c.id == task_id).values(cancel_requested=True)
+                )
+                await self._notify(conn, {"cancel"})
+            return status
+
+    async def claim_tasks(
+        self, *, instance: str, queues: Sequence[str], limit: int, now: datetime
+    ) -> list[TaskRow]:
+        """Take ownership of up to ``limit`` due, unowned pending tasks for ``instance``.
+
+        The tasks stay ``pending`` until they really start (``start_task``), so a claimed
+        task that is still waiting for a free slot when its instance stops or dies is
+        simply released again, never marked interrupted. PostgreSQL locks candidates with
+        ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never wait on or take the same
+        row; SQLite's ``BEGIN IMMEDIATE`` makes the single ``UPDATE ... RETURNING``
+        exclusive.
+
+        On PostgreSQL the candidates are a ``MATERIALIZED`` CTE: selected once. Under
+        ``WHERE id IN (subquery)`` the planner may rescan the subquery for each row it
+        updates, and every rescan skips the rows just updated and locks the next best,
+        so one claim would take more than ``limit`` tasks.
+        """
+        candidates = (
+            sa.select(tasks.c.id)
+            .where(
+                tasks.c.status == "pending",
+                tasks.c.owner.is_(None),
+                tasks.c.queue.in_(list(queues)),
+                tasks.c.next_attempt_at <= now,
+            )
+            .order_by(tasks.c.priority.desc(), tasks.c.next_attempt_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            claim = candidates.with_for_update(skip_locked=True).cte("claim")
+            chosen = tasks.c.id == claim.prefix_with("MATERIALIZED").c.id
+        else:
+            chosen = tasks.c.id.in_(candidates.scalar_subquery())
+        async with self.write() as conn:
+            rows = await conn.execute(
+                tasks.update()
+                .where(chosen, tasks.c.owner.is_(None))
+                .values(owner=instance)
+                .returning(*tasks.c)
+            )
+            return [TaskRow.of(row) for row in rows.mappings()]
+
+    async def copy_task(self, task_id: str, *, task: NewTask) -> str | None:
+        """Insert ``task`` (a new task built from ``task_id``) unless the source is gone.
+
+        Returns the new id (or the id of a live task holding the same idempotency key),
+        or None if ``task_id`` does not exist.
+        """
+        async with self.write() as conn:
+            exists = await conn.scalar(
+                sa.select(tasks.c.id).where(tasks.c.id.in_(task_id_forms(task_id)))
+            )
+            if exists is None:
+                return None
+            return await self._insert(conn, task)
+
+    async def delete_task(self, task_id: str) -> bool:
+        """Delete a finished task with its logs and attempts; False if absent or not final."""
+        async with self.write() as conn:
+            result = await conn.execute(
+                tasks.delete().where(
+                    tasks.c.id.in_(task_id_forms(task_id)), tasks.c.status.in_(TERMINAL_STATUSES)
+                )
+            )
+            return result.rowcount == 1
+
+    # -- retention ------------------------------------------------------------
+
+    async def prune_finished(self, *, before: datetime, batch_size: int = 500) -> int:
+        """Delete up to ``batch_size`` final tasks that finished before ``before``."""
+        async with self.write() as conn:
+            ids = (
+                sa.select(tasks.c.id)
+                .where(tasks.c.status.in_(TERMINAL_STATUSES), tasks.c.finished_at < before)
+                .limit(batch_size)
+            )
+            result = await conn.execute(tasks.delete().where(tasks.c.id.in_(ids.scalar_subquery())))
+            return result.rowcount
+
+
+async def _live_task_with_key(conn: AsyncConnection, key: str) -> str | None:
+    return await conn.scalar(
+        sa.select(tasks.c.id).where(
+            tasks.c.idempotency_key == key,
+            _LIVE_KEY,  # literal: matches the partial index
+        )
+    )
+
+
+def _group_starts(ops: Sequence[Op[_Write]]) -> list[tuple[str, datetime, list[str]]]:
+    groups: dict[str, tuple[datetime, list[str]]] = {}
+    for op in ops:
+        start = cast(_Start, op.data)
+        groups.setdefault(start.owner, (start.started_at, []))[1].append(start.id)
+    return [(instance, now, ids) for instance, (now, ids) in groups.items()]
+
+
+async def _record_attempt_starts(
+    conn: AsyncConnection, attempts: dict[str, int], *, instance: str, now: datetime
+) -> None:
+    if not attempts:
+        return
+    rows = [
+        {
+            "task_id": task_id,
+            "attempt": attempt,
+            "instance": instance,
+            "started_at": now,
+            "status": "running",
+        }
+        for task_id, attempt in attempts.items()
+    ]
+    await conn.execute(task_attempts.insert(), rows)
+
+
+def _finish_params(outcome: Outcome) -> dict[str, object]:
+    status = outcome.status
+    return {
+        "b_id": outcome.id,
+        "b_attempt": outcome.attempt,
+        "b_status": status,
+        "b_attempt_status": "failed" if status == "pending" else status,
+        "b_result": outcome.result,
+        "b_error": outcome.error,
+        "b_traceback": outcome.traceback,
+        "b_finished_at": outcome.finished_at,
+        "b_task_finished_at": None if status == "pending" else outcome.finished_at,
+        "b_next_attempt_at": outcome.next_attempt_at or outcome.finished_at,
+        "b_owner": outcome.owner,
+    }
