@@ -190,7 +190,7 @@ class Schedules:
         row = await self.db.get_schedule(name) if storable_name(name) else None
         return None if row is None else self.scheduled_task(row)
 
-    def scheduled_task(self, row: Any) -> ScheduledTask:
+    def scheduled_task(self, row: ScheduleRow) -> ScheduledTask:
         """The :class:`ScheduledTask` view of a stored schedule row."""
         try:
             _, kwargs = self.payloads.decode_call(row.payload, encrypted=self.payloads.encrypted)
@@ -247,9 +247,8 @@ class Schedules:
         self._require_loop()
         found = await self.db.get_schedule(name) if storable_name(name) else None
         _check_deletable(found, name, group_name)
-        row = await self.db.delete_schedule(name)
-        _check_deletable(row, name, group_name)
-        return self.scheduled_task(row)
+        deleted = _check_deletable(await self.db.delete_schedule(name), name, group_name)
+        return self.scheduled_task(deleted)
 
     async def pause_schedule(self, name: str) -> ScheduledTask:
         """Stop firing a schedule until :meth:`resume_schedule`.
@@ -277,6 +276,8 @@ class Schedules:
         await self.db.set_schedule_enabled(name, enabled=enabled, next_run_at=next_run_at, now=now)
         self.scheduler.wake()
         updated = await self.db.get_schedule(name)
+        if updated is None:  # deleted meanwhile
+            raise ScheduleNotFound(f"no schedule named {name!r}")
         return self.scheduled_task(updated)
 
     def run_blocking_schedule_change(
@@ -312,9 +313,9 @@ class Schedules:
         found = (
             runtime.read(lambda store: store.get_schedule(name)) if storable_name(name) else None
         )
-        _check_deletable(found, name, group_name)
+        deletable = _check_deletable(found, name, group_name)
         runtime.spawn(self.delete_schedule(name, group_name=group_name), f"delete schedule {name}")
-        return self.scheduled_task(found)
+        return self.scheduled_task(deletable)
 
 
 def storable_name(name: Any) -> bool:
@@ -363,7 +364,8 @@ def _taken(row: ScheduleRow) -> str:
     )
 
 
-def _check_deletable(row: ScheduleRow | None, name: str, group_name: str | None) -> None:
+def _check_deletable(row: ScheduleRow | None, name: str, group_name: str | None) -> ScheduleRow:
+    """``row`` if it is a dynamic schedule (of ``group_name``, when given)."""
     if row is None or (group_name is not None and row.group_name != group_name):
         if group_name is not None:
             raise ScheduleNotFound(f"Task {name!r} not found in group {group_name!r}.")
@@ -374,3 +376,4 @@ def _check_deletable(row: ScheduleRow | None, name: str, group_name: str | None)
             f"Task {name!r}{where} is static and cannot be removed at runtime "
             "(it is declared in code; pause it instead)."
         )
+    return row

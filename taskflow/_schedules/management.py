@@ -19,6 +19,7 @@ from taskflow._schedules.management_actions import (
     schedules_with_rows,
 )
 from taskflow._schedules.scheduler import ScheduleOptions
+from taskflow._store.rows import ScheduleRow
 from taskflow.errors import (
     ConfigurationError,
     DuplicateScheduleName,
@@ -130,7 +131,7 @@ def build_router(manager: Management) -> APIRouter:
     return router
 
 
-def _detailed(item: ScheduledTask, row: Any, running: set[str]) -> dict[str, Any]:
+def _detailed(item: ScheduledTask, row: ScheduleRow, running: set[str]) -> dict[str, Any]:
     """A schedule as ``GET /tasks`` shows it (fastapi-task-manager's ``TaskDetailed``)."""
     overlap = ScheduleOptions.from_json(row.options).overlap
     return {

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, HTTPException, Query
 
 from taskflow._compat.config import response_fields
+from taskflow._store.rows import ScheduleRow
 from taskflow.records import ScheduledTask
 from taskflow.schema.health import ConfigResponse, HealthResponse
 from taskflow.schema.task import TaskActionResponse, TaskStatistics
@@ -74,7 +75,9 @@ async def _matching(
     return found
 
 
-def _affected(pairs: list[tuple[ScheduledTask, Any]], ids: list[str | None] | None = None) -> Any:
+def _affected(
+    pairs: list[tuple[ScheduledTask, ScheduleRow]], ids: list[str | None] | None = None
+) -> Any:
     task_ids: list[str | None] = ids or [None] * len(pairs)
     affected = [
         {"task_group": item.task_group_name, "task": item.name, "task_id": task_id}
