@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# What taskflow's group commit reaches: about 200 tasks of each kind per transaction under
+# the throughput scenarios' load, about 15 under the 32 connections of enqueue_overhead.
+RAW_LIMIT_BATCHES = (200, 16)
+
 
 @dataclass(frozen=True)
 class Settings:
@@ -25,6 +29,9 @@ class Settings:
     throughput_tasks: int
     throughput_per_request: int
     throughput_connections: int
+    # raw-driver limit of the throughput scenarios: tasks per transaction; the first size
+    # is the one the table's fractions use (see bench/raw_limit.py)
+    raw_limit_batches: tuple[int, ...]
     # latency: sequential requests with a pause, then closed-loop load
     latency_samples: int
     latency_pause: float
@@ -66,6 +73,7 @@ FULL = Settings(
     throughput_tasks=15_000,
     throughput_per_request=100,
     throughput_connections=4,
+    raw_limit_batches=RAW_LIMIT_BATCHES,
     latency_samples=500,
     latency_pause=0.01,
     latency_loaded_seconds=4.0,
@@ -99,6 +107,7 @@ QUICK = Settings(
     throughput_tasks=5_000,
     throughput_per_request=100,
     throughput_connections=4,
+    raw_limit_batches=RAW_LIMIT_BATCHES,
     latency_samples=200,
     latency_pause=0.005,
     latency_loaded_seconds=1.0,
@@ -132,6 +141,7 @@ SMOKE = Settings(
     throughput_tasks=300,
     throughput_per_request=100,
     throughput_connections=2,
+    raw_limit_batches=RAW_LIMIT_BATCHES,
     latency_samples=20,
     latency_pause=0.005,
     latency_loaded_seconds=0.5,

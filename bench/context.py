@@ -13,11 +13,14 @@ from bench.config import Settings
 from bench.databases import fresh_sqlite
 from bench.server import Server
 
-VARIANTS = ("plain", "fastapi_taskflow", "taskflow")
+SERVER_VARIANTS = ("plain", "fastapi_taskflow", "taskflow")
+# The database driver alone making taskflow's row writes (bench/raw_limit.py): no server.
+VARIANTS = (*SERVER_VARIANTS, "raw_driver")
 LABELS = {
     "plain": "FastAPI BackgroundTasks (floor)",
     "fastapi_taskflow": "fastapi-taskflow (PyPI)",
     "taskflow": "taskflow",
+    "raw_driver": "raw driver (limit)",
 }
 
 
@@ -39,8 +42,8 @@ class Context:
     started: float = field(default_factory=time.monotonic)
 
     def variants(self, *wanted: str) -> list[str]:
-        """The variants among ``wanted`` (default: all) that can run here."""
-        return [v for v in (wanted or VARIANTS) if v not in self.unavailable]
+        """The variants among ``wanted`` (default: every server variant) that can run here."""
+        return [v for v in (wanted or SERVER_VARIANTS) if v not in self.unavailable]
 
     def sqlite(self, name: str) -> Path:
         """A fresh SQLite file path in the scratch folder."""

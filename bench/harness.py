@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import databases, machine, report
-from bench.config import MODES
+from bench.config import MODES, RAW_LIMIT_BATCHES
 from bench.context import Context
 from bench.results import row, scenario
 from bench.scenarios import (
@@ -67,6 +68,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="skip fastapi-taskflow even when it is installed",
     )
+    parser.add_argument(
+        "--raw-batches",
+        type=batch_sizes,
+        default=None,
+        help="tasks per transaction of the raw-driver limit, comma-separated; the first "
+        "is the one the fractions in the table use (default: "
+        + ",".join(map(str, RAW_LIMIT_BATCHES))
+        + ")",
+    )
     parser.add_argument("--json", type=Path, default=BENCH / "results.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument(
@@ -78,6 +88,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--work", type=Path, default=BENCH / ".work", help="scratch folder (emptied first)"
     )
     return parser.parse_args(argv)
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    """``200,16`` → ``(200, 16)``: positive batch sizes, at least one."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers like 200,16, got {text!r}")
+    return sizes
 
 
 def chosen(only: str) -> list[str]:
@@ -129,6 +150,8 @@ def main(argv: list[str]) -> int:
         report.write_markdown(json.loads(args.json.read_text()), args.markdown)
         return 0
     settings = MODES["quick" if args.quick else "smoke" if args.smoke else "full"]
+    if args.raw_batches:
+        settings = dataclasses.replace(settings, raw_limit_batches=args.raw_batches)
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     pg_version = None if args.no_pg else databases.prepare_pg(args.pg_url)

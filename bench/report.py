@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.context import LABELS, VARIANTS
+from bench.context import LABELS, SERVER_VARIANTS, VARIANTS
 
 ANALYSIS = Path(__file__).resolve().parent / "analysis.md"
 
@@ -22,6 +22,8 @@ def number(value: float, unit: str) -> str:
         return f"{value:.2f}" if value >= 0.1 else f"{value:.3f}"
     if unit in ("ms", "MB"):
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    if unit == "µs":
+        return f"{value:,.1f}" if abs(value) < 100 else f"{value:,.0f}"
     return f"{value:,.0f}"
 
 
@@ -42,15 +44,27 @@ def target_cells(row: dict[str, Any]) -> tuple[str, str]:
     return check["goal"], "✅ met" if check["met"] else "❌ missed"
 
 
+def columns(scenarios: dict[str, Any]) -> list[str]:
+    """The variants shown in the main table: every server variant, and the raw-driver
+    limit when some row has a figure for it."""
+    rows = [row for result in scenarios.values() for row in result["rows"]]
+    return [
+        v
+        for v in VARIANTS
+        if v in SERVER_VARIANTS or any(row["values"].get(v) is not None for row in rows)
+    ]
+
+
 def results_table(scenarios: dict[str, Any]) -> list[str]:
     """The main table: one line per row of every scenario."""
-    header = ["Scenario", "Figure", *(LABELS[v] for v in VARIANTS), "Target", "Met"]
+    shown = columns(scenarios)
+    header = ["Scenario", "Figure", *(LABELS[v] for v in shown), "Target", "Met"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for result in scenarios.values():
         for index, row in enumerate(result["rows"]):
             title = result["title"] if index == 0 else ""
             goal, met = target_cells(row)
-            cells = [title, row["figure"], *(cell(row, v) for v in VARIANTS), goal, met]
+            cells = [title, row["figure"], *(cell(row, v) for v in shown), goal, met]
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -87,6 +101,7 @@ def scenario_details(key: str, result: dict[str, Any]) -> list[str]:
     for variant, figures in data.get("variants", {}).items():
         text = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in figures.items())
         lines.append(f"- {LABELS.get(variant, variant)}: {text}")
+    lines += raw_limit_lines(data.get("raw_limit", {}))
     if result["status"] == "ok" and "load_average" in result:
         load = result["load_average"]
         lines.append(
@@ -104,6 +119,20 @@ def scenario_details(key: str, result: dict[str, Any]) -> list[str]:
         lines += ["", f"Every URL (`results.json` → `scenarios.{key}.data.pages`):", ""]
         lines += pages_table(data["pages"], data.get("target", {}).get("median_ms"))
     return [*lines, ""]
+
+
+def raw_limit_lines(limits: dict[str, Any]) -> list[str]:
+    """One line per batch size of the raw-driver limit, with taskflow's fractions of it."""
+    lines = []
+    for batch, limit in limits.items():
+        share = limit["taskflow_fraction"]
+        lines.append(
+            f"- raw-driver limit, {batch} tasks per transaction: "
+            f"{limit['tasks_per_s']:,.0f} tasks/s, {limit['cpu_us_per_task']:,.1f} µs CPU per "
+            f"task; taskflow's tasks/s completed ÷ limit {share['completed']:.2f}, accepted ÷ "
+            f"limit {share['accepted']:.2f}, limit's CPU per task ÷ taskflow's {share['cpu']:.2f}"
+        )
+    return lines
 
 
 def pages_table(pages: list[dict[str, Any]], goal_ms: float | None) -> list[str]:

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from taskflow._store import engine as engines
+from taskflow._store.rows import AttemptRow, TaskRow, attempt_history
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT = 20.0
@@ -258,6 +259,17 @@ class Database:
             "idempotency_key FROM taskflow_tasks"
         )
         return {row["id"]: row for row in rows}
+
+    def attempts(self) -> dict[str, list[AttemptRow]]:
+        """Every task's attempts by task id, first first, as the store reads them back
+        (the stored rows of ended attempts, then the task row's own)."""
+        ended: dict[str, list[AttemptRow]] = collections.defaultdict(list)
+        for row in self.rows("SELECT * FROM taskflow_task_attempts"):
+            ended[row["task_id"]].append(AttemptRow.of(row))
+        return {
+            row["id"]: attempt_history(TaskRow.of(row), ended[row["id"]])
+            for row in self.rows("SELECT * FROM taskflow_tasks")
+        }
 
     def close(self) -> None:
         self._runner.run(self._engine.dispose())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,12 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from bench.harness import SCENARIOS
+from bench.raw_limit import SQLiteLimit, pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUSES = {"ok", "skipped"}
-VARIANTS = {"plain", "fastapi_taskflow", "taskflow"}
+VARIANTS = {"plain", "fastapi_taskflow", "taskflow", "raw_driver"}
+THROUGHPUT = ("throughput_sqlite", "throughput_postgresql")
 
 pytestmark = pytest.mark.slow
 
@@ -131,3 +134,57 @@ def test_setup_and_markdown(results: dict[str, Any]) -> None:
     assert "| Scenario | Figure |" in markdown
     for scenario in results["scenarios"].values():
         assert scenario["title"] in markdown
+
+
+@pytest.mark.timeout(300)
+def test_throughput_is_shown_against_the_raw_driver_limit(results: dict[str, Any]) -> None:
+    """Each throughput scenario that ran measures the raw-driver limit at every batch size
+    and gives taskflow's figures as fractions of it."""
+    batches = [str(size) for size in results["settings"]["raw_limit_batches"]]
+    for name in THROUGHPUT:
+        scenario = results["scenarios"][name]
+        if scenario["status"] != "ok":
+            continue
+        completed, _accepted, cpu, *fractions = scenario["rows"]
+        assert completed["values"]["raw_driver"] > 0 and cpu["values"]["raw_driver"] > 0
+        assert len(fractions) == 3, name
+        assert all(row["unit"] == "ratio" and row["values"]["taskflow"] > 0 for row in fractions)
+        limits = scenario["data"]["raw_limit"]
+        assert list(limits) == batches, name
+        for limit in limits.values():
+            assert limit["tasks_per_s"] > 0 and limit["cpu_us_per_task"] > 0
+            assert set(limit["taskflow_fraction"]) == {"completed", "accepted", "cpu"}
+    assert "| raw driver (limit) |" in results["_markdown"]
+    assert "raw-driver limit, 16 tasks per transaction" in results["_markdown"]
+
+
+def test_raw_limit_writes_each_task_in_three_successive_transactions() -> None:
+    ids = [str(n) for n in range(10)]
+    steps = list(pipeline(ids, 4))
+    assert len(steps) == 3 + 2
+    for task in ids:
+        inserted = next(k for k, (new, _, _) in enumerate(steps) if task in new)
+        assert task in steps[inserted + 1][1] and task in steps[inserted + 2][2]
+    for kind in range(3):
+        assert sorted(task for step in steps for task in step[kind]) == sorted(ids)
+
+
+def test_raw_limit_stores_every_task_as_taskflow_would(tmp_path: Path) -> None:
+    """The raw-driver limit on taskflow's migrated SQLite schema: every task ends
+    ``success`` after one attempt, owned, with no attempt row (taskflow writes one only
+    for an attempt followed by another)."""
+    limit = SQLiteLimit(tmp_path / "raw.db")
+    limit.prepare()
+    figures = limit.run(50, 16)
+    assert figures.tasks == 50 and figures.tasks_per_s > 0 and figures.cpu_us_per_task > 0
+    with sqlite3.connect(tmp_path / "raw.db") as conn:
+        tasks = conn.execute(
+            "SELECT status, attempts, owner IS NOT NULL, started_at <= finished_at, count(*) "
+            "FROM taskflow_tasks GROUP BY 1, 2, 3, 4"
+        ).fetchall()
+        attempts = conn.execute(
+            "SELECT status, attempt, finished_at IS NOT NULL, count(*) "
+            "FROM taskflow_task_attempts GROUP BY 1, 2, 3"
+        ).fetchall()
+    assert tasks == [("success", 1, 1, 1, 50)]
+    assert attempts == []

@@ -381,9 +381,7 @@ def check_exactly_once(
         row["id"]: row
         for row in db.rows("SELECT id, func_name, status, attempts, error FROM taskflow_tasks")
     }
-    attempts: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for row in db.rows("SELECT task_id, attempt, instance, status FROM taskflow_task_attempts"):
-        attempts[row["task_id"]].append(row)
+    attempts = db.attempts()
 
     missing = [t for t in acknowledged if t not in tasks]
     assert not missing, f"{len(missing)} acknowledged tasks are not stored, e.g. {missing[:3]}"
@@ -394,12 +392,12 @@ def check_exactly_once(
     counts: collections.Counter[str] = collections.Counter()
     problems: list[str] = []
     for task_id, row in tasks.items():
-        tries = sorted(attempts[task_id], key=lambda a: a["attempt"])
-        on_killed = [a for a in tries if a["instance"] == killed]
+        tries = attempts[task_id]
+        on_killed = [a for a in tries if a.instance == killed]
         ran = runs[task_id]
         outcome = (row["status"], row["attempts"], ran)
         rerunnable = row["func_name"] == "counted_rerunnable"
-        if not on_killed or (len(tries) == 1 and tries[0]["status"] == "success"):
+        if not on_killed or (len(tries) == 1 and tries[0].status == "success"):
             counts["once"] += 1
             if outcome != ("success", 1, 1):
                 problems.append(f"{task_id} {row['func_name']}: {outcome} {tries}")
@@ -410,11 +408,11 @@ def check_exactly_once(
                 row["status"] == "success"
                 and row["attempts"] == 2
                 and 1 <= ran <= 2
-                and first["instance"] == killed
-                and first["status"] == "interrupted"
+                and first.instance == killed
+                and first.status == "interrupted"
                 and len(later) == 1
-                and later[0]["instance"] != killed
-                and later[0]["status"] == "success"
+                and later[0].instance != killed
+                and later[0].status == "success"
             )
             if not good:
                 problems.append(f"{task_id} rerunnable: {outcome} {tries}")
@@ -425,7 +423,7 @@ def check_exactly_once(
                 and row["attempts"] == 1
                 and ran <= 1
                 and killed in (row["error"] or "")
-                and tries[0]["status"] == "interrupted"
+                and tries[0].status == "interrupted"
             )
             if not good:
                 problems.append(f"{task_id} not rerunnable: {outcome} {tries} {row['error']}")

@@ -100,16 +100,8 @@ def check_outcomes(
     instance, unless it is re-runnable: then each interrupted attempt was on a different
     killed instance, the last attempt succeeded, and it ran at most once per attempt.
     Returns counts by kind of outcome."""
-    tasks = {
-        row["id"]: row
-        for row in db.rows(
-            "SELECT id, func_name, status, attempts, error, requeue_on_interrupt "
-            "FROM taskflow_tasks"
-        )
-    }
-    tries: dict[str, list[dict[str, Any]]] = collections.defaultdict(list)
-    for row in db.rows("SELECT task_id, attempt, instance, status FROM taskflow_task_attempts"):
-        tries[row["task_id"]].append(row)
+    tasks = {row["id"]: row for row in db.rows("SELECT * FROM taskflow_tasks")}
+    tries = db.attempts()
 
     missing = [t for t in acknowledged if t not in tasks]
     assert not missing, f"{len(missing)} acknowledged tasks are not stored, e.g. {missing[:3]}"
@@ -120,20 +112,20 @@ def check_outcomes(
     counts: collections.Counter[str] = collections.Counter()
     problems: list[str] = []
     for task_id, row in tasks.items():
-        attempts = sorted(tries[task_id], key=lambda a: a["attempt"])
+        attempts = tries[task_id]
         ran = runs[task_id]
         outcome = (row["func_name"], row["status"], row["attempts"], ran, attempts)
         if not attempts:
             problems.append(f"{task_id} never started: {outcome}")
             continue
         *earlier, last = attempts
-        earlier_ok = all(a["instance"] in killed and a["status"] == "interrupted" for a in earlier)
-        distinct = len({a["instance"] for a in attempts}) == len(attempts)
+        earlier_ok = all(a.instance in killed and a.status == "interrupted" for a in earlier)
+        distinct = len({a.instance for a in attempts}) == len(attempts)
         if row["status"] == "success":
             good = (
                 earlier_ok
                 and distinct
-                and last["status"] == "success"
+                and last.status == "success"
                 and row["attempts"] == len(attempts)
                 and 1 <= ran <= len(attempts)
                 and (not earlier or bool(row["requeue_on_interrupt"]))
@@ -146,9 +138,9 @@ def check_outcomes(
                 and len(attempts) == 1
                 and row["attempts"] == 1
                 and ran <= 1
-                and last["instance"] in killed
-                and last["status"] == "interrupted"
-                and last["instance"] in (row["error"] or "")
+                and last.instance in killed
+                and last.status == "interrupted"
+                and last.instance in (row["error"] or "")
             )
             counts["interrupted"] += 1
         if len(attempts) > 2:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from taskflow._payloads.payloads import MEMORY_ONLY, MEMORY_ONLY_LOST
 from taskflow._store.ids import dashed, new_hex_id, new_task_id
@@ -28,6 +29,7 @@ from taskflow._store.rows import (
     RunTimes,
     ScheduleRow,
 )
+from taskflow._store.schema import task_attempts
 from taskflow._store.sql import SQLStore
 from taskflow.errors import DatabaseError, NotStarted
 from tests.conftest import _truncate
@@ -566,6 +568,55 @@ async def test_a_finish_counts_only_from_the_owner_of_a_running_task(store: Stor
     await store.finish_task(Outcome(task_id, "a", 1, "failed", at(4), error="late"))
     row = await store.get_task(task_id)
     assert row is not None and (row.status, row.result, row.finished_at) == ("success", "3", at(3))
+
+
+async def test_an_attempt_costs_a_row_only_when_another_follows_it(
+    store: Store, store_url: str
+) -> None:
+    # The history reads the same either way; what is stored is the SQL stores' concern.
+    once = await started(store)
+    await store.finish_task(Outcome(once, "a", 1, "success", at(2)))
+    retried = await started(store)
+    await store.finish_task(Outcome(retried, "a", 1, "pending", at(2), error="boom"))
+    assert [a.status for a in await store.get_attempts(once)] == ["success"]
+    assert [a.status for a in await store.get_attempts(retried)] == ["failed"]
+    if store_url == MEMORY_URL:
+        return
+    assert isinstance(store, SQLStore)
+    async with store.read() as conn:
+        stored = (await conn.execute(sa.text("SELECT task_id FROM taskflow_task_attempts"))).all()
+    assert [row.task_id for row in stored] == [retried]
+
+
+async def test_an_attempt_row_written_at_its_start_is_completed_when_it_ends(
+    store: Store, store_url: str
+) -> None:
+    # Earlier versions wrote a running attempt row at every start; a task running across
+    # the upgrade ends on that row (retried here, then settled on its next attempt).
+    if store_url == MEMORY_URL:
+        pytest.skip("rows written by an earlier version exist only in a database")
+    assert isinstance(store, SQLStore)
+    task_id = await started(store, owner="a")
+    await _running_attempt_row(store, task_id, 1, "a", STARTED_AT)
+    await store.finish_task(Outcome(task_id, "a", 1, "pending", at(2), error="boom"))
+    assert await store.start_task(task_id, instance="b", now=at(3)) == 2
+    await _running_attempt_row(store, task_id, 2, "b", at(3))
+    await store.settle_instance("b", now=at(4), reason="instance b stopped")
+    history = await store.get_attempts(task_id)
+    assert [(a.attempt, a.instance, a.status, a.error) for a in history] == [
+        (1, "a", "failed", "boom"),
+        (2, "b", "interrupted", "instance b stopped"),
+    ]
+    assert [a.finished_at for a in history] == [at(2), at(4)]
+
+
+async def _running_attempt_row(
+    store: SQLStore, task_id: str, attempt: int, instance: str, started_at: datetime
+) -> None:
+    """The attempt row an earlier version wrote when an attempt started."""
+    row = {"task_id": task_id, "attempt": attempt, "instance": instance, "status": "running"}
+    async with store.write() as conn:
+        await conn.execute(task_attempts.insert().values(**row, started_at=started_at))
 
 
 async def test_a_late_finish_after_settling_changes_neither_task_nor_attempt(

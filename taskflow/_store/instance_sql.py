@@ -16,6 +16,7 @@ from taskflow._store.rows import (
     InstanceRow,
 )
 from taskflow._store.schema import (
+    ATTEMPT_END_COLUMNS,
     instances,
     meta,
     task_attempts,
@@ -91,23 +92,24 @@ class InstanceSQL(Database):
             mine = sa.and_(mine, tasks.c.id.in_(list(only)))
             remove = False
         async with self.write() as conn:
-            lost = await self._end_memory_only(conn, mine, now=now, reason=reason)
+            lost = await self._end_memory_only(conn, mine, instance, now=now, reason=reason)
             running = sa.and_(mine, tasks.c.status == "running")
             interrupted = await conn.execute(
                 tasks.update()
                 .where(running, tasks.c.requeue_on_interrupt.is_(False))
                 .values(status="interrupted", finished_at=now, error=reason, owner=None)
-                .returning(tasks.c.id, tasks.c.attempts)
+                .returning(tasks.c.id, tasks.c.attempts, tasks.c.started_at)
             )
             interrupted_rows = list(interrupted)
             requeued = await conn.execute(
                 tasks.update()
                 .where(running, tasks.c.requeue_on_interrupt.is_(True))
                 .values(status="pending", owner=None, next_attempt_at=now, error=reason)
-                .returning(tasks.c.id, tasks.c.attempts)
+                .returning(tasks.c.id, tasks.c.attempts, tasks.c.started_at)
             )
             requeued_rows = list(requeued)
-            await _interrupt_attempts(conn, interrupted_rows + requeued_rows, now=now, why=reason)
+            settled = interrupted_rows + requeued_rows
+            await self._end_attempts(conn, settled, instance, now=now, why=reason)
             released = await conn.execute(
                 tasks.update().where(mine, tasks.c.status == "pending").values(owner=None)
             )
@@ -122,7 +124,13 @@ class InstanceSQL(Database):
         }
 
     async def _end_memory_only(
-        self, conn: AsyncConnection, mine: sa.ColumnElement[bool], *, now: datetime, reason: str
+        self,
+        conn: AsyncConnection,
+        mine: sa.ColumnElement[bool],
+        instance: str,
+        *,
+        now: datetime,
+        reason: str,
     ) -> int:
         """End the memory-only tasks among ``mine`` (running or pending) as
         ``interrupted``: nothing stored can run them again. Returns how many."""
@@ -135,13 +143,49 @@ class InstanceSQL(Database):
                     tasks.update()
                     .where(mine, memory, tasks.c.status == status)
                     .values(status="interrupted", finished_at=now, error=why, owner=None)
-                    .returning(tasks.c.id, tasks.c.attempts)
+                    .returning(tasks.c.id, tasks.c.attempts, tasks.c.started_at)
                 )
             )
             if status == "running":
-                await _interrupt_attempts(conn, rows, now=now, why=why)
+                await self._end_attempts(conn, rows, instance, now=now, why=why)
             ended += len(rows)
         return ended
+
+    async def _end_attempts(
+        self,
+        conn: AsyncConnection,
+        rows: Sequence[sa.Row[Any]],
+        instance: str,
+        *,
+        now: datetime,
+        why: str,
+    ) -> None:
+        """Record the running attempts of ``rows`` (settled tasks: ``id``, ``attempts``,
+        ``started_at``) as interrupted on ``instance``. The task row then no longer
+        describes them: it ends, or waits for its next attempt."""
+        if not rows:
+            return
+        insert = self.upsert(task_attempts)
+        statement = insert.on_conflict_do_update(
+            index_elements=["task_id", "attempt"],
+            set_={name: insert.excluded[name] for name in ATTEMPT_END_COLUMNS},
+        )
+        await conn.execute(
+            statement,
+            [
+                {
+                    "task_id": row.id,
+                    "attempt": row.attempts,
+                    "instance": instance,
+                    "started_at": row.started_at or now,
+                    "finished_at": now,
+                    "status": "interrupted",
+                    "error": why,
+                    "traceback": None,
+                }
+                for row in rows
+            ],
+        )
 
     # -- meta ----------------------------------------------------------------------------
 
@@ -158,19 +202,3 @@ class InstanceSQL(Database):
         )
         async with self.write() as conn:
             await conn.execute(statement)
-
-
-async def _interrupt_attempts(
-    conn: AsyncConnection, rows: Sequence[sa.Row[Any]], *, now: datetime, why: str
-) -> None:
-    if not rows:
-        return
-    await conn.execute(
-        task_attempts.update()
-        .where(
-            task_attempts.c.task_id == sa.bindparam("b_id"),
-            task_attempts.c.attempt == sa.bindparam("b_attempt"),
-        )
-        .values(status="interrupted", finished_at=now, error=why),
-        [{"b_id": row.id, "b_attempt": row.attempts} for row in rows],
-    )

@@ -37,6 +37,7 @@ from taskflow._store.rows import (
     RunTimes,
     ScheduleRow,
     TaskRow,
+    attempt_history,
 )
 from taskflow._store.schema import FAILED_STATUSES, TERMINAL_STATUSES
 from taskflow.errors import DatabaseError, NotStarted
@@ -186,17 +187,6 @@ class MemoryStore:
                 finished_at=None,
                 attempts=attempt,
             )
-            _unique(tables.attempts, (task_id, attempt), "taskflow_task_attempts")
-            tables.attempts[(task_id, attempt)] = {
-                "task_id": task_id,
-                "attempt": attempt,
-                "instance": instance,
-                "started_at": started,
-                "finished_at": None,
-                "status": "running",
-                "error": None,
-                "traceback": None,
-            }
             return attempt
 
     def _finish(self, outcome: Outcome) -> None:
@@ -204,28 +194,20 @@ class MemoryStore:
         retry = outcome.status == "pending"
         with self._write() as tables:
             row = tables.tasks.get(outcome.id)
-            if row is not None and row["status"] == "running" and row["owner"] == outcome.owner:
-                _set(
-                    tables.tasks,
-                    outcome.id,
-                    status=outcome.status,
-                    result=outcome.result,
-                    error=outcome.error,
-                    traceback=outcome.traceback,
-                    finished_at=None if retry else finished,
-                    next_attempt_at=_utc(outcome.next_attempt_at or finished),
-                )
-            # An attempt already ended (settled as interrupted) keeps its end.
-            key = (outcome.id, outcome.attempt)
-            if key in tables.attempts and tables.attempts[key]["status"] == "running":
-                _set(
-                    tables.attempts,
-                    key,
-                    status="failed" if retry else outcome.status,
-                    finished_at=finished,
-                    error=outcome.error,
-                    traceback=outcome.traceback,
-                )
+            if row is None or row["status"] != "running" or row["owner"] != outcome.owner:
+                return  # a late report from a settled instance changes nothing
+            if retry:  # the task row will describe the next attempt: keep this one
+                _end_attempt(tables, row, "failed", finished, outcome.error, outcome.traceback)
+            _set(
+                tables.tasks,
+                outcome.id,
+                status=outcome.status,
+                result=outcome.result,
+                error=outcome.error,
+                traceback=outcome.traceback,
+                finished_at=None if retry else finished,
+                next_attempt_at=_utc(outcome.next_attempt_at or finished),
+            )
 
     def _log(self, line: NewLogLine) -> None:
         with self._write() as tables:
@@ -259,10 +241,14 @@ class MemoryStore:
         return [_record(LogRow, row) for row in lines[: max(limit, 0)]]
 
     async def get_attempts(self, task_id: str) -> list[AttemptRow]:
-        """Every attempt of a task, first first."""
+        """Every attempt of a task, first first (see :func:`attempt_history`)."""
         tables = self._require_open()
+        task = tables.tasks.get(task_id)
+        if task is None:
+            return []
         rows = [row for (owner, _), row in tables.attempts.items() if owner == task_id]
-        return [_record(AttemptRow, row) for row in sorted(rows, key=lambda r: r["attempt"])]
+        ended = [_record(AttemptRow, row) for row in rows]
+        return attempt_history(_record(TaskRow, task), ended)
 
     async def find_live_by_key(self, key: str) -> str | None:
         """Id of the live task holding an idempotency key."""
@@ -742,12 +728,36 @@ class _Settling:
         )
 
     def _interrupt_attempt(self, row: Row, why: str) -> None:
-        key = (row["id"], row["attempts"])
-        if key in self.tables.attempts:
-            _set(self.tables.attempts, key, status="interrupted", finished_at=self.now, error=why)
+        """Record the running attempt of ``row`` as interrupted on the settled instance."""
+        ended = {**row, "owner": self.instance}
+        _end_attempt(self.tables, ended, "interrupted", self.now, why, None)
 
 
 # -- rows --------------------------------------------------------------------------------
+
+
+def _end_attempt(
+    tables: _Tables,
+    task: Row,
+    status: str,
+    finished: datetime,
+    error: str | None,
+    traceback: str | None,
+) -> None:
+    """Store the attempt ``task`` is running as ended (an attempt row written by an
+    earlier version keeps who ran it and when it started)."""
+    key = (task["id"], task["attempts"])
+    stored = tables.attempts.get(key)
+    tables.attempts[key] = {
+        "task_id": task["id"],
+        "attempt": task["attempts"],
+        "instance": task["owner"] if stored is None else stored["instance"],
+        "started_at": task["started_at"] if stored is None else stored["started_at"],
+        "finished_at": finished,
+        "status": status,
+        "error": error,
+        "traceback": traceback,
+    }
 
 
 def _utc(moment: datetime) -> datetime:

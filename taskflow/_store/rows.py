@@ -12,7 +12,7 @@ objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Self
@@ -220,6 +220,39 @@ class AttemptRow(_FromColumns):
     status: str
     error: str | None
     traceback: str | None
+
+
+def attempt_history(task: TaskRow, ended: Sequence[AttemptRow]) -> list[AttemptRow]:
+    """Every attempt of ``task``, first first: the stored rows of attempts that ended
+    before another began (a retry, a requeue after an interruption) or that were settled,
+    and the latest attempt read from the task row itself.
+
+    The store writes an attempt row only for those: a task that succeeds or fails on its
+    first run costs no attempt write at all, and its history is the same.
+    """
+    history = sorted(ended, key=lambda attempt: attempt.attempt)
+    latest = task.attempts
+    if (
+        latest == 0
+        or task.started_at is None
+        or task.status == "pending"
+        or any(attempt.attempt == latest for attempt in history)
+    ):
+        return history
+    final = task.status != "running"
+    history.append(
+        AttemptRow(
+            task_id=task.id,
+            attempt=latest,
+            instance=task.owner,
+            started_at=task.started_at,
+            finished_at=task.finished_at if final else None,
+            status=task.status,
+            error=task.error if final else None,
+            traceback=task.traceback if final else None,
+        )
+    )
+    return history
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,11 @@ task_attempts = sa.Table(
     sa.Column("traceback", sa.Text),
 )
 
+# The row of an attempt is written when the attempt ends and the task row stops
+# describing it (a retry, a settled instance): see taskflow._store.rows.attempt_history.
+# Ending an attempt whose row an earlier version wrote at its start sets these columns.
+ATTEMPT_END_COLUMNS = ("finished_at", "status", "error", "traceback")
+
 schedules = sa.Table(
     "taskflow_schedules",
     metadata,

@@ -26,9 +26,12 @@ from taskflow._store.rows import (
     NewTask,
     Outcome,
     TaskRow,
+    attempt_history,
 )
 from taskflow._store.schema import (
+    ATTEMPT_END_COLUMNS,
     TERMINAL_STATUSES,
+    UTCDateTime,
     task_aliases,
     task_attempts,
     task_logs,
@@ -150,9 +153,7 @@ class TaskSQL(Database):
                 )
                 .returning(tasks.c.id, tasks.c.attempts)
             )
-            fresh = {row.id: row.attempts for row in rows}
-            await _record_attempt_starts(conn, fresh, instance=instance, now=now)
-            started.update(fresh)
+            started.update({row.id: row.attempts for row in rows})
         return [started.get(cast(_Start, op.data).id) for op in ops]
 
     async def _log_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[None]:
@@ -191,23 +192,37 @@ class TaskSQL(Database):
             ),
             updates,
         )
-        await conn.execute(
-            task_attempts.update()
-            .where(
-                task_attempts.c.task_id == sa.bindparam("b_id"),
-                task_attempts.c.attempt == sa.bindparam("b_attempt"),
-                # An attempt settled already (its process was declared dead) keeps its end.
-                task_attempts.c.status == "running",
-            )
-            .values(
-                status=sa.bindparam("b_attempt_status"),
-                finished_at=sa.bindparam("b_finished_at"),
-                error=sa.bindparam("b_error"),
-                traceback=sa.bindparam("b_traceback"),
-            ),
-            updates,
-        )
+        retried = [params for params in updates if params["b_status"] == "pending"]
+        if retried:
+            await conn.execute(self._retried_attempt(), retried)
         return [None] * len(ops)
+
+    def _retried_attempt(self) -> sa.Insert:
+        """Keep the attempt that just failed, now that its task is pending again: the
+        task row will describe the next attempt. Only where this finish was applied
+        (the task is pending for its owner at that attempt), so a late report from an
+        instance that was settled meanwhile changes nothing."""
+        ended = sa.select(
+            tasks.c.id,
+            tasks.c.attempts,
+            tasks.c.owner,
+            tasks.c.started_at,
+            sa.bindparam("b_finished_at", type_=UTCDateTime),
+            sa.literal("failed"),
+            sa.bindparam("b_error", type_=sa.Text),
+            sa.bindparam("b_traceback", type_=sa.Text),
+        ).where(
+            tasks.c.id == sa.bindparam("b_id"),
+            tasks.c.status == "pending",
+            tasks.c.owner == sa.bindparam("b_owner"),
+            tasks.c.attempts == sa.bindparam("b_attempt"),
+        )
+        columns = [column.name for column in task_attempts.c]
+        insert = self.upsert(task_attempts).from_select(columns, ended)
+        return insert.on_conflict_do_update(
+            index_elements=["task_id", "attempt"],
+            set_={name: insert.excluded[name] for name in ATTEMPT_END_COLUMNS},
+        )
 
     # -- direct reads ----------------------------------------------------------------
 
@@ -239,14 +254,17 @@ class TaskSQL(Database):
             return [LogRow.of(row) for row in result.mappings()]
 
     async def get_attempts(self, task_id: str) -> list[AttemptRow]:
-        """Every attempt of a task, first first."""
+        """Every attempt of a task, first first (see :func:`attempt_history`)."""
         async with self.read() as conn:
+            task = (await conn.execute(sa.select(tasks).where(tasks.c.id == task_id))).mappings()
+            found = task.first()
+            if found is None:
+                return []
             result = await conn.execute(
-                sa.select(task_attempts)
-                .where(task_attempts.c.task_id == task_id)
-                .order_by(task_attempts.c.attempt)
+                sa.select(task_attempts).where(task_attempts.c.task_id == task_id)
             )
-            return [AttemptRow.of(row) for row in result.mappings()]
+            ended = [AttemptRow.of(row) for row in result.mappings()]
+        return attempt_history(TaskRow.of(found), ended)
 
     async def find_live_by_key(self, key: str) -> str | None:
         """Id of the task holding an idempotency key (one not failed/cancelled/interrupted)."""
@@ -470,31 +488,12 @@ def _group_starts(ops: Sequence[Op[_Write]]) -> list[tuple[str, datetime, list[s
     return [(instance, now, ids) for instance, (now, ids) in groups.items()]
 
 
-async def _record_attempt_starts(
-    conn: AsyncConnection, attempts: dict[str, int], *, instance: str, now: datetime
-) -> None:
-    if not attempts:
-        return
-    rows = [
-        {
-            "task_id": task_id,
-            "attempt": attempt,
-            "instance": instance,
-            "started_at": now,
-            "status": "running",
-        }
-        for task_id, attempt in attempts.items()
-    ]
-    await conn.execute(task_attempts.insert(), rows)
-
-
 def _finish_params(outcome: Outcome) -> dict[str, object]:
     status = outcome.status
     return {
         "b_id": outcome.id,
         "b_attempt": outcome.attempt,
         "b_status": status,
-        "b_attempt_status": "failed" if status == "pending" else status,
         "b_result": outcome.result,
         "b_error": outcome.error,
         "b_traceback": outcome.traceback,
