@@ -17,13 +17,14 @@ from typing import Any, TypeVar
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from taskflow._store import migrate, schema
 from taskflow._store.engine import create_engine, normalize_url
-from taskflow.cli import main
+from taskflow.cli import main, version_location
 from taskflow.errors import SchemaOutOfDate
 
 # The maintenance database of the test server: the one TASKFLOW_TEST_DATABASE_URL names
@@ -155,6 +156,19 @@ def test_exactly_one_head_and_it_is_head() -> None:
     script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
     assert script.get_heads() == [migrate.head()]
     # Applications address our history through the branch label.
+    assert script.get_revision("taskflow@head").revision == migrate.head()
+
+
+def test_version_location_gives_an_apps_own_alembic_taskflows_revisions(tmp_path) -> None:
+    # An application's Alembic setup (its own script folder) lists taskflow's folder
+    # among its version_locations, as README says.
+    config = Config()
+    config.set_main_option("script_location", str(tmp_path))
+    config.set_main_option("path_separator", "os")
+    folders = os.pathsep.join([str(tmp_path / "versions"), str(version_location())])
+    config.set_main_option("version_locations", folders)
+    (tmp_path / "versions").mkdir()
+    script = ScriptDirectory.from_config(config)
     assert script.get_revision("taskflow@head").revision == migrate.head()
 
 

@@ -15,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from sqlalchemy.engine import RowMapping
+if TYPE_CHECKING:
+    from sqlalchemy.engine import RowMapping
 
 
 class _FromColumns:
