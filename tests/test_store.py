@@ -254,7 +254,44 @@ async def test_timestamps_are_stored_as_aware_utc(store: Store) -> None:
 
     with pytest.raises(DatabaseError):
         await store.insert_task_now(new_task(created_at=T0.replace(tzinfo=None)))
-    assert await store.count_by_status() == {"pending": 1}
+    good = store.insert_task(new_task())  # group commit too; its batch-mate is stored
+    with pytest.raises(DatabaseError):
+        await store.insert_task(new_task(next_attempt_at=T0.replace(tzinfo=None)))
+    await good
+    assert await store.count_by_status() == {"pending": 2}
+    task_id = await started(store)
+    with pytest.raises(DatabaseError):
+        await store.finish_task(Outcome(task_id, "a", 1, "success", at(2).replace(tzinfo=None)))
+    assert await status_of(store, task_id) == "running"
+
+
+async def test_sqlite_stores_the_same_text_whichever_path_wrote_the_row(
+    store: Store, store_url: str
+) -> None:
+    # Group commit writes through the driver, single inserts through the column types;
+    # on SQLite timestamps compare as text, so the two must store identical text.
+    if not store_url.startswith("sqlite"):
+        pytest.skip("SQLite stores timestamps and JSON as text")
+    assert isinstance(store, SQLStore)
+    moment = datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
+    same = {"created_at": moment, "next_attempt_at": moment, "tags": {"a": "1", "b": "x y"}}
+    by_driver, by_types = new_task(**same), new_task(**same)
+    await store.insert_task(by_driver)
+    await store.insert_task_now(by_types)
+    columns = "created_at, next_attempt_at, tags, encrypted, requeue_on_interrupt, status"
+    async with store.read() as conn:
+        texts = [
+            tuple(
+                (
+                    await conn.exec_driver_sql(
+                        f"SELECT {columns} FROM taskflow_tasks WHERE id = ?", (i,)
+                    )
+                ).one()
+            )
+            for i in (by_driver.id, by_types.id)
+        ]
+    assert texts[0] == texts[1]
+    assert texts[0][0] == "2024-05-01 12:00:00.000000"
 
 
 async def test_group_committed_writes_resolve_on_the_calling_loop(store: Store) -> None:

@@ -62,6 +62,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def sqlite_text(value: datetime | None) -> str | None:
+    """The text a timestamp is stored as on SQLite, exactly as :class:`UTCDateTime` and
+    SQLAlchemy's SQLite ``DATETIME`` store it (naive UTC, microseconds always shown), for
+    statements that bypass the column types. Stored timestamps compare as text, so the
+    two must never differ."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("taskflow timestamps must be timezone-aware")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 # Task ids: canonical UUID strings (36 characters) since migration 0004; older rows keep
 # 32 hex digits (taskflow/ids.py). SQLite ignores VARCHAR lengths, so its columns keep the
 # declared length 32 (widening them would rebuild the tasks table, whose DROP cascades

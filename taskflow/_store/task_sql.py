@@ -8,6 +8,7 @@ arrived together.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from taskflow._store.schema import (
     ATTEMPT_END_COLUMNS,
     TERMINAL_STATUSES,
     UTCDateTime,
+    sqlite_text,
     task_aliases,
     task_attempts,
     task_logs,
@@ -112,9 +114,11 @@ class TaskSQL(Database):
 
     async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[str]:
         new = [cast(NewTask, op.data) for op in ops]
-        plain = [task.columns() for task in new if task.idempotency_key is None]
-        if plain:
-            await conn.execute(tasks.insert(), plain)
+        plain = [task for task in new if task.idempotency_key is None]
+        if plain and self.dialect == "sqlite":
+            await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_insert_values(t) for t in plain])
+        elif plain:
+            await conn.execute(tasks.insert(), [task.columns() for task in plain])
         await self._notify(conn, {task.queue for task in new if task.owner is None})
         return [
             await self._insert_keyed(conn, task) if task.idempotency_key is not None else task.id
@@ -175,6 +179,16 @@ class TaskSQL(Database):
 
     async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[None]:
         updates = [_finish_params(cast(Outcome, op.data)) for op in ops]
+        if self.dialect == "sqlite":
+            await conn.exec_driver_sql(_SQLITE_FINISH, [_sqlite_finish_values(u) for u in updates])
+        else:
+            await self._finish_tasks(conn, updates)
+        retried = [params for params in updates if params["b_status"] == "pending"]
+        if retried:
+            await conn.execute(self._retried_attempt(), retried)
+        return [None] * len(ops)
+
+    async def _finish_tasks(self, conn: AsyncConnection, updates: list[dict[str, object]]) -> None:
         await conn.execute(
             tasks.update()
             .where(
@@ -192,10 +206,6 @@ class TaskSQL(Database):
             ),
             updates,
         )
-        retried = [params for params in updates if params["b_status"] == "pending"]
-        if retried:
-            await conn.execute(self._retried_attempt(), retried)
-        return [None] * len(ops)
 
     def _retried_attempt(self) -> sa.Insert:
         """Keep the attempt that just failed, now that its task is pending again: the
@@ -502,3 +512,70 @@ def _finish_params(outcome: Outcome) -> dict[str, object]:
         "b_next_attempt_at": outcome.next_attempt_at or outcome.finished_at,
         "b_owner": outcome.owner,
     }
+
+
+# -- the hot statements on SQLite, through the driver ----------------------------------
+#
+# The inserts and finishes of group commit run as fixed statements with plain tuples
+# (``executemany``), with no per-row parameter processing: about a quarter of a task's
+# CPU on SQLite went there. The values are converted here exactly as the column types
+# convert them (``sqlite_text`` for timestamps, ``json.dumps`` for JSON, 0/1 for
+# booleans), so a row reads back the same whichever way it was written; the store tests
+# compare both paths.
+
+_SQLITE_INSERT = """
+INSERT INTO taskflow_tasks (
+    id, func_name, func_path, status, payload, encrypted, attempts, max_retries, priority,
+    queue, tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
+    requeue_on_interrupt, cancel_requested, created_at, next_attempt_at, retry_delay,
+    retry_max_delay, error, finished_at)
+VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+"""
+
+_SQLITE_FINISH = """
+UPDATE taskflow_tasks
+SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ?, next_attempt_at = ?
+WHERE id = ? AND status = 'running' AND owner = ?
+"""
+
+
+def _sqlite_insert_values(task: NewTask) -> tuple[object, ...]:
+    rejected = task.rejection is not None
+    return (
+        task.id,
+        task.func_name,
+        task.func_path,
+        "rejected" if rejected else "pending",
+        task.payload,
+        task.encrypted,
+        task.max_retries,
+        task.priority,
+        task.queue,
+        json.dumps(task.tags),
+        task.idempotency_key,
+        task.source,
+        task.schedule_id,
+        sqlite_text(task.schedule_slot),
+        task.run_key,
+        task.owner,
+        task.requeue_on_interrupt,
+        sqlite_text(task.created_at),
+        sqlite_text(task.next_attempt_at),
+        task.retry_delay,
+        task.retry_max_delay,
+        task.rejection,
+        sqlite_text(task.created_at) if rejected else None,
+    )
+
+
+def _sqlite_finish_values(params: dict[str, object]) -> tuple[object, ...]:
+    return (
+        params["b_status"],
+        params["b_result"],
+        params["b_error"],
+        params["b_traceback"],
+        sqlite_text(cast("datetime | None", params["b_task_finished_at"])),
+        sqlite_text(cast("datetime", params["b_next_attempt_at"])),
+        params["b_id"],
+        params["b_owner"],
+    )
