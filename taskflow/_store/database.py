@@ -12,9 +12,8 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -23,9 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from taskflow._store import engine as engines
 from taskflow._store import failures
 from taskflow.errors import DatabaseError
-
-#: Column values as SQLAlchemy binds them (the column gives each value's type).
-Row = Mapping[str, Any]
 
 NOTIFY_CHANNEL = "taskflow"
 LISTEN_RETRY = 1.0  # seconds between attempts to re-open a lost listening connection

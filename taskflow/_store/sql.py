@@ -11,26 +11,15 @@ schedules (:mod:`~taskflow._store.schedule_sql`), instances and meta
 
 from __future__ import annotations
 
-from taskflow._store.database import Database, Listener, Row
+from taskflow._store.database import Database, Listener
 from taskflow._store.instance_sql import InstanceSQL
 from taskflow._store.once_sql import OnceSQL
 from taskflow._store.schedule_sql import ScheduleSQL
 
-__all__ = ["Database", "Listener", "Row", "SQLStore"]
+__all__ = ["Database", "Listener", "SQLStore"]
 
 
 class SQLStore(OnceSQL, ScheduleSQL, InstanceSQL):
     """Async access to taskflow's tables on SQLite or PostgreSQL: every aggregate's
-    queries on one connection pool.
-
-    Args:
-        url: any SQLAlchemy URL for SQLite or PostgreSQL; sync driver names are mapped
-            to aiosqlite/asyncpg. For SQLite, ``?timeout=<seconds>`` sets the busy
-            timeout (default 30).
-        pool_size: connections kept open (PostgreSQL).
-        sqlite_synchronous: SQLite ``PRAGMA synchronous`` (``FULL`` survives power loss,
-            ``NORMAL`` survives a process crash).
-
-    Raises:
-        ConfigurationError: the URL is not a supported database.
-    """
+    queries on one connection pool. Constructed as :class:`Database` is (same arguments,
+    same errors)."""
