@@ -15,9 +15,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from taskflow._payloads.payloads import MEMORY_ONLY, MEMORY_ONLY_LOST
 from taskflow._store.ids import dashed, new_hex_id, new_task_id
+from taskflow._store.key_reader import SQLiteKeyReader
 from taskflow._store.memory import MemoryStore
 from taskflow._store.protocol import Store
 from taskflow._store.rows import (
@@ -372,6 +374,58 @@ async def test_writes_arriving_together_with_one_key_store_one_task(store: Store
     assert len(set(stored)) == 1
     assert stored[0] in {task.id for task in tasks}
     assert await store.count_by_status() == {"pending": 1}
+
+
+async def test_the_blocking_key_reader_answers_as_the_async_lookup(
+    store: Store, open_store: OpenStore, store_url: str
+) -> None:
+    reader = store.key_reader()
+    if store_url.startswith("postgresql"):
+        assert reader is None  # no blocking driver: lookups use the bridge's thread
+        return
+    assert reader is not None
+    holder = await store.insert_task(new_task(idempotency_key="order-1"))
+    assert reader("order-1") == holder
+    assert reader("order-2") is None
+    await end_as(store, holder, "failed")
+    assert reader("order-1") is None  # reads the latest commit, not a snapshot
+    other = await open_store()  # another process's write is seen at once
+    second = await other.insert_task(new_task(idempotency_key="order-1"))
+    assert reader("order-1") == second
+    await store.close()
+    with pytest.raises(DatabaseError):
+        reader("order-1")
+
+
+def test_the_sqlite_key_reader_names_a_file_it_cannot_open(tmp_path: Path) -> None:
+    url = make_url(f"sqlite+aiosqlite:///{tmp_path}/no-such-folder/tasks.db")
+    reader = SQLiteKeyReader(url, display_url=str(url))
+    with pytest.raises(DatabaseError, match="no-such-folder"):
+        reader("order-1")
+    assert not SQLiteKeyReader.supports(make_url("sqlite+aiosqlite://"))
+    assert not SQLiteKeyReader.supports(make_url("sqlite:///file:x.db?mode=ro&uri=true"))
+
+
+async def test_a_batch_of_keyed_writes_resolves_each_key_once(store: Store) -> None:
+    taken = await store.insert_task_now(new_task(idempotency_key="taken"))
+    failed = await store.insert_task_now(new_task(idempotency_key="free-again"))
+    await end_as(store, failed, "failed")
+    batch = [
+        new_task(idempotency_key="taken", promised=True),  # held before the batch
+        new_task(idempotency_key="new-a"),
+        new_task(idempotency_key="new-a", promised=True),  # held by its batch-mate
+        new_task(),
+        new_task(idempotency_key="free-again"),  # its holder failed: free
+        new_task(idempotency_key="new-b"),
+    ]
+    stored = await asyncio.gather(*(store.insert_task(task) for task in batch))
+    assert stored == [taken, batch[1].id, batch[1].id, batch[3].id, batch[4].id, batch[5].id]
+    for alias, holder in ((batch[0].id, taken), (batch[2].id, batch[1].id)):
+        row = await store.get_task(alias)
+        assert row is not None and row.id == holder
+    for key, holder in (("taken", taken), ("new-a", batch[1].id), ("free-again", batch[4].id)):
+        assert await store.find_live_by_key(key) == holder
+    assert await store.count_by_status() == {"pending": 5, "failed": 1}
 
 
 async def test_a_promised_id_becomes_an_alias_of_the_key_holder(store: Store) -> None:

@@ -309,10 +309,15 @@ class Intake:
 
     def _live_key_holder(self, key: str) -> str | None:
         """Who holds ``key``: a task queued here, else one in the database. The lookup
-        blocks the loop for one read; reads never wait on writers (WAL, MVCC)."""
+        blocks the loop for one read; reads never wait on writers (WAL, MVCC). The
+        store's own blocking reader takes microseconds where it has one (a SQLite
+        file); otherwise the read runs on the bridge's thread."""
         queued = self._queued_keys.get(key)
         if queued is not None:
             return queued
+        reader = self._runtime.db.key_reader()
+        if reader is not None:
+            return reader(key)
         bridge = self._runtime.bridge
         assert bridge is not None
         return bridge.call(lambda store: store.find_live_by_key(key))

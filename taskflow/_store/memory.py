@@ -43,7 +43,7 @@ from taskflow._store.schema import FAILED_STATUSES, TERMINAL_STATUSES
 from taskflow.errors import DatabaseError, NotStarted
 
 if TYPE_CHECKING:
-    from taskflow._store.protocol import Store
+    from taskflow._store.protocol import KeyReader, Store
 
 __all__ = ["MemoryStore"]
 
@@ -253,6 +253,10 @@ class MemoryStore:
     async def find_live_by_key(self, key: str) -> str | None:
         """Id of the live task holding an idempotency key."""
         return _key_holder(self._require_open(), key)
+
+    def key_reader(self) -> KeyReader | None:
+        """The lookup of :meth:`find_live_by_key`, blocking (it never waits)."""
+        return lambda key: _key_holder(self._require_open(), key)
 
     async def list_tasks(
         self,

@@ -37,6 +37,9 @@ from taskflow._store.rows import (
     TaskRow,
 )
 
+#: ``reader(key)``: the id of the live task holding idempotency key ``key``, or None.
+KeyReader = Callable[[str], "str | None"]
+
 
 class Listening(Protocol):
     """A running subscription to the store's notifications."""
@@ -84,6 +87,12 @@ class TaskStore(Protocol):
 
     async def find_live_by_key(self, key: str) -> str | None:
         """Id of the live task holding an idempotency key."""
+        ...
+
+    def key_reader(self) -> KeyReader | None:
+        """A blocking version of :meth:`find_live_by_key` that is quick enough to call
+        on the event loop's own thread (microseconds, never waiting for a writer), or
+        None when this store has none (callers then use a helper thread)."""
         ...
 
     async def list_tasks(

@@ -20,6 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskflow._store.batch import GroupCommitter, Op
 from taskflow._store.database import Database
 from taskflow._store.ids import task_id_forms
+from taskflow._store.key_reader import SQLiteKeyReader
+from taskflow._store.protocol import KeyReader
 from taskflow._store.rows import (
     AttemptRow,
     LogRow,
@@ -54,9 +56,12 @@ class _Start:
 _Write = NewTask | _Start | NewLogLine | Outcome
 
 _LIVE_KEY = sa.text("status NOT IN ('failed', 'cancelled', 'interrupted')")
-_IDEMPOTENCY_WHERE = sa.text(
+# The predicate of the partial unique index on idempotency keys: queries that spell it
+# literally (not with bound parameters) can use that index.
+_LIVE_KEY_PREDICATE = (
     "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
 )
+_IDEMPOTENCY_WHERE = sa.text(_LIVE_KEY_PREDICATE)
 
 
 class TaskSQL(Database):
@@ -76,6 +81,11 @@ class TaskSQL(Database):
             # SQLite has one writer; PostgreSQL overlaps two batches (see batch.py).
             lanes=2 if self.dialect == "postgresql" else 1,
         )
+        self._key_reader = (
+            SQLiteKeyReader(self.url, display_url=self.display_url)
+            if SQLiteKeyReader.supports(self.url)
+            else None
+        )
 
     async def open(self, *, auto_upgrade: bool) -> None:
         """Connect, check (or upgrade) the schema and start group commit (see
@@ -86,7 +96,14 @@ class TaskSQL(Database):
     async def close(self) -> None:
         """Commit queued writes and close every connection."""
         await self._committer.close()
+        if self._key_reader is not None:
+            self._key_reader.close()
         await super().close()
+
+    def key_reader(self) -> KeyReader | None:
+        """A blocking lookup of idempotency-key holders, quick enough for the event
+        loop's own thread (SQLite files only; see ``key_reader.py``), or None."""
+        return self._key_reader
 
     # -- group-committed writes --------------------------------------------------------
 
@@ -115,15 +132,48 @@ class TaskSQL(Database):
     async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[str]:
         new = [cast(NewTask, op.data) for op in ops]
         plain = [task for task in new if task.idempotency_key is None]
-        if plain and self.dialect == "sqlite":
-            await conn.exec_driver_sql(_SQLITE_INSERT, [_sqlite_insert_values(t) for t in plain])
-        elif plain:
-            await conn.exec_driver_sql(_PG_INSERT, _pg_insert_arrays(plain))
+        keyed = [task for task in new if task.idempotency_key is not None]
+        await self._insert_rows(conn, plain, keyed=False)
+        holders = await self._insert_keyed_batch(conn, keyed) if keyed else {}
         await self._notify(conn, {task.queue for task in new if task.owner is None})
-        return [
-            await self._insert_keyed(conn, task) if task.idempotency_key is not None else task.id
-            for task in new
-        ]
+        return [holders.get(task.id, task.id) for task in new]
+
+    async def _insert_rows(
+        self, conn: AsyncConnection, new: Sequence[NewTask], *, keyed: bool
+    ) -> None:
+        """Insert ``new`` in one statement (``keyed``: skipping rows whose live
+        idempotency key is taken)."""
+        if not new:
+            return
+        if self.dialect == "sqlite":
+            statement = _SQLITE_INSERT_KEYED if keyed else _SQLITE_INSERT
+            await conn.exec_driver_sql(statement, [_sqlite_insert_values(t) for t in new])
+        else:
+            statement = _PG_INSERT_KEYED if keyed else _PG_INSERT
+            await conn.exec_driver_sql(statement, _pg_insert_arrays(new))
+
+    async def _insert_keyed_batch(
+        self, conn: AsyncConnection, keyed: Sequence[NewTask]
+    ) -> dict[str, str]:
+        """Insert tasks with idempotency keys, all in two statements: an insert that
+        skips taken keys, and one read of who holds each key. Returns, for each task,
+        the id of the task that holds its key (itself when it was inserted); a
+        ``promised`` id that lost its key becomes an alias of the holder."""
+        await self._insert_rows(conn, keyed, keyed=True)
+        keys = list({cast(str, task.idempotency_key) for task in keyed})
+        holder_of = await _live_holders(conn, keys, dialect=self.dialect)
+        holders: dict[str, str] = {}
+        aliases: list[dict[str, str]] = []
+        for task in keyed:
+            holder = holder_of.get(cast(str, task.idempotency_key))
+            if holder is None:  # the holder ended (failed) between the insert and the read
+                holder = await self._insert_keyed(conn, task)
+            holders[task.id] = holder
+            if holder != task.id and task.promised:
+                aliases.append({"alias": task.id, "task_id": holder})
+        if aliases:
+            await conn.execute(task_aliases.insert(), aliases)
+        return holders
 
     async def _insert_keyed(self, conn: AsyncConnection, task: NewTask) -> str:
         assert task.idempotency_key is not None
@@ -471,6 +521,21 @@ async def _live_task_with_key(conn: AsyncConnection, key: str) -> str | None:
     )
 
 
+async def _live_holders(conn: AsyncConnection, keys: list[str], *, dialect: str) -> dict[str, str]:
+    """The id of the live task holding each of ``keys`` (absent: none holds it)."""
+    holders: dict[str, str] = {}
+    if dialect == "postgresql":
+        result = await conn.exec_driver_sql(_PG_KEY_HOLDERS, (keys,))
+        holders.update(cast("list[tuple[str, str]]", result.all()))
+        return holders
+    for start in range(0, len(keys), _SQLITE_KEYS_PER_READ):
+        chunk = keys[start : start + _SQLITE_KEYS_PER_READ]
+        marks = ", ".join("?" * len(chunk))
+        result = await conn.exec_driver_sql(_SQLITE_KEY_HOLDERS.format(marks=marks), tuple(chunk))
+        holders.update(cast("list[tuple[str, str]]", result.all()))
+    return holders
+
+
 def _group_starts(ops: Sequence[Op[_Write]]) -> list[tuple[str, datetime, list[str]]]:
     groups: dict[str, tuple[datetime, list[str]]] = {}
     for op in ops:
@@ -513,6 +578,19 @@ INSERT INTO taskflow_tasks (
     retry_max_delay, error, finished_at)
 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
 """
+
+# A task with an idempotency key is inserted unless a live task holds the key (the
+# conflict target is the partial unique index, named by its own predicate).
+_ON_KEY_CONFLICT = (
+    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL"
+    " AND status NOT IN ('failed', 'cancelled', 'interrupted') DO NOTHING"
+)
+_SQLITE_INSERT_KEYED = _SQLITE_INSERT.rstrip() + "\n" + _ON_KEY_CONFLICT
+_SQLITE_KEYS_PER_READ = 500  # well under SQLite's limit of bound parameters
+_SQLITE_KEY_HOLDERS = (
+    "SELECT idempotency_key, id FROM taskflow_tasks"
+    f" WHERE idempotency_key IN ({{marks}}) AND {_LIVE_KEY_PREDICATE}"
+)
 
 _SQLITE_FINISH = """
 UPDATE taskflow_tasks
@@ -583,6 +661,12 @@ FROM unnest(
          requeue_on_interrupt, created_at, next_attempt_at, retry_delay, retry_max_delay,
          error, finished_at)
 """
+
+_PG_INSERT_KEYED = _PG_INSERT.rstrip() + "\n" + _ON_KEY_CONFLICT
+_PG_KEY_HOLDERS = (
+    "SELECT idempotency_key, id FROM taskflow_tasks"
+    f" WHERE idempotency_key = ANY($1::text[]) AND {_LIVE_KEY_PREDICATE}"
+)
 
 _PG_FINISH = """
 UPDATE taskflow_tasks AS t
