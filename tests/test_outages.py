@@ -267,14 +267,14 @@ async def test_a_locked_batch_fails_as_one_not_one_operation_at_a_time(sqlite_fi
     await manager.startup()
     try:
         transactions = 0
-        real = manager.db._committer._transaction
+        real = manager.db._committer._write_batch
 
-        def counted() -> Any:
+        async def counted(groups: Any) -> Any:
             nonlocal transactions
             transactions += 1
-            return real()
+            return await real(groups)
 
-        manager.db._committer._transaction = counted
+        manager.db._committer._write_batch = counted
         lock = SqliteLock(sqlite_file, 3600)
         try:
             await asyncio.to_thread(lock.wait_locked)

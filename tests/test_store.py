@@ -31,7 +31,7 @@ from taskflow._store.rows import (
     RunTimes,
     ScheduleRow,
 )
-from taskflow._store.schema import task_attempts
+from taskflow._store.schema import task_attempts, task_logs
 from taskflow._store.sql import SQLStore
 from taskflow.errors import DatabaseError, NotStarted
 from tests.conftest import _truncate
@@ -289,6 +289,69 @@ async def test_both_write_paths_store_the_same_values(store: Store, store_url: s
     assert stored[0] == stored[1]
     if store.dialect == "sqlite":
         assert stored[0][0] == "2024-05-01 12:00:00.000000"
+
+
+async def test_group_commit_stores_logs_starts_and_attempts_as_the_column_types_do(
+    store: Store, store_url: str
+) -> None:
+    # On a SQLite file group commit writes through the stdlib driver on its own thread;
+    # what it stores must read (and on SQLite compare as text) exactly as rows written
+    # through the column types.
+    if store_url == MEMORY_URL:
+        pytest.skip("only a database has two write paths")
+    assert isinstance(store, SQLStore)
+    moment = datetime(2024, 5, 1, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
+    task_id = await started(store, now=moment)
+    for extra in (None, {"order": "cust-40", "n": 2}):
+        await store.append_log(NewLogLine(task_id, moment, "INFO", "by the batch", extra))
+        async with store.write() as conn:
+            line = {"task_id": task_id, "at": moment, "level": "INFO", "extra": extra}
+            await conn.execute(task_logs.insert(), [{**line, "message": "by the types"}])
+    await store.finish_task(
+        Outcome(
+            task_id, "a", 1, "pending", moment, error="E", traceback="T", next_attempt_at=moment
+        )
+    )
+    extra = "extra" if store.dialect == "sqlite" else "CAST(extra AS TEXT)"
+    logs = sa.text(f"SELECT at, level, {extra} FROM taskflow_task_logs ORDER BY id")
+    times = sa.text(
+        "SELECT t.started_at, a.started_at, a.finished_at, a.status, a.error, a.traceback"
+        " FROM taskflow_tasks t JOIN taskflow_task_attempts a ON a.task_id = t.id"
+    )
+    async with store.read() as conn:
+        lines = [tuple(row) for row in (await conn.execute(logs)).all()]
+        attempt = tuple((await conn.execute(times)).one())
+    assert lines[0] == lines[1] and lines[2] == lines[3] and lines[0] != lines[2]
+    assert attempt[3:] == ("failed", "E", "T")
+    if store.dialect == "sqlite":
+        text = "2024-05-01 12:00:00.000005"
+        assert lines[0][0] == attempt[0] == attempt[1] == attempt[2] == text
+    else:
+        assert lines[0][0] == attempt[0] == attempt[1] == attempt[2] == moment
+    attempts = await store.get_attempts(task_id)
+    assert [(a.attempt, a.status, a.error) for a in attempts] == [(1, "failed", "E")]
+
+
+async def test_group_commit_on_in_memory_sqlite_goes_through_the_engine() -> None:
+    # An in-memory database lives in the engine's one connection, so its batches are
+    # written there (the SQLite branches of the engine's handlers), not on a thread.
+    store = SQLStore("sqlite+aiosqlite://")
+    await store.open(auto_upgrade=True)
+    try:
+        keyed = new_task(idempotency_key="k")
+        batch = [new_task(), keyed, new_task(idempotency_key="k", promised=True)]
+        stored = await asyncio.gather(*(store.insert_task(task) for task in batch))
+        assert stored == [batch[0].id, keyed.id, keyed.id]
+        task_id = batch[0].id
+        assert await store.start_task(task_id, instance="a", now=at(1)) == 1
+        await store.append_log(NewLogLine(task_id, at(1), "INFO", "hello", {"n": 1}))
+        retry = Outcome(task_id, "a", 1, "pending", at(2), error="E", next_attempt_at=at(3))
+        await store.finish_task(retry)
+        assert [a.status for a in await store.get_attempts(task_id)] == ["failed"]
+        assert [line.extra for line in await store.get_logs(task_id)] == [{"n": 1}]
+        assert (await store.get_task(batch[2].id)).id == keyed.id  # type: ignore[union-attr]
+    finally:
+        await store.close()
 
 
 async def test_group_committed_writes_resolve_on_the_calling_loop(store: Store) -> None:

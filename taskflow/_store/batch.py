@@ -3,9 +3,10 @@
 Callers hand an operation to :meth:`GroupCommitter.submit` and await its future. A single
 flusher task collects whatever is waiting, runs it in one write transaction grouped by
 kind (all inserts in one ``executemany``, all starts in one ``UPDATE ... RETURNING``) and
-resolves every future at commit. Under load a batch grows to cover everything that
-arrived while the previous commit was in flight, so durability costs one commit per batch
-instead of one per task.
+resolves every future at commit. How a batch is written is the store's business: the
+committer hands it the operations grouped by kind, in order. Under load a batch grows to
+cover everything that arrived while the previous commit was in flight, so durability
+costs one commit per batch instead of one per task.
 
 With ``lanes=2`` (PostgreSQL) a second batch may start while one is in flight, so the
 application and the database stop taking turns. Log lines and finishes are *ordered*
@@ -20,11 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow.errors import (
     DatabaseError,
@@ -38,9 +36,6 @@ logger = logging.getLogger("taskflow._store")
 
 D = TypeVar("D")
 
-# Runs the operations of one kind in a transaction; returns one result per operation.
-Handler = Callable[[AsyncConnection, Sequence["Op[D]"]], Awaitable[Sequence[object]]]
-Transaction = Callable[[], AbstractAsyncContextManager[AsyncConnection]]
 
 MAX_BATCH = 1000
 # Failures of the database as a whole, not of one operation: a batch is not split on them.
@@ -61,28 +56,32 @@ class Op(Generic[D]):
     future: asyncio.Future[object] = field(repr=False)
 
 
+# The operations of one batch by kind, kinds in the committer's order.
+Groups = list[tuple[str, Sequence[Op[D]]]]
+# Writes a batch in one transaction: one result list per group, one result per operation.
+WriteBatch = Callable[[Groups[D]], Awaitable[Sequence[Sequence[object]]]]
+
+
 class GroupCommitter(Generic[D]):
     """Runs queued operations in shared write transactions.
 
-    ``handlers`` maps a kind to ``async (conn, ops) -> results`` (one result per op, in
-    order). ``order`` is the order kinds run in within a batch. ``transaction`` opens a
-    write transaction. ``lanes`` is how many batches may be in flight at once. A failing
-    batch is retried one operation per transaction so a single bad operation fails alone,
-    unless the database as a whole failed (``WHOLE_DATABASE_ERRORS``): then every operation
-    of the batch fails with that error at once.
+    ``write_batch`` writes a batch's operations, grouped by kind in ``order``, in one
+    transaction and returns one result per operation of each group. ``lanes`` is how
+    many batches may be in flight at once. A failing batch is retried one operation per
+    transaction so a single bad operation fails alone, unless the database as a whole
+    failed (``WHOLE_DATABASE_ERRORS``): then every operation of the batch fails with that
+    error at once.
     """
 
     def __init__(
         self,
         *,
-        handlers: dict[str, Handler[D]],
+        write_batch: WriteBatch[D],
         order: Sequence[str],
-        transaction: Transaction,
         lanes: int = 1,
     ) -> None:
-        self._handlers = handlers
+        self._write_batch = write_batch
         self._order = list(order)
-        self._transaction = transaction
         self._lanes = lanes
         self._queue: list[Op[D]] = []
         self._wake = asyncio.Event()
@@ -181,13 +180,10 @@ class GroupCommitter(Generic[D]):
         by_kind: dict[str, list[Op[D]]] = {}
         for op in batch:
             by_kind.setdefault(op.kind, []).append(op)
+        groups: Groups[D] = [(kind, by_kind[kind]) for kind in self._order if kind in by_kind]
         results: dict[int, object] = {}
-        async with self._transaction() as conn:
-            for kind in self._order:
-                ops = by_kind.get(kind)
-                if ops:
-                    outcome = await self._handlers[kind](conn, ops)
-                    results.update(zip(map(id, ops), outcome, strict=True))
+        for (_kind, ops), outcome in zip(groups, await self._write_batch(groups), strict=True):
+            results.update(zip(map(id, ops), outcome, strict=True))
         return [results[id(op)] for op in batch]
 
 

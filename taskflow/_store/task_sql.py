@@ -2,23 +2,26 @@
 
 Frequent small writes (insert, start, finish, log) go through
 :class:`~taskflow._store.batch.GroupCommitter`: one transaction commits the writes that
-arrived together.
+arrived together. On a SQLite file that transaction runs on the writer thread
+(:mod:`taskflow._store.sqlite_writer`, :mod:`taskflow._store.sqlite_batch`); on
+PostgreSQL and in-memory SQLite through the async engine, with the handlers below.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-from collections.abc import Sequence
-from dataclasses import dataclass
+import functools
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskflow._store.batch import GroupCommitter, Op
+from taskflow._store import hot_sql, sqlite_batch
+from taskflow._store.batch import GroupCommitter, Groups, Op
 from taskflow._store.database import Database
+from taskflow._store.hot_sql import LIVE_KEY_PREDICATE, Start, Write
 from taskflow._store.ids import task_id_forms
 from taskflow._store.key_reader import SQLiteKeyReader
 from taskflow._store.protocol import KeyReader
@@ -35,33 +38,17 @@ from taskflow._store.schema import (
     ATTEMPT_END_COLUMNS,
     TERMINAL_STATUSES,
     UTCDateTime,
-    sqlite_text,
     task_aliases,
     task_attempts,
     task_logs,
     tasks,
 )
+from taskflow._store.sqlite_writer import SQLiteWriter
 
-
-@dataclass(frozen=True, slots=True)
-class _Start:
-    """pending → running for ``id`` on ``owner``, as of ``started_at``."""
-
-    id: str
-    owner: str
-    started_at: datetime
-
-
-#: What group commit carries: one record per kind of write.
-_Write = NewTask | _Start | NewLogLine | Outcome
-
+# Writes the operations of one kind through the engine; one result per operation.
+_Handler = Callable[[AsyncConnection, Sequence[Op[Write]]], Awaitable[Sequence[object]]]
 _LIVE_KEY = sa.text("status NOT IN ('failed', 'cancelled', 'interrupted')")
-# The predicate of the partial unique index on idempotency keys: queries that spell it
-# literally (not with bound parameters) can use that index.
-_LIVE_KEY_PREDICATE = (
-    "idempotency_key IS NOT NULL AND status NOT IN ('failed', 'cancelled', 'interrupted')"
-)
-_IDEMPOTENCY_WHERE = sa.text(_LIVE_KEY_PREDICATE)
+_IDEMPOTENCY_WHERE = sa.text(LIVE_KEY_PREDICATE)
 
 
 class TaskSQL(Database):
@@ -69,15 +56,20 @@ class TaskSQL(Database):
 
     def __init__(self, url: str, *, pool_size: int = 10, sqlite_synchronous: str = "FULL") -> None:
         super().__init__(url, pool_size=pool_size, sqlite_synchronous=sqlite_synchronous)
-        self._committer = GroupCommitter[_Write](
-            handlers={
-                "insert": self._insert_batch,
-                "start": self._start_batch,
-                "log": self._log_batch,
-                "finish": self._finish_batch,
-            },
+        self._writer = (
+            SQLiteWriter(self.url, display_url=self.display_url, synchronous=sqlite_synchronous)
+            if SQLiteWriter.supports(self.url)
+            else None
+        )
+        self._handlers: dict[str, _Handler] = {
+            "insert": self._insert_batch,
+            "start": self._start_batch,
+            "log": self._log_batch,
+            "finish": self._finish_batch,
+        }
+        self._committer = GroupCommitter[Write](
+            write_batch=self._write_batch,
             order=("insert", "start", "log", "finish"),
-            transaction=self.write,
             # SQLite has one writer; PostgreSQL overlaps two batches (see batch.py).
             lanes=2 if self.dialect == "postgresql" else 1,
         )
@@ -91,11 +83,20 @@ class TaskSQL(Database):
         """Connect, check (or upgrade) the schema and start group commit (see
         :meth:`Database.open`)."""
         await super().open(auto_upgrade=auto_upgrade)
+        if self._writer is not None:
+            try:
+                await self._writer.start()
+            except BaseException:
+                await self._writer.close()
+                await super().close()
+                raise
         self._committer.start()
 
     async def close(self) -> None:
         """Commit queued writes and close every connection."""
         await self._committer.close()
+        if self._writer is not None:
+            await self._writer.close()
         if self._key_reader is not None:
             self._key_reader.close()
         await super().close()
@@ -107,8 +108,8 @@ class TaskSQL(Database):
 
     # -- group-committed writes --------------------------------------------------------
 
-    # Each kind's handler below resolves the futures of its operations to the type its
-    # method promises; the committer itself only carries the results.
+    # Each kind's handler resolves the futures of its operations to the type its method
+    # promises; the committer itself only carries the results.
 
     def insert_task(self, task: NewTask) -> asyncio.Future[str]:
         """Queue a new task; resolves to the id stored (an existing id on a key clash)."""
@@ -118,7 +119,7 @@ class TaskSQL(Database):
         self, task_id: str, *, instance: str, now: datetime
     ) -> asyncio.Future[int | None]:
         """Queue pending → running; resolves to the attempt number, or None if not pending."""
-        start = _Start(task_id, instance, now)
+        start = Start(task_id, instance, now)
         return cast("asyncio.Future[int | None]", self._committer.submit("start", start))
 
     def finish_task(self, outcome: Outcome) -> asyncio.Future[None]:
@@ -129,7 +130,22 @@ class TaskSQL(Database):
         """Queue one log line."""
         return cast("asyncio.Future[None]", self._committer.submit("log", line))
 
-    async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[str]:
+    async def _write_batch(self, groups: Groups[Write]) -> list[Sequence[object]]:
+        """One group-commit transaction: on the writer thread for a SQLite file (in one
+        hand-off), else through the engine."""
+        if self._writer is not None:
+            assert self._write_lock is not None  # SQLite always has one
+            async with self._write_lock:
+                return await self._writer.run(
+                    functools.partial(sqlite_batch.write_batch, groups=groups)
+                )
+        results: list[Sequence[object]] = []
+        async with self.write() as conn:
+            for kind, ops in groups:
+                results.append(await self._handlers[kind](conn, ops))
+        return results
+
+    async def _insert_batch(self, conn: AsyncConnection, ops: Sequence[Op[Write]]) -> list[str]:
         new = [cast(NewTask, op.data) for op in ops]
         plain = [task for task in new if task.idempotency_key is None]
         keyed = [task for task in new if task.idempotency_key is not None]
@@ -146,11 +162,11 @@ class TaskSQL(Database):
         if not new:
             return
         if self.dialect == "sqlite":
-            statement = _SQLITE_INSERT_KEYED if keyed else _SQLITE_INSERT
-            await conn.exec_driver_sql(statement, [_sqlite_insert_values(t) for t in new])
+            statement = hot_sql.SQLITE_INSERT_KEYED if keyed else hot_sql.SQLITE_INSERT
+            await conn.exec_driver_sql(statement, [hot_sql.sqlite_insert_values(t) for t in new])
         else:
-            statement = _PG_INSERT_KEYED if keyed else _PG_INSERT
-            await conn.exec_driver_sql(statement, _pg_insert_arrays(new))
+            statement = hot_sql.PG_INSERT_KEYED if keyed else hot_sql.PG_INSERT
+            await conn.exec_driver_sql(statement, hot_sql.pg_insert_arrays(new))
 
     async def _insert_keyed_batch(
         self, conn: AsyncConnection, keyed: Sequence[NewTask]
@@ -191,10 +207,10 @@ class TaskSQL(Database):
         return existing
 
     async def _start_batch(
-        self, conn: AsyncConnection, ops: Sequence[Op[_Write]]
+        self, conn: AsyncConnection, ops: Sequence[Op[Write]]
     ) -> list[int | None]:
         started: dict[str, int] = {}
-        for instance, now, ids in _group_starts(ops):
+        for instance, now, ids in hot_sql.group_starts(ops):
             rows = await conn.execute(
                 tasks.update()
                 .where(tasks.c.id.in_(ids), tasks.c.status == "pending")
@@ -208,9 +224,9 @@ class TaskSQL(Database):
                 .returning(tasks.c.id, tasks.c.attempts)
             )
             started.update({row.id: row.attempts for row in rows})
-        return [started.get(cast(_Start, op.data).id) for op in ops]
+        return [started.get(cast(Start, op.data).id) for op in ops]
 
-    async def _log_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[None]:
+    async def _log_batch(self, conn: AsyncConnection, ops: Sequence[Op[Write]]) -> list[None]:
         lines = [cast(NewLogLine, op.data) for op in ops]
         await conn.execute(
             task_logs.insert(),
@@ -227,12 +243,14 @@ class TaskSQL(Database):
         )
         return [None] * len(ops)
 
-    async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[_Write]]) -> list[None]:
-        updates = [_finish_params(cast(Outcome, op.data)) for op in ops]
+    async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[Write]]) -> list[None]:
+        updates = [hot_sql.finish_params(cast(Outcome, op.data)) for op in ops]
         if self.dialect == "sqlite":
-            await conn.exec_driver_sql(_SQLITE_FINISH, [_sqlite_finish_values(u) for u in updates])
+            await conn.exec_driver_sql(
+                hot_sql.SQLITE_FINISH, [hot_sql.sqlite_finish_values(u) for u in updates]
+            )
         else:
-            await conn.exec_driver_sql(_PG_FINISH, _pg_finish_arrays(updates))
+            await conn.exec_driver_sql(hot_sql.PG_FINISH, hot_sql.pg_finish_arrays(updates))
         retried = [params for params in updates if params["b_status"] == "pending"]
         if retried:
             await conn.execute(self._retried_attempt(), retried)
@@ -525,204 +543,14 @@ async def _live_holders(conn: AsyncConnection, keys: list[str], *, dialect: str)
     """The id of the live task holding each of ``keys`` (absent: none holds it)."""
     holders: dict[str, str] = {}
     if dialect == "postgresql":
-        result = await conn.exec_driver_sql(_PG_KEY_HOLDERS, (keys,))
+        result = await conn.exec_driver_sql(hot_sql.PG_KEY_HOLDERS, (keys,))
         holders.update(cast("list[tuple[str, str]]", result.all()))
         return holders
-    for start in range(0, len(keys), _SQLITE_KEYS_PER_READ):
-        chunk = keys[start : start + _SQLITE_KEYS_PER_READ]
+    for start in range(0, len(keys), hot_sql.SQLITE_KEYS_PER_READ):
+        chunk = keys[start : start + hot_sql.SQLITE_KEYS_PER_READ]
         marks = ", ".join("?" * len(chunk))
-        result = await conn.exec_driver_sql(_SQLITE_KEY_HOLDERS.format(marks=marks), tuple(chunk))
+        result = await conn.exec_driver_sql(
+            hot_sql.SQLITE_KEY_HOLDERS.format(marks=marks), tuple(chunk)
+        )
         holders.update(cast("list[tuple[str, str]]", result.all()))
     return holders
-
-
-def _group_starts(ops: Sequence[Op[_Write]]) -> list[tuple[str, datetime, list[str]]]:
-    groups: dict[str, tuple[datetime, list[str]]] = {}
-    for op in ops:
-        start = cast(_Start, op.data)
-        groups.setdefault(start.owner, (start.started_at, []))[1].append(start.id)
-    return [(instance, now, ids) for instance, (now, ids) in groups.items()]
-
-
-def _finish_params(outcome: Outcome) -> dict[str, object]:
-    status = outcome.status
-    return {
-        "b_id": outcome.id,
-        "b_attempt": outcome.attempt,
-        "b_status": status,
-        "b_result": outcome.result,
-        "b_error": outcome.error,
-        "b_traceback": outcome.traceback,
-        "b_finished_at": outcome.finished_at,
-        "b_task_finished_at": None if status == "pending" else outcome.finished_at,
-        "b_next_attempt_at": outcome.next_attempt_at or outcome.finished_at,
-        "b_owner": outcome.owner,
-    }
-
-
-# -- the hot statements, through the driver -------------------------------------------
-#
-# The inserts and finishes of group commit run as fixed statements through the driver,
-# with no per-row parameter processing: about a quarter of a task's CPU went there. On
-# SQLite they are ``executemany`` with plain tuples; on PostgreSQL one statement per
-# batch over arrays (``unnest``), as asyncpg's ``executemany`` would still run one
-# statement per row. The values are converted here exactly as the column types convert
-# them (``sqlite_text`` for SQLite timestamps, ``json.dumps`` for JSON), so a row reads
-# back the same whichever way it was written; the store tests compare both paths.
-
-_SQLITE_INSERT = """
-INSERT INTO taskflow_tasks (
-    id, func_name, func_path, status, payload, encrypted, attempts, max_retries, priority,
-    queue, tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
-    requeue_on_interrupt, cancel_requested, created_at, next_attempt_at, retry_delay,
-    retry_max_delay, error, finished_at)
-VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
-"""
-
-# A task with an idempotency key is inserted unless a live task holds the key (the
-# conflict target is the partial unique index, named by its own predicate).
-_ON_KEY_CONFLICT = (
-    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL"
-    " AND status NOT IN ('failed', 'cancelled', 'interrupted') DO NOTHING"
-)
-_SQLITE_INSERT_KEYED = _SQLITE_INSERT.rstrip() + "\n" + _ON_KEY_CONFLICT
-_SQLITE_KEYS_PER_READ = 500  # well under SQLite's limit of bound parameters
-_SQLITE_KEY_HOLDERS = (
-    "SELECT idempotency_key, id FROM taskflow_tasks"
-    f" WHERE idempotency_key IN ({{marks}}) AND {_LIVE_KEY_PREDICATE}"
-)
-
-_SQLITE_FINISH = """
-UPDATE taskflow_tasks
-SET status = ?, result = ?, error = ?, traceback = ?, finished_at = ?, next_attempt_at = ?
-WHERE id = ? AND status = 'running' AND owner = ?
-"""
-
-
-def _sqlite_insert_values(task: NewTask) -> tuple[object, ...]:
-    rejected = task.rejection is not None
-    return (
-        task.id,
-        task.func_name,
-        task.func_path,
-        "rejected" if rejected else "pending",
-        task.payload,
-        task.encrypted,
-        task.max_retries,
-        task.priority,
-        task.queue,
-        json.dumps(task.tags),
-        task.idempotency_key,
-        task.source,
-        task.schedule_id,
-        sqlite_text(task.schedule_slot),
-        task.run_key,
-        task.owner,
-        task.requeue_on_interrupt,
-        sqlite_text(task.created_at),
-        sqlite_text(task.next_attempt_at),
-        task.retry_delay,
-        task.retry_max_delay,
-        task.rejection,
-        sqlite_text(task.created_at) if rejected else None,
-    )
-
-
-def _sqlite_finish_values(params: dict[str, object]) -> tuple[object, ...]:
-    return (
-        params["b_status"],
-        params["b_result"],
-        params["b_error"],
-        params["b_traceback"],
-        sqlite_text(cast("datetime | None", params["b_task_finished_at"])),
-        sqlite_text(cast("datetime", params["b_next_attempt_at"])),
-        params["b_id"],
-        params["b_owner"],
-    )
-
-
-_PG_INSERT = """
-INSERT INTO taskflow_tasks (
-    id, func_name, func_path, status, payload, encrypted, attempts, max_retries, priority,
-    queue, tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
-    requeue_on_interrupt, cancel_requested, created_at, next_attempt_at, retry_delay,
-    retry_max_delay, error, finished_at)
-SELECT id, func_name, func_path, status, payload, encrypted, 0, max_retries, priority,
-    queue, tags::json, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
-    requeue_on_interrupt, false, created_at, next_attempt_at, retry_delay,
-    retry_max_delay, error, finished_at
-FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int[],
-    $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
-    $14::timestamptz[], $15::text[], $16::text[], $17::bool[], $18::timestamptz[],
-    $19::timestamptz[], $20::float8[], $21::float8[], $22::text[], $23::timestamptz[])
-    AS t(id, func_name, func_path, status, payload, encrypted, max_retries, priority, queue,
-         tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
-         requeue_on_interrupt, created_at, next_attempt_at, retry_delay, retry_max_delay,
-         error, finished_at)
-"""
-
-_PG_INSERT_KEYED = _PG_INSERT.rstrip() + "\n" + _ON_KEY_CONFLICT
-_PG_KEY_HOLDERS = (
-    "SELECT idempotency_key, id FROM taskflow_tasks"
-    f" WHERE idempotency_key = ANY($1::text[]) AND {_LIVE_KEY_PREDICATE}"
-)
-
-_PG_FINISH = """
-UPDATE taskflow_tasks AS t
-SET status = u.status, result = u.result, error = u.error, traceback = u.traceback,
-    finished_at = u.finished_at, next_attempt_at = u.next_attempt_at
-FROM unnest(
-    $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::timestamptz[], $8::timestamptz[])
-    AS u(id, owner, status, result, error, traceback, finished_at, next_attempt_at)
-WHERE t.id = u.id AND t.status = 'running' AND t.owner = u.owner
-"""
-
-
-def _pg_insert_arrays(new: Sequence[NewTask]) -> tuple[list[Any], ...]:
-    """One array per column of :data:`_PG_INSERT`, in its order."""
-    for task in new:
-        _check_aware(task.created_at, task.next_attempt_at, task.schedule_slot)
-    return (
-        [task.id for task in new],
-        [task.func_name for task in new],
-        [task.func_path for task in new],
-        ["pending" if task.rejection is None else "rejected" for task in new],
-        [task.payload for task in new],
-        [task.encrypted for task in new],
-        [task.max_retries for task in new],
-        [task.priority for task in new],
-        [task.queue for task in new],
-        [json.dumps(task.tags) for task in new],
-        [task.idempotency_key for task in new],
-        [task.source for task in new],
-        [task.schedule_id for task in new],
-        [task.schedule_slot for task in new],
-        [task.run_key for task in new],
-        [task.owner for task in new],
-        [task.requeue_on_interrupt for task in new],
-        [task.created_at for task in new],
-        [task.next_attempt_at for task in new],
-        [task.retry_delay for task in new],
-        [task.retry_max_delay for task in new],
-        [task.rejection for task in new],
-        [task.created_at if task.rejection is not None else None for task in new],
-    )
-
-
-def _pg_finish_arrays(updates: Sequence[dict[str, Any]]) -> tuple[list[Any], ...]:
-    """One array per column of :data:`_PG_FINISH`, in its order."""
-    for params in updates:
-        _check_aware(params["b_task_finished_at"], params["b_next_attempt_at"])
-    names = ("b_id", "b_owner", "b_status", "b_result", "b_error", "b_traceback")
-    times = ("b_task_finished_at", "b_next_attempt_at")
-    return tuple([params[name] for params in updates] for name in (*names, *times))
-
-
-def _check_aware(*moments: datetime | None) -> None:
-    """Refuse a naive timestamp, as the column type does (asyncpg would read it as UTC
-    without a word)."""
-    for moment in moments:
-        if moment is not None and moment.tzinfo is None:
-            raise ValueError("taskflow timestamps must be timezone-aware")
