@@ -4,12 +4,12 @@ in-process hooks of tasks started through the ``Tasks`` API."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskflow._engine.context import LocalFlag
 from taskflow._engine.registry import ExecutorKind, TaskConfig
 
 _offset = timedelta(0)  # moved only by taskflow.testing's advance()
@@ -58,7 +58,7 @@ class Job:
     source: str
     max_retries: int
     queue: str = "default"
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: LocalFlag = field(default_factory=LocalFlag)
     cancel_reason: str | None = None
     retry_delay: float | None = None  # overrides of the function's retry delays
     retry_max_delay: float | None = None
