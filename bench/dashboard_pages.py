@@ -15,7 +15,11 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from bench.dashboard_data import COMMON_WORD, RARE_PHRASE
+from bench.dashboard_data import COMMON_WORD, RARE_FIELD, RARE_PHRASE
+
+# Text that no task, error or log line of the dataset contains: every row is a candidate
+# and none matches, the worst case of a search.
+NOWHERE = "no such text anywhere"
 
 PREFIX = "/tasks"
 USER, PASSWORD = "bench", "bench-dashboard-password"
@@ -69,6 +73,8 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
         ("last 24 h", q(window="24h")),
         ("search function name", q(q="report")),
         ("search error text", q(q="ConnectionResetError")),
+        ("search common error text ('Error')", q(q="Error")),
+        ("search text found nowhere", q(q=NOWHERE)),
         ("search task id", q(q=failed)),
         ("search id prefix", q(q=failed[:12])),
         ("sort finished", q(sort="finished")),
@@ -84,6 +90,12 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
         Page(f"{d}/failures", "Failures page", "", f"{d}/failures"),
         Page(
             f"{d}/failures", "Failures page", "function", f"{d}/failures" + q(func="sync_account")
+        ),
+        Page(
+            f"{d}/failures",
+            "Failures page",
+            "search error text",
+            f"{d}/failures" + q(q="ConnectionResetError"),
         ),
         Page(f"{d}/_/failures", "Failures live fragment", "", f"{d}/_/failures"),
     ]
@@ -119,6 +131,8 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
         ("function", q(func="import_csv")),
         (f"search common text ({COMMON_WORD!r})", q(q=COMMON_WORD)),
         (f"search rare text ({RARE_PHRASE!r}, 0.2 %)", q(q=RARE_PHRASE)),
+        (f"search a structured field ({RARE_FIELD!r}, 0.002 %)", q(q=RARE_FIELD)),
+        ("search text found nowhere", q(q=NOWHERE)),
         ("one task", q(task=big_success)),
         ("last hour", q(window="1h")),
         ("older page", q(before=str(logs_before))),
@@ -135,8 +149,10 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
         Page(PREFIX, "JSON task list", "status failed", PREFIX + q(status="failed")),
         Page(PREFIX, "JSON task list", "function", PREFIX + q(func_name="import_csv")),
         Page(PREFIX, "JSON task list", "search error text", PREFIX + q(q="CardDeclined")),
+        Page(PREFIX, "JSON task list", "search text found nowhere", PREFIX + q(q=NOWHERE)),
         Page(PREFIX, "JSON task list", "limit 500", PREFIX + q(limit="500")),
         Page(f"{PREFIX}/metrics", "JSON metrics", "", f"{PREFIX}/metrics"),
+        Page(f"{PREFIX}/prometheus", "Prometheus metrics", "", f"{PREFIX}/prometheus"),
         Page(
             f"{PREFIX}/{{task_id}}",
             "JSON task",

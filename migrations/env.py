@@ -35,7 +35,7 @@ from taskflow._store.migrate import (
     describe_target,
     missing_sqlite_file,
 )
-from taskflow._store.schema import metadata
+from taskflow._store.schema import is_text_search_object, metadata
 
 config = context.config
 
@@ -84,8 +84,11 @@ def include_name(name: str | None, type_: str, parent_names: object) -> bool:
     """Autogenerate filter: only taskflow's own tables.
 
     The database may be shared with the application, whose tables must never show up
-    as "removed" in a taskflow revision. The version table is not in ``metadata`` either.
+    as "removed" in a taskflow revision. The version table is not in ``metadata`` either,
+    nor are the text search's FTS5 tables and trigram indexes (revision 0006).
     """
+    if is_text_search_object(name):
+        return False
     if type_ == "table":
         return name in metadata.tables
     return True

@@ -71,9 +71,13 @@ async def prepare(url: str, *, auto_upgrade: bool) -> None:
 
 
 def schema_diff(conn: sa.Connection) -> list[Any]:
-    """Differences between the live schema and schema.metadata, ignoring the version table."""
+    """Differences between the live schema and schema.metadata, ignoring the version
+    table and the text search's objects (not on metadata; checked by
+    test_text_search_indexes_existing_rows_and_downgrades)."""
 
     def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+        if schema.is_text_search_object(name):
+            return False
         return not (type_ == "table" and name == migrate.VERSION_TABLE)
 
     context = MigrationContext.configure(
@@ -215,6 +219,84 @@ def test_downgrade_to_base_then_upgrade_again(empty_db: str) -> None:
     migrate.upgrade(empty_db)
     on_connection(empty_db, insert_rows, commit=True)
     assert on_connection(empty_db, count_rows) == (1, 1)
+
+
+def text_search_objects(conn: sa.Connection) -> set[str]:
+    """The text search's tables, triggers (SQLite) and indexes (PostgreSQL) present."""
+    if conn.dialect.name == "sqlite":
+        query = "SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger')"
+    else:
+        query = "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
+    names = conn.execute(sa.text(query)).scalars()
+    return {name for name in names if schema.is_text_search_object(name)}
+
+
+def insert_searchable(conn: sa.Connection) -> None:
+    """A failed task and a log line with a structured field, as 0005 stores them."""
+    now = datetime.now(UTC)
+    task_id = secrets.token_hex(16)
+    conn.execute(
+        schema.tasks.insert().values(
+            id=task_id,
+            func_name="f",
+            func_path="m:f",
+            status="failed",
+            error="OSError: disk quota reached",
+            payload="{}",
+            created_at=now,
+            next_attempt_at=now,
+        )
+    )
+    conn.execute(
+        schema.task_logs.insert().values(
+            task_id=task_id, at=now, level="info", message="charged", extra={"customer": "cust-40"}
+        )
+    )
+
+
+async def search(url: str) -> tuple[int, int]:
+    """How many tasks and log lines the dashboard's searches find in the rows above."""
+    from taskflow._store.dashboard import DashboardStore, LogFilter, TaskFilter
+    from taskflow._store.sql import SQLStore
+
+    store = SQLStore(url)
+    await store.open(auto_upgrade=False)
+    try:
+        queries = DashboardStore(store)
+        page = await queries.page_tasks(TaskFilter(search="Disk Quota"))
+        lines, _ = await queries.page_logs(LogFilter(text="cust-40"))
+        return len(page.rows), len(lines)
+    finally:
+        await store.close()
+
+
+def indexed_errors(conn: sa.Connection) -> int:
+    """SQLite: the errors in the FTS5 table holding the trigram "quo"."""
+    query = f"SELECT count(*) FROM {schema.TASKS_FTS} WHERE {schema.TASKS_FTS} MATCH '\"quo\"'"
+    return int(conn.execute(sa.text(query)).scalar_one())
+
+
+def test_text_search_indexes_existing_rows_and_downgrades(empty_db: str) -> None:
+    migrate.upgrade(empty_db, "0005_once_run_key")
+    on_connection(empty_db, insert_searchable, commit=True)
+    migrate.upgrade(empty_db)
+    sqlite = empty_db.startswith("sqlite")
+    objects = on_connection(empty_db, text_search_objects)
+    if sqlite:
+        assert {schema.TASKS_FTS, schema.LOGS_FTS, f"{schema.LOGS_FTS}_insert"} <= objects
+        assert not any(name.startswith(f"{schema.TASKS_FTS}_insert") for name in objects)
+        assert on_connection(empty_db, indexed_errors) == 1  # the existing row was indexed
+    else:
+        assert objects == set(schema.TEXT_SEARCH_INDEXES)
+    assert asyncio.run(search(empty_db)) == (1, 1)
+
+    migrate.downgrade(empty_db, "0005_once_run_key")
+    assert on_connection(empty_db, text_search_objects) == set()
+    assert on_connection(empty_db, count_rows) == (0, 1)
+
+    migrate.upgrade(empty_db)
+    assert on_connection(empty_db, text_search_objects) == objects
+    assert asyncio.run(search(empty_db)) == (1, 1)
 
 
 # --- prepare_schema ------------------------------------------------------------------

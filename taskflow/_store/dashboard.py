@@ -6,7 +6,7 @@ keyset-paginated and counts are capped, so a page costs the same with a thousand
 with a million; nothing here loads more than one page (or one bounded sample) at a time.
 The one exception is :meth:`DashboardStore.exact_status_counts` (``GET /tasks/metrics``),
 which counts index entries of every status: no rows are read, but its cost grows with
-the table.
+the table. Text searches use the trigram indexes of :mod:`taskflow._store.search`.
 
 Rows leave as the typed records of :mod:`taskflow._store.rows`.
 """
@@ -14,10 +14,10 @@ Rows leave as the typed records of :mod:`taskflow._store.rows`.
 from __future__ import annotations
 
 import functools
-import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -26,7 +26,7 @@ from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow._store.admin_schema import audit, sessions
-from taskflow._store.ids import dashed, hex_prefix, task_id_forms
+from taskflow._store.ids import task_id_forms
 from taskflow._store.rows import (
     AuditRow,
     FinishedRun,
@@ -38,7 +38,29 @@ from taskflow._store.rows import (
     TaskSummary,
     TaskSummaryWithPayload,
 )
-from taskflow._store.schema import UTCDateTime, instances, meta, schedules, task_logs, tasks
+from taskflow._store.schema import (
+    ERRORS_INDEXED_UNTIL,
+    LOGS_FTS,
+    TASKS_FTS,
+    TERMINAL_STATUSES,
+    UTCDateTime,
+    instances,
+    meta,
+    schedules,
+    task_logs,
+    tasks,
+)
+from taskflow._store.search import (
+    DISTINCT_FUNCTIONS,
+    FTS_TABLES,
+    MANY_MATCHES,
+    MIN_INDEXED,
+    Candidates,
+    LogSearch,
+    TaskSearch,
+    fts_candidates,
+    pg_error_candidates,
+)
 from taskflow._store.sql import SQLStore
 
 # A condition of a WHERE clause.
@@ -48,12 +70,24 @@ SortKey = sa.ColumnElement[datetime] | sa.ColumnElement[float]
 
 SORTS = ("created", "started", "finished", "duration")
 SCAN_COUNT_CAP = 1000
-# A search that looks like a task id or its start: 8 to 32 hex digits, with both letters
-# and digits, written with or without the dashes of a UUID string (task ids are UUIDs;
-# see taskflow/ids.py). It is looked up in the primary key instead of reading rows for
-# text, which on a big table means every row when nothing else matches.
-_ID_LIKE = re.compile(r"(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{8,32}")
-TASK_ID_LENGTH = 32  # hex digits
+# A text search matching at most this many tasks reads them through its indexes and
+# sorts them; one matching more reads rows in page order, where matches are common
+# enough to fill a page soon.
+FEW_MATCHES = 2000
+# SQLite: a trigram in at most this many errors is rare enough to look a text up by.
+RARE_MATCHES = 10_000
+# The same for log lines, whose page order is the FTS5 table's own (by id).
+FEW_LINES = 20_000
+# SQLite: how far before the finish time it has reached a search re-reads finished
+# tasks for the error index (see DashboardStore._index_new_errors).
+CATCH_UP_SLACK = timedelta(seconds=10)
+# The statuses of finished tasks that carry an error.
+ERROR_STATUSES = tuple(status for status in TERMINAL_STATUSES if status != "success")
+_ROWID: sa.ColumnElement[int] = sa.literal_column(f"{tasks.name}.rowid")
+# How long the number of candidates of a task search is kept (seconds), and for how
+# many searches.
+CANDIDATES_TTL = 2.0
+CANDIDATES_KEPT = 64
 # Log lines filtered by function: with at most this many tasks, the function's tasks
 # lead (their lines are few enough to sort); with more, lines are read newest first and
 # each one's task checked, which stops as soon as a page is full.
@@ -91,7 +125,8 @@ class TaskFilter:
         func_name, queue, source: exact matches.
         tag: ``(key, value)``: the task's tag ``key`` equals ``value``.
         since, until: ``created_at`` in ``[since, until]``.
-        search: a task id, or text found in the function name or the error.
+        search: a task id, or text found in the function name or the error (see
+            :mod:`taskflow._store.search`).
     """
 
     statuses: tuple[str, ...] = ()
@@ -126,7 +161,11 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class LogFilter:
-    """Which log lines a log search shows. Empty fields do not filter."""
+    """Which log lines a log search shows. Empty fields do not filter.
+
+    ``text`` is found in the message or in the key or value of a structured field,
+    except fields whose key contains one of ``hidden_fields`` (see
+    :mod:`taskflow._store.search`)."""
 
     text: str | None = None
     level: str | None = None
@@ -134,6 +173,7 @@ class LogFilter:
     task_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    hidden_fields: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -156,6 +196,8 @@ class DashboardStore:
 
     def __init__(self, store: SQLStore) -> None:
         self._store = store
+        self._fts: frozenset[str] | None = None  # SQLite's FTS5 tables, once looked up
+        self._candidates: dict[str, tuple[float, Candidates | None]] = {}
 
     @property
     def dialect(self) -> str:
@@ -178,7 +220,9 @@ class DashboardStore:
 
         ``after`` continues towards older rows; ``before`` goes back towards newer ones.
         Sorting by ``started``, ``finished`` or ``duration`` leaves out tasks without
-        those times.
+        those times. A text search that matches few tasks reads them through its indexes
+        (see :data:`FEW_MATCHES`); one that matches more is checked row by row in page
+        order.
 
         Raises:
             ValueError: ``sort`` is not one of :data:`SORTS`.
@@ -189,9 +233,14 @@ class DashboardStore:
             columns += [tasks.c.payload, tasks.c.result]
         backwards = before is not None
         cursor = before if backwards else after
+        search = await self._task_search(filters.search)
+        driven = search is not None and await self._few_matches(search)
 
         def branch(part: TaskFilter) -> sa.Select[*tuple[Any, ...]]:
-            query = sa.select(*columns).where(*self._conditions(part), *_sort_present(sort))
+            where = [*self._conditions(part), *_sort_present(sort)]
+            if search is not None:
+                where = self._searched(search, where, driven=driven)
+            query = sa.select(*columns).where(*where)
             if cursor is not None:
                 position = sa.tuple_(key, tasks.c.id)
                 bound = sa.tuple_(_bind(cursor.value, sort), sa.literal(cursor.id))
@@ -219,12 +268,27 @@ class DashboardStore:
 
     async def count_tasks(self, filters: TaskFilter, *, cap: int, sort: str = "created") -> int:
         """Tasks matching ``filters`` (and having the times ``sort`` needs), counting at
-        most ``cap + 1`` of them: a result above ``cap`` means "more than cap"."""
+        most ``cap + 1`` of them: a result above ``cap`` means "more than cap".
+
+        A text search with indexes counts each of its parts (id, function names,
+        error) through its own index, up to ``cap + 1`` each, and the distinct tasks of
+        all of them."""
+        search = await self._task_search(filters.search)
+        if search is not None and search.indexed:
+            where = [*self._conditions(filters), *_sort_present(sort)]
+            if await self._few_matches(search):
+                found = sa.select(tasks.c.id).where(*self._searched(search, where, driven=True))
+                query = sa.select(sa.func.count()).select_from(found.limit(cap + 1).subquery())
+                async with self._store.read() as conn:
+                    return int(await conn.scalar(query) or 0)
+            return await self._count_found(search, where, cap=cap)
         parts = [replace(filters, statuses=(status,)) for status in filters.statuses] or [filters]
         total = 0
         async with self._store.read() as conn:
             for part in parts:
                 conditions = [*self._conditions(part), *_sort_present(sort)]
+                if search is not None:
+                    conditions.append(search.matches())
                 inner = sa.select(sa.literal(1)).select_from(tasks).where(*conditions)
                 query = sa.select(sa.func.count()).select_from(inner.limit(cap + 1).subquery())
                 total += int(await conn.scalar(query) or 0)
@@ -232,10 +296,133 @@ class DashboardStore:
 
     @staticmethod
     def count_cap(filters: TaskFilter, cap: int) -> int:
-        """The cap to count ``filters`` with: filters that no index serves (text search,
-        tags, queue, source) read rows one by one, so they count at most 1,000."""
+        """The cap to count ``filters`` with: filters that read rows one by one (text
+        search, tags, queue, source) count at most 1,000. A text search finds its
+        candidates through indexes, but checks each of them in its row."""
         unindexed = filters.search or filters.tag or filters.queue or filters.source
         return min(cap, SCAN_COUNT_CAP) if unindexed else cap
+
+    async def _task_search(self, text: str | None) -> TaskSearch | None:
+        """``text`` made a :class:`TaskSearch` (None for no search), with the stored
+        function names and what the error's text index finds."""
+        if not text or not text.strip():
+            return None
+        if TaskSearch.is_id(text):
+            return TaskSearch.of(text, (), dialect=self.dialect)
+        async with self._store.read() as conn:
+            names = list(await conn.scalars(DISTINCT_FUNCTIONS))
+            indexed = TASKS_FTS in await self._fts_tables(conn)
+        if indexed and TaskSearch.uses_index(text):
+            await self._index_new_errors()
+        async with self._store.read() as conn:
+            found = await self._error_candidates(conn, text.strip())
+        return TaskSearch.of(text, names, dialect=self.dialect, found=found)
+
+    async def _index_new_errors(self) -> None:
+        """SQLite: add to the FTS5 table the errors of the tasks finished since the
+        searches last did, and drop the entries of tasks deleted below the oldest one.
+
+        A search does this instead of a trigger: any trigger on the task table makes
+        SQLite keep a statement journal for every insert and finish of a task, a third
+        more CPU for a no-op task. The finish time reached is kept in ``taskflow_meta``
+        (:data:`~taskflow._store.schema.ERRORS_INDEXED_UNTIL`); the last
+        :data:`CATCH_UP_SLACK` before it are read again, since a finish is stamped before
+        it commits and processes' clocks differ. An entry that a task no longer matches
+        (its error changed, or it was deleted) costs a candidate, never a result: every
+        candidate is checked in its row."""
+        async with self._store.read() as conn:
+            mark = _moment(await _meta_value(conn, ERRORS_INDEXED_UNTIL))
+            query = sa.select(_ROWID.label("rowid"), tasks.c.error, tasks.c.finished_at).where(
+                tasks.c.status.in_(ERROR_STATUSES), tasks.c.error.is_not(None)
+            )
+            if mark is not None:
+                query = query.where(tasks.c.finished_at > mark - CATCH_UP_SLACK)
+            rows = (await conn.execute(query)).all()
+        finished = [row.finished_at for row in rows if row.finished_at is not None]
+        if not finished or (mark is not None and max(finished) <= mark):
+            return
+        newest = max(finished)
+        async with self._store.write() as conn:
+            await conn.exec_driver_sql(
+                f"INSERT OR REPLACE INTO {TASKS_FTS} (rowid, error) VALUES (?, ?)",
+                [(row.rowid, row.error) for row in rows],
+            )
+            await conn.exec_driver_sql(
+                f"DELETE FROM {TASKS_FTS} WHERE rowid < (SELECT min(rowid) FROM {tasks.name})"
+            )
+            now = datetime.now(UTC)
+            statement = sqlite.insert(meta).values(
+                key=ERRORS_INDEXED_UNTIL, value=newest.isoformat(), updated_at=now
+            )
+            update = {"value": newest.isoformat(), "updated_at": now}
+            await conn.execute(statement.on_conflict_do_update(index_elements=["key"], set_=update))
+
+    async def _error_candidates(self, conn: AsyncConnection, text: str) -> Candidates | None:
+        """What the error's text index finds for ``text`` (None: no index to ask).
+
+        Kept for :data:`CANDIDATES_TTL` seconds: a page and its count ask twice in one
+        request. The figure only picks the shape of the queries, never their result."""
+        if not TaskSearch.uses_index(text):
+            return None
+        now = time.monotonic()
+        cached = self._candidates.get(text)
+        if cached is not None and now - cached[0] < CANDIDATES_TTL:
+            return cached[1]
+        found: Candidates | None = None
+        if self.dialect == "postgresql":
+            found = await pg_error_candidates(conn, text, cap=FEW_MATCHES)
+        elif TASKS_FTS in await self._fts_tables(conn):
+            found = await fts_candidates(conn, TASKS_FTS, text, rare=RARE_MATCHES, cap=MANY_MATCHES)
+        if len(self._candidates) >= CANDIDATES_KEPT:
+            self._candidates.clear()
+        self._candidates[text] = (now, found)
+        return found
+
+    def _searched(
+        self, search: TaskSearch, where: list[Condition], *, driven: bool
+    ) -> list[Condition]:
+        """``where`` and the search, in the shape of the plan: ``driven``, the tasks the
+        search's indexes find (:meth:`TaskSearch.candidates`), on SQLite with the other
+        filters hidden from the planner (without statistics it would walk their index
+        instead); else rows in page order (:meth:`TaskSearch.walk`)."""
+        if not driven:
+            return [*where, search.walk()]
+        if self.dialect == "postgresql":
+            return [*where, tasks.c.id.in_(search.candidates()), search.matches()]
+        rowid: sa.ColumnElement[int] = sa.literal_column(f"{tasks.name}.rowid")
+        hidden = [sa.func.coalesce(sa.and_(*where), sa.false())] if where else []
+        return [*hidden, rowid.in_(search.candidates()), search.matches()]
+
+    async def _few_matches(self, search: TaskSearch) -> bool:
+        """The search matches at most :data:`FEW_MATCHES` tasks in all (counted through
+        its indexes, whatever the other filters), so a page reads them and sorts them."""
+        if search.found is None or search.found.count > FEW_MATCHES:
+            return False
+        others = replace(search, error=False)  # the id and function name parts
+        if not others.parts():
+            return True
+        counted = _found(others, (), limit=FEW_MATCHES + 1).subquery()
+        query = sa.select(sa.func.count()).select_from(counted)
+        async with self._store.read() as conn:
+            rest = int(await conn.scalar(query) or 0)
+        return search.found.count + rest <= FEW_MATCHES
+
+    async def _count_found(self, search: TaskSearch, where: list[Condition], *, cap: int) -> int:
+        """Distinct tasks matching ``search`` and ``where``, counted up to ``cap + 1``
+        through the indexes of the search's parts."""
+        postgresql = self.dialect == "postgresql"
+        found = _found(search, where, limit=cap + 1, error_first=postgresql).subquery()
+        query = sa.select(sa.func.count()).select_from(found)
+        async with self._store.read() as conn:
+            return min(int(await conn.scalar(query) or 0), cap + 1)
+
+    async def _fts_tables(self, conn: AsyncConnection) -> frozenset[str]:
+        """SQLite: the FTS5 tables of revision 0006 that exist (looked up once)."""
+        if self.dialect != "sqlite":
+            return frozenset()
+        if self._fts is None:
+            self._fts = frozenset(await conn.scalars(FTS_TABLES))
+        return self._fts
 
     async def status_counts(self, statuses: Sequence[str], *, cap: int) -> dict[str, int]:
         """Tasks in each status, each count capped at ``cap + 1`` (one index range each)."""
@@ -357,8 +544,6 @@ class DashboardStore:
             conditions.append(tasks.c.created_at >= filters.since)
         if filters.until is not None:
             conditions.append(tasks.c.created_at <= filters.until)
-        if filters.search:
-            conditions.append(_search(filters.search))
         return conditions
 
     def _tag_condition(self, key: str, value: str) -> Condition:
@@ -430,18 +615,42 @@ class DashboardStore:
             task_logs.c.extra,
             tasks.c.func_name,
         ).select_from(task_logs.join(tasks, tasks.c.id == task_logs.c.task_id))
-        conditions = _log_conditions(replace(filters, func_name=None))
-        if filters.func_name:
-            conditions.append(await self._function_lines(filters.func_name))
-        query = query.where(*conditions)
+        conditions = _log_conditions(replace(filters, func_name=None, text=None))
         if before_id is not None:
-            query = query.where(task_logs.c.id < before_id)
+            conditions.append(task_logs.c.id < before_id)
+        if filters.text:
+            conditions += await self._log_text(filters.text, filters.hidden_fields)
+        if filters.func_name:
+            query = query.where(*conditions, await self._function_lines(filters.func_name))
+        else:
+            # The page's lines first, then their tasks: joined before the LIMIT, every
+            # line a text index finds would be joined (PostgreSQL does that).
+            page = sa.select(task_logs.c.id).where(*conditions)
+            page = page.order_by(task_logs.c.id.desc()).limit(limit + 1)
+            query = query.where(task_logs.c.id.in_(page))
         query = query.order_by(task_logs.c.id.desc()).limit(limit + 1)
         async with self._store.read() as conn:
             lines = [LogSearchRow.of(row) for row in (await conn.execute(query)).mappings()]
         more = len(lines) > limit
         lines = lines[:limit]
         return lines, (lines[-1].id if more and lines else None)
+
+    async def _log_text(self, text: str, hidden_fields: tuple[str, ...]) -> list[Condition]:
+        """The conditions of a log text search (:class:`LogSearch`). On SQLite, when the
+        FTS5 table finds at most :data:`FEW_LINES` lines that may match, the search
+        reads only those; with more, matches are common and lines are read newest first
+        until a page is full. PostgreSQL's planner picks between its trigram indexes and
+        that walk itself."""
+        search = LogSearch(text, hidden_fields, self.dialect)
+        if len(text) < MIN_INDEXED:
+            return [search.matches()]
+        async with self._store.read() as conn:
+            if LOGS_FTS not in await self._fts_tables(conn):
+                return [search.matches()]
+            found = await fts_candidates(conn, LOGS_FTS, text, rare=FEW_LINES, cap=FEW_LINES)
+        if found.count > FEW_LINES:
+            return [search.matches()]
+        return [search.candidates(found), search.matches()]
 
     async def _function_lines(self, func_name: str) -> Condition:
         """The condition "the line's task runs ``func_name``", in the shape that lets the
@@ -567,6 +776,36 @@ class DashboardStore:
             await conn.execute(statement)
             return str(await _meta_value(conn, key))
 
+    # -- a task's log tail, runs started by hand ---------------------------------------
+
+    async def task_log_tail(
+        self, task_id: str, *, level: str | None = None, limit: int = 500, cap: int = 100_000
+    ) -> tuple[list[LogRow], int]:
+        """The last ``limit`` log lines of one task (of one ``level`` when given, in any
+        case), oldest first, and how many such lines it has, counted up to ``cap + 1``.
+        Both read one range of the ``(task_id, id)`` index."""
+        conditions: list[Condition] = [task_logs.c.task_id == _stored_id(task_id)]
+        if level:
+            conditions.append(sa.func.lower(task_logs.c.level) == level.lower())
+        lines = sa.select(task_logs).where(*conditions).order_by(task_logs.c.id.desc())
+        inner = sa.select(sa.literal(1)).select_from(task_logs).where(*conditions).limit(cap + 1)
+        count = sa.select(sa.func.count()).select_from(inner.subquery())
+        async with self._store.read() as conn:
+            newest = [LogRow.of(row) for row in (await conn.execute(lines.limit(limit))).mappings()]
+            total = int(await conn.scalar(count) or 0)
+        return newest[::-1], total
+
+    async def note_schedule_run(self, name: str, *, task_id: str, at: datetime) -> None:
+        """Record ``task_id`` as the last run of schedule ``name`` (a run started by
+        hand), unless a later run is recorded already."""
+        newer = sa.or_(schedules.c.last_run_at.is_(None), schedules.c.last_run_at <= at)
+        async with self._store.write() as conn:
+            await conn.execute(
+                schedules.update()
+                .where(schedules.c.name == name, newer)
+                .values(last_run_at=at, last_task_id=task_id)
+            )
+
 
 # -- helpers ---------------------------------------------------------------------------
 
@@ -574,6 +813,14 @@ class DashboardStore:
 async def _meta_value(conn: AsyncConnection, key: str) -> str | None:
     value: str | None = await conn.scalar(sa.select(meta.c.value).where(meta.c.key == key))
     return value
+
+
+def _moment(text: str | None) -> datetime | None:
+    """A UTC time written as ISO text (naive text is UTC, as SQLite stores it)."""
+    if not text:
+        return None
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @functools.lru_cache(maxsize=32)
@@ -625,28 +872,30 @@ def _bind(
     return sa.literal(value, UTCDateTime())
 
 
-def _search(text: str) -> Condition:
-    text = text.strip()
-    digits = hex_prefix(text.lower())
-    if digits is not None and _ID_LIKE.fullmatch(digits):
-        return _id_starts_with(digits)
-    return sa.or_(
-        tasks.c.id == text,
-        tasks.c.id.startswith(text, autoescape=True),
-        tasks.c.func_name.icontains(text, autoescape=True),
-        tasks.c.error.icontains(text, autoescape=True),
-    )
+def _found(
+    search: TaskSearch,
+    where: Sequence[Condition],
+    *,
+    limit: int | None = None,
+    error_first: bool = False,
+) -> sa.Select[tuple[str]] | sa.CompoundSelect[tuple[str]]:
+    """The ids of the tasks matching ``search`` and ``where``: one select per part of
+    the search, each read through that part's index (``limit`` rows at most), and the
+    union of their ids. Not correlated: it reads the task table on its own.
 
-
-def _id_starts_with(digits: str) -> Condition:
-    """Tasks whose id starts with these hex digits, stored in either shape."""
-    if len(digits) == TASK_ID_LENGTH:
-        return tasks.c.id.in_(task_id_forms(digits))
-    # Every id has 32 hex digits: those starting with ``digits`` form one key range
-    # per id shape (dashes sit at the same places in every UUID string).
-    pad = TASK_ID_LENGTH - len(digits)
-    low, high = digits + "0" * pad, digits + "f" * pad
-    return sa.or_(tasks.c.id.between(low, high), tasks.c.id.between(dashed(low), dashed(high)))
+    ``error_first``: the error part hides ``where`` from the planner, so that it reads
+    the rows its text index finds and checks the filters there, instead of also reading
+    (and intersecting) the whole range of a filter's index, such as every failed task."""
+    selects: list[sa.Select[tuple[str]]] = []
+    for index, part in enumerate(search.parts()):
+        filters = list(where)
+        if error_first and search.error and index == 0 and filters:
+            filters = [sa.func.coalesce(sa.and_(*filters), sa.false())]
+        select = sa.select(tasks.c.id).where(part, *filters).correlate(None)
+        if limit is not None:  # a LIMIT inside a UNION needs a subquery of its own
+            select = sa.select(select.limit(limit).subquery().c.id)
+        selects.append(select)
+    return selects[0] if len(selects) == 1 else sa.union(*selects)
 
 
 def _stored_id(task_id: str) -> sa.ScalarSelect[str]:
@@ -663,8 +912,6 @@ def _stored_id(task_id: str) -> sa.ScalarSelect[str]:
 
 def _log_conditions(filters: LogFilter) -> list[Condition]:
     conditions: list[Condition] = []
-    if filters.text:
-        conditions.append(task_logs.c.message.icontains(filters.text, autoescape=True))
     if filters.level:
         conditions.append(sa.func.lower(task_logs.c.level) == filters.level.lower())
     if filters.func_name:

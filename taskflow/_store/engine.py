@@ -133,6 +133,7 @@ def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:
             _enable_wal(cursor)
         cursor.execute(f"PRAGMA synchronous={synchronous}")
         cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA temp_store=MEMORY")  # statement journals of triggers
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

@@ -13,6 +13,9 @@ The dashboard's part (revisions ``0002_dashboard`` and ``0003_dashboard_indexes`
 * indexes on the task and log tables that keep the dashboard's lists and charts off
   full scans (keyset pagination by status or function, charts by finish or start time,
   log search by time).
+
+Revision ``0006_text_search`` adds the text search's tables and indexes, which are not on
+``metadata``: their names are at the end of this module.
 """
 
 from __future__ import annotations
@@ -297,3 +300,31 @@ sa.Index("ix_taskflow_tasks_status_finished", tasks.c.status, tasks.c.finished_a
 sa.Index("ix_taskflow_tasks_func_finished", tasks.c.func_name, tasks.c.finished_at)
 # Log search by time window.
 sa.Index("ix_taskflow_task_logs_at", task_logs.c.at)
+
+# -- text search (revision 0006_text_search) ---------------------------------------------
+# Not on `metadata`: SQLite's FTS5 tables and PostgreSQL's trigram GIN indexes exist on one
+# dialect each and have no declaration that schema comparison understands. The revision
+# creates them (see its docstring); these names are for the store's queries and for
+# schema comparisons, which skip them (is_text_search_object).
+
+# SQLite FTS5 (trigram): the error of finished tasks that have one, rowid = task rowid,
+# brought up to date by the searches (no trigger: see revision 0006); the taskflow_meta
+# key ERRORS_INDEXED_UNTIL holds the finish time it has reached.
+TASKS_FTS = "taskflow_tasks_fts"
+ERRORS_INDEXED_UNTIL = "text_search_errors_until"
+# SQLite FTS5 (trigram, contentless): log message and fields, rowid = the line's id.
+LOGS_FTS = "taskflow_task_logs_fts"
+# PostgreSQL: trigram GIN indexes on error, message and the JSON text of extra.
+TEXT_SEARCH_INDEXES = (
+    "ix_taskflow_tasks_error_trgm",
+    "ix_taskflow_task_logs_message_trgm",
+    "ix_taskflow_task_logs_fields_trgm",
+)
+
+
+def is_text_search_object(name: str | None) -> bool:
+    """True for a table, shadow table or index of the text search: FTS5 keeps each
+    virtual table's data in tables named after it (``<name>_data``, ``_idx``, ...)."""
+    if name is None:
+        return False
+    return name in TEXT_SEARCH_INDEXES or name.startswith((TASKS_FTS, LOGS_FTS))

@@ -9,7 +9,8 @@ transaction runs as one call on a thread that owns a stdlib ``sqlite3`` connecti
 its result comes back to the loop once.
 
 The connection has the settings of the engine's connections (busy timeout, foreign
-keys, the configured ``synchronous``; the file is in WAL mode already). Callers hold
+keys, the configured ``synchronous``, temporary storage in memory; the file is in WAL
+mode already). Callers hold
 the store's write lock around :meth:`SQLiteWriter.run`, as for any other write, so the
 process's own writers still queue in the process and not on the file lock.
 """
@@ -146,6 +147,9 @@ class SQLiteWriter:
         )
         connection.execute(f"PRAGMA synchronous={self._synchronous}")
         connection.execute("PRAGMA foreign_keys=ON")
+        # Statement journals (which the log table's text-index triggers need for every
+        # row) in memory rather than in temporary files.
+        connection.execute("PRAGMA temp_store=MEMORY")
         return connection
 
 
