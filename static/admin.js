@@ -112,6 +112,35 @@
     }
   });
 
+  // -- running times ----------------------------------------------------------------
+  // A running task's time (<span class="elapsed" data-elapsed="seconds">) counts on from
+  // the server's figure by this page's clock, so a skewed clock cannot shift it. Same
+  // format as the server's (taskflow/admin/_util.py, elapsed_text).
+  function elapsedText(seconds) {
+    var whole = Math.max(Math.floor(seconds), 0);
+    if (whole < 60) { return whole + " s"; }
+    var minutes = Math.floor(whole / 60);
+    if (minutes < 60) { return minutes + " min " + (whole % 60) + " s"; }
+    var hours = Math.floor(minutes / 60);
+    if (hours < 48) { return hours + " h " + (minutes % 60) + " min"; }
+    return Math.floor(hours / 24) + " d " + (hours % 24) + " h";
+  }
+
+  function tickElapsed() {
+    var now = Date.now();
+    document.querySelectorAll(".elapsed[data-elapsed]").forEach(function (element) {
+      if (!element.hasAttribute("data-since")) {
+        var seconds = parseFloat(element.getAttribute("data-elapsed")) || 0;
+        element.setAttribute("data-since", String(now - seconds * 1000));
+      }
+      var since = parseFloat(element.getAttribute("data-since"));
+      var shown = elapsedText((now - since) / 1000);
+      if (element.textContent !== shown) { element.textContent = shown; }
+    });
+  }
+
+  window.setInterval(tickElapsed, 1000);
+
   // New log lines arrived: drop the "no log lines yet" note and keep the end in view.
   document.addEventListener("htmx:afterSwap", function () {
     var lines = document.getElementById("log-lines");

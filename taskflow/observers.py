@@ -35,7 +35,9 @@ __all__ = [
     "LogEvent",
     "LoggerChain",
     "TaskObserver",
+    "EVENTS_LOGGER",
     "build_chain",
+    "log_lifecycle_event",
 ]
 
 #: Values accepted for ``FileLogger(mode=...)`` and ``TaskManager(log_file_mode=...)``.
@@ -158,6 +160,7 @@ class LifecycleEvent:
         stacktrace: Traceback of a failing attempt, otherwise ``None``.
         tags: The task's tags.
         retrying: True when the attempt failed and the task will run again.
+        queue: Name of the task's queue.
     """
 
     task_id: str
@@ -171,6 +174,7 @@ class LifecycleEvent:
     stacktrace: str | None
     tags: dict[str, str]
     retrying: bool
+    queue: str
 
     def __init__(
         self,
@@ -187,6 +191,7 @@ class LifecycleEvent:
         *,
         retrying: bool = False,
         at: datetime | None = None,
+        queue: str = "default",
     ) -> None:
         """Build the event; ``at`` is accepted in place of ``timestamp`` and the string
         ``"retrying"`` in place of ``status=PENDING, retrying=True``.
@@ -210,6 +215,7 @@ class LifecycleEvent:
             stacktrace=stacktrace,
             tags=dict(tags or {}),
             retrying=retrying,
+            queue=queue,
         )
 
     @property
@@ -733,3 +739,72 @@ def _has_file_logger(observers: Sequence[TaskObserver], path: str) -> bool:
         isinstance(observer, FileLogger) and os.path.abspath(observer.path) == target
         for observer in observers
     )
+
+
+# -- lifecycle events as standard log records ----------------------------------------------
+
+#: Name of the :mod:`logging` logger that receives every lifecycle transition.
+EVENTS_LOGGER = "taskflow.events"
+
+_events_log = logging.getLogger(EVENTS_LOGGER)
+
+# Verbs of the readable message, by status label.
+_EVENT_VERBS: dict[str, str] = {
+    "running": "started",
+    "success": "succeeded",
+    "failed": "failed",
+    "retrying": "failed, will retry",
+    "cancelled": "was cancelled",
+    "interrupted": "was interrupted",
+}
+
+
+def lifecycle_logging_enabled(label: str) -> bool:
+    """True when :func:`log_lifecycle_event` would log a transition ``label`` (the
+    ``taskflow.events`` logger is enabled for its level), so that callers can skip
+    building the event."""
+    return _events_log.isEnabledFor(logging.DEBUG if label == "running" else logging.INFO)
+
+
+def log_lifecycle_event(event: LifecycleEvent) -> None:
+    """Send ``event`` to the ``taskflow.events`` logger as one structured record.
+
+    A start is logged at ``DEBUG`` and every end of an attempt (success, failure, retry,
+    cancellation) at ``INFO``, so nothing new is printed by an app that has not
+    configured logging (Python shows only warnings then). The record's ``extra``
+    attributes are ``task_id``, ``func_name``, ``queue``, ``attempt`` (zero-based, as in
+    :class:`LifecycleEvent`), ``status`` (its :attr:`~LifecycleEvent.label`),
+    ``duration`` (seconds, ``None`` on a start) and ``error`` (``None`` unless it
+    failed). Never raises: a broken handler is the logging module's to report.
+
+    Args:
+        event: The transition.
+    """
+    level = logging.DEBUG if event.status is TaskStatus.RUNNING else logging.INFO
+    if not _events_log.isEnabledFor(level):
+        return
+    verb = _EVENT_VERBS.get(event.label, event.label)
+    took = f" after {event.duration:.3f}s" if event.duration is not None else ""
+    why = f": {_one_line(event.error)}" if event.error else ""
+    fields = {
+        "task_id": event.task_id,
+        "func_name": event.func_name,
+        "queue": event.queue,
+        "attempt": event.attempt,
+        "status": event.label,
+        "duration": event.duration,
+        "error": event.error,
+    }
+    with contextlib.suppress(Exception):
+        _events_log.log(
+            level,
+            "task %s %s %s%s (queue %s, attempt %d)%s",
+            event.func_name,
+            event.task_id,
+            verb,
+            took,
+            event.queue,
+            event.attempt,
+            why,
+            extra=fields,
+        )

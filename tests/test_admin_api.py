@@ -177,6 +177,36 @@ def test_bulk_retry_and_retry_failed(env):
     )
 
 
+def test_a_replay_records_the_new_ids_with_the_originals(env):
+    client = env.client
+    headers = csrf(client)
+    failed = [enqueue(env, admin_fail, n) for n in range(2)]
+    for task_id in failed:
+        wait_status(client, env.manager, task_id)
+    chosen = client.post("/tasks/bulk-retry", json=[failed[0]], headers=headers).json()
+    entry = client.get("/tasks/audit").json()[0]
+    assert entry["action"] == "replay" and entry["target"] == "selection"
+    assert entry["detail"]["task_ids"] == [failed[0]]
+    assert entry["detail"]["new_task_ids"] == [chosen["results"][0]["new_task_id"]]
+
+    matching = client.post("/tasks/retry-failed", params={"since": "all"}, headers=headers)
+    pairs = {item["original_task_id"]: item["new_task_id"] for item in matching.json()["results"]}
+    entry = client.get("/tasks/audit").json()[0]
+    assert entry["target"] == "filter" and entry["detail"]["dispatched"] == len(pairs)
+    recorded = dict(zip(entry["detail"]["task_ids"], entry["detail"]["new_task_ids"], strict=True))
+    assert recorded == pairs and failed[1] in recorded
+
+
+def test_run_now_becomes_the_schedules_last_run(env):
+    client = env.client
+    headers = csrf(client)
+    first = client.post("/tasks/schedules/hourly_report/trigger", headers=headers).json()
+    second = client.post("/tasks/schedules/hourly_report/trigger", headers=headers).json()
+    listed = client.get("/tasks/schedules").json()[0]
+    assert listed["last_task_id"] == second["task_id"] != first["task_id"]
+    assert listed["last_run_at"] is not None and listed["last_status"] is not None
+
+
 def test_delete_history(env):
     client = env.client
     old = datetime.now(UTC) - timedelta(days=3)

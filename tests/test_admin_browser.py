@@ -79,6 +79,13 @@ def generate_invoice_pdf(invoice_id: int) -> None:
     """Seeded history only."""
 
 
+def deep_failure(depth: int) -> None:
+    """Fails at the bottom of ``depth`` calls: a traceback longer than a screen."""
+    if depth:
+        deep_failure(depth - 1)
+    raise ValueError("reached the bottom of the call stack")
+
+
 SEEDED = {
     send_welcome_email: (0.08, 0.02),
     resize_image: (0.6, 0.04),
@@ -176,6 +183,7 @@ def site(
     for func in SEEDED:
         built.manager.task()(func)
     built.manager.task(name=XSS)(admin_ok)
+    built.manager.task()(deep_failure)
     port = _free_port()
     config = uvicorn.Config(
         built.app, host="127.0.0.1", port=port, log_level="warning", ws="none", lifespan="on"
@@ -233,6 +241,19 @@ def _seed(site: Site) -> None:
         rows.append(row)
     hostile = task_row(func_name=XSS, status="failed", error=XSS, tags={XSS: XSS})
     rows.append(hostile)
+    chatty = task_row(func_name="sync_crm_contacts", tags={"tenant": "acme"})
+    chatty["func_path"] = "tests.test_admin_browser:sync_crm_contacts"
+    rows.append(chatty)
+    chatty_lines = [
+        {
+            "task_id": chatty["id"],
+            "at": now - timedelta(seconds=800 - index),
+            "level": "warning" if index % 4 == 0 else "info",
+            "message": f"contact batch {index}",
+            "extra": {"batch": index},
+        }
+        for index in range(800)
+    ]
 
     async def insert() -> None:
         from taskflow._store.schema import task_logs, tasks
@@ -251,13 +272,16 @@ def _seed(site: Site) -> None:
                     }
                 ],
             )
+            await conn.execute(task_logs.insert(), chatty_lines)
 
     site.run(insert())
     site.ids["hostile"] = hostile["id"]
+    site.ids["chatty"] = chatty["id"]
     site.ids["ok"] = site.enqueue(admin_ok, 7, password="hunter2")
     site.ids["failed"] = site.enqueue(admin_fail, 3)
     site.ids["xss_args"] = site.enqueue(admin_ok, XSS)
-    for key in ("ok", "failed", "xss_args"):
+    site.ids["deep"] = site.enqueue(deep_failure, 40)
+    for key in ("ok", "failed", "xss_args", "deep"):
         site.wait_final(site.ids[key])
 
 
@@ -271,7 +295,7 @@ def context(browser: Any, site: Site) -> Iterator[Any]:
     problems: list[str] = []
 
     def console(message: Any) -> None:
-        if message.type == "error" and not _expected(message.text):
+        if message.type == "error" and not _expected(message.text, message.location):
             problems.append(f"console {message.type}: {message.text}")
 
     def watch(page: Any) -> None:
@@ -285,9 +309,16 @@ def context(browser: Any, site: Site) -> Iterator[Any]:
     assert problems == [], problems
 
 
-def _expected(text: str) -> bool:
-    """Console errors that are the point of a test: the login page's 401 answer."""
-    return "status of 401" in text
+# Dashboard paths that name no page: tests visit them for the styled 404 page.
+MISSING_PAGES = ("/tasks/dashboard/no/such/page", "/tasks/dashboard/nope")
+
+
+def _expected(text: str, location: dict[str, Any] | None = None) -> bool:
+    """Console errors that are the point of a test: the login page's 401 answer, and
+    the 404 answer of a page that does not exist."""
+    url = str((location or {}).get("url", ""))
+    missing = "status of 404" in text and url.endswith(MISSING_PAGES)
+    return "status of 401" in text or missing
 
 
 def sign_in(context: Any, username: str = "admin", password: str = "pw") -> Any:
@@ -552,3 +583,294 @@ def test_runs_page_refreshes_its_table_only(context: Any, site: Site) -> None:
     site.run(site.manager.cancel(task_id))
     page.wait_for_selector(f"a[href$='/runs/{task_id}']", timeout=WAIT_MS)
     assert page.input_value("input[name=q]") == "typed but not submitted"
+
+
+# -- the operator on call: errors, schedules, logs, links, accessibility ------------------------
+
+VIEWPORTS = {"desktop": DESKTOP, "phone": PHONE}
+
+
+def visible_in_first_screen(page: Any, selector: str) -> bool:
+    """True when the element's bottom edge is within the first screen of the page."""
+    box = page.locator(selector).bounding_box()
+    height = page.evaluate("window.innerHeight")
+    scrolled = page.evaluate("window.scrollY")
+    return box is not None and box["y"] + scrolled + box["height"] <= height
+
+
+def test_errors_read_top_down(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto(f"/tasks/dashboard/runs/{site.ids['deep']}")
+        head = page.locator("#task-error")
+        assert "ValueError" in head.locator(".err-class").inner_text(), name
+        assert "reached the bottom of the call stack" in head.inner_text(), name
+        assert visible_in_first_screen(page, "#task-error"), f"{name}: the error is below the fold"
+
+        box = page.locator("details.attempt[open] pre.tb")
+        whole = box.evaluate("element => element.scrollHeight <= element.clientHeight + 1")
+        assert whole, f"{name}: the traceback box cuts off its end"
+        last = box.inner_text().rstrip().splitlines()[-1]
+        assert last == "ValueError: reached the bottom of the call stack", name
+        own = page.locator("details.attempt[open] .tb-own").first
+        assert not own.is_visible(), f"{name}: taskflow's frames are not folded"
+        assert "deep_failure" in box.inner_text() and "_engine" not in box.inner_text(), name
+        page.locator("details.attempt[open] .tb-toggle-label").click()
+        assert own.is_visible() and "_engine" in own.inner_text(), name
+        assert "⋯" not in box.inner_text(), name  # the fold note goes when frames show
+
+
+def test_running_time_counts_up(context: Any, site: Site) -> None:
+    task_id = site.enqueue(admin_slow, 30)
+    page = sign_in(context)
+    try:
+        for name, viewport in VIEWPORTS.items():
+            page.set_viewport_size(viewport)
+            page.goto(f"/tasks/dashboard/runs/{task_id}")
+            page.wait_for_selector("#task-summary .badge:text('running')", timeout=WAIT_MS)
+            clock = page.locator("#task-summary .elapsed")
+            first = clock.inner_text()
+            assert re.fullmatch(r"\d+ s", first), (name, first)
+            page.wait_for_function(
+                "first => document.querySelector('#task-summary .elapsed').textContent !== first",
+                arg=first,
+                timeout=WAIT_MS,
+            )
+            page.goto("/tasks/dashboard/runs?status=running")
+            row = page.locator(f"#runs-table tr:has(a[href$='/runs/{task_id}'])")
+            assert re.fullmatch(r"\d+ s", row.locator(".elapsed").inner_text()), name
+            assert "–" not in row.locator("td.num").first.inner_text(), name
+    finally:
+        site.run(site.manager.cancel(task_id))
+
+
+def test_schedule_run_now_links_the_new_run(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    row = "tr[data-schedule='hourly_report']"
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto("/tasks/dashboard/schedules")
+        page.click(f"{row} button:text('Run now')")
+        page.wait_for_selector(".flash.ok a")
+        link = page.locator(".flash.ok a").get_attribute("href")
+        assert re.search(r"/tasks/dashboard/runs/[0-9a-f-]{36}$", link), (name, link)
+        assert page.locator(f"{row} td.last-run a").get_attribute("href") == link, name
+        page.click(f"{row} a.name")
+        page.wait_for_url(re.compile(r"/runs\?tag=schedule%3Dhourly_report"))
+        assert page.input_value("input[name=tag]") == "schedule=hourly_report", name
+        page.wait_for_selector(f"#runs-table td.fn a[href='{link}']")
+
+
+def test_schedule_form_shows_the_chosen_trigger_and_every_problem(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    form = "#schedule-form"
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto("/tasks/dashboard/schedules")
+        option = page.locator(f"{form} select[name=function] option").first.inner_text()
+        assert option == "reports.admin_report(team: str, weeks: int = 1) -> str", option
+        assert page.is_visible(f"{form} input[name=cron]"), name
+        assert not page.is_visible(f"{form} input[name=every]"), name
+        page.select_option(f"{form} select[name=trigger]", "every")
+        assert page.is_visible(f"{form} input[name=every]"), name
+        assert not page.is_visible(f"{form} input[name=cron]"), name
+        page.fill(f"{form} input[name=every]", "often")
+        page.fill(f"{form} input[name=timezone]", "Nowhere/Land")
+        page.fill(f"{form} textarea[name=kwargs]", '{"colour": "blue"}')
+        page.click(f"{form} button[type=submit]")
+        page.wait_for_selector("#schedule-form-error li")
+        problems = page.locator("#schedule-form-error li").all_inner_texts()
+        assert len(problems) == 3, problems
+        assert page.is_visible(f"{form} input[name=every]"), name  # the choice is kept
+        assert page.locator("[aria-invalid=true]").count() == 3, name
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"] + 1, f"{name}: the form is {width}px wide"
+
+
+def test_a_long_log_filters_by_level_and_links_to_the_logs_page(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto(f"/tasks/dashboard/runs/{site.ids['chatty']}")
+        assert page.inner_text("#log-count") == "last 500 of 800 lines", name
+        page.select_option("#log-level", "warning")  # submits by itself
+        page.wait_for_url(re.compile(r"level=warning"))
+        assert page.inner_text("#log-count") == "200 warning lines", name
+        levels = page.locator("#log-lines .log-line .log-level").all_inner_texts()
+        assert len(levels) == 200 and {level.lower() for level in levels} == {"warning"}, name
+        page.click("#logs-page-link")
+        page.wait_for_url(re.compile(r"/logs\?task="))
+        assert "level=warning" in page.url, name
+        assert page.is_visible("#log-task-filter"), name
+        shown = page.locator(".logs-table tbody .log-level").all_inner_texts()
+        assert shown and {level.lower() for level in shown} == {"warning"}, name
+        tasks = page.locator(".logs-table tbody .log-task a").evaluate_all(
+            "links => links.map(link => link.getAttribute('href'))"
+        )
+        assert set(tasks) == {f"/tasks/dashboard/runs/{site.ids['chatty']}"}, name
+
+
+def test_tags_are_links_to_runs_with_that_tag(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto(f"/tasks/dashboard/runs/{site.ids['chatty']}")
+        page.click("#task-summary a.tag")
+        page.wait_for_url(re.compile(r"/runs\?tag=tenant%3Dacme"))
+        assert page.input_value("input[name=tag]") == "tenant=acme", name
+        assert page.locator("#runs-table tbody tr td.fn a").count() > 0, name
+        if name == "desktop":  # the tags column is hidden on narrow screens
+            tags = page.locator("#runs-table tbody a.tag").evaluate_all(
+                "links => links.map(link => link.getAttribute('href'))"
+            )
+            assert tags and set(tags) == {"/tasks/dashboard/runs?tag=tenant%3Dacme"}, tags
+
+
+def test_an_unknown_path_shows_the_styled_404(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        response = page.goto("/tasks/dashboard/no/such/page")
+        assert response is not None and response.status == 404, name
+        assert page.is_visible("#not-found") and page.is_visible("nav.tabs"), name
+        assert "/tasks/dashboard/no/such/page" in page.inner_text("#not-found"), name
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= viewport["width"] + 1, name
+
+
+def test_audit_details_are_readable_and_link_the_tasks(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    page.goto("/tasks/dashboard/failures?func=generate_invoice_pdf")
+    box = page.locator("input[name=task_id]").first
+    original = box.get_attribute("value")
+    box.check()
+    page.click("#replay-selected-button")
+    page.wait_for_selector(".flash.ok")
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto("/tasks/dashboard/audit")
+        entry = page.locator("table.audit tbody tr").first
+        text = entry.inner_text()
+        assert "replay" in text and "[" not in text and "False" not in text, text
+        links = entry.locator("td.audit-detail a").evaluate_all(
+            "links => links.map(link => link.getAttribute('href'))"
+        )
+        assert f"/tasks/dashboard/runs/{original}" in links, (name, links)
+        assert len(links) == 2, (name, links)  # the original and its new task
+        new = next(link for link in links if not link.endswith(original))
+        page.click(f"table.audit tbody tr >> nth=0 >> a[href='{new}']")
+        page.wait_for_url(re.compile(re.escape(new) + "$"))
+
+
+CONTRAST_SCRIPT = """
+() => {
+  const parse = text => {
+    const match = text.match(/rgba?\\(([^)]+)\\)/);
+    if (!match) { return null; }
+    const parts = match[1].split(/[\\s,\\/]+/).filter(Boolean).map(Number);
+    return {r: parts[0], g: parts[1], b: parts[2], a: parts.length > 3 ? parts[3] : 1};
+  };
+  const over = (top, bottom) => ({
+    r: top.r * top.a + bottom.r * (1 - top.a),
+    g: top.g * top.a + bottom.g * (1 - top.a),
+    b: top.b * top.a + bottom.b * (1 - top.a),
+    a: 1,
+  });
+  const luminance = c => {
+    const f = v => {
+      v /= 255;
+      return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4);
+    };
+    return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b);
+  };
+  const backdrop = element => {
+    const layers = [];
+    let opacity = 1;
+    for (let e = element; e; e = e.parentElement) {
+      const style = getComputedStyle(e);
+      opacity *= parseFloat(style.opacity);
+      const color = parse(style.backgroundColor);
+      if (color && color.a > 0) { layers.push(color); if (color.a >= 1) { break; } }
+    }
+    let result = {r: 255, g: 255, b: 255, a: 1};
+    for (let i = layers.length - 1; i >= 0; i--) { result = over(layers[i], result); }
+    return {color: result, opacity};
+  };
+  const failures = [];
+  for (const element of document.querySelectorAll("body *")) {
+    if (element.closest("svg, option, script, style, [aria-hidden=true]")) { continue; }
+    if (element.matches(":disabled") || element.closest(":disabled")) { continue; }
+    const own = Array.from(element.childNodes).some(
+      node => node.nodeType === 3 && node.textContent.trim());
+    if (!own || !element.getClientRects().length) { continue; }
+    const style = getComputedStyle(element);
+    if (style.visibility !== "visible") { continue; }
+    const {color: bg, opacity} = backdrop(element);
+    const fg = parse(style.color);
+    const text = over({...fg, a: fg.a * opacity}, bg);
+    const [light, dark] = [luminance(text), luminance(bg)].sort((x, y) => y - x);
+    const ratio = (light + 0.05) / (dark + 0.05);
+    const size = parseFloat(style.fontSize);
+    const large = size >= 24 || (size >= 18.66 && parseInt(style.fontWeight, 10) >= 700);
+    if (ratio < (large ? 3 : 4.5)) {
+      failures.push(`${element.tagName.toLowerCase()}.${element.className} ` +
+        `"${element.textContent.trim().slice(0, 30)}" ${ratio.toFixed(2)}:1`);
+    }
+  }
+  return Array.from(new Set(failures));
+}
+"""
+
+
+def test_text_contrast_meets_wcag_aa_in_both_themes(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    paths = [f"/tasks/dashboard{'' if name == 'overview' else '/' + name}" for name in PAGES]
+    paths += [f"/tasks/dashboard/runs/{site.ids['failed']}", "/tasks/dashboard/nope"]
+    for theme in ("light", "dark"):
+        page.evaluate(f"localStorage.setItem('taskflow-theme', '{theme}')")
+        for path in paths:
+            page.goto(path)
+            assert page.evaluate("document.documentElement.dataset.theme") == theme
+            page.locator("main.page h1").first.wait_for()
+            failures = page.evaluate(CONTRAST_SCRIPT)
+            assert failures == [], f"{theme} {path}: {failures}"
+    page.evaluate("localStorage.removeItem('taskflow-theme')")
+
+
+def test_skip_link_and_a_visible_focus_ring_in_the_nav(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto("/tasks/dashboard/runs")
+        page.keyboard.press("Tab")
+        focused = page.evaluate("document.activeElement.className")
+        assert focused == "skip-link", (name, focused)
+        assert visible_in_first_screen(page, ".skip-link"), name
+        page.keyboard.press("Enter")
+        assert page.evaluate("document.activeElement.id") == "main", name
+        page.goto("/tasks/dashboard/runs")
+        for _ in range(10):
+            page.keyboard.press("Tab")
+            if page.evaluate("document.activeElement.classList.contains('tab')"):
+                break
+        ring = page.evaluate(
+            """() => {
+              const tab = document.activeElement;
+              const style = getComputedStyle(tab);
+              const box = tab.getBoundingClientRect();
+              const strip = tab.closest('nav').getBoundingClientRect();
+              const reach = parseFloat(style.outlineOffset) + parseFloat(style.outlineWidth);
+              return {
+                isTab: tab.classList.contains('tab'),
+                style: style.outlineStyle,
+                width: parseFloat(style.outlineWidth),
+                inside: box.top - reach >= strip.top - 0.5
+                  && box.bottom + reach <= strip.bottom + 0.5
+                  && box.left - reach >= strip.left - 0.5
+                  && box.right + reach <= strip.right + 0.5,
+              };
+            }"""
+        )
+        assert ring["isTab"] and ring["style"] != "none" and ring["width"] >= 2, (name, ring)
+        assert ring["inside"], f"{name}: the nav clips the focus ring: {ring}"

@@ -4,17 +4,19 @@ and the small pieces behind them: redaction, windows, cursors, charts, forms."""
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.testclient import TestClient
 
 from taskflow import TaskAdmin, TaskManager
 from taskflow._store.dashboard import Buckets, Cursor
 from taskflow._store.migrate import resource_path
-from taskflow.admin._actions import new_schedule
+from taskflow._store.schema import task_logs
 from taskflow.admin._charts import throughput_chart
 from taskflow.admin._query import QueryError, RunQuery
 from taskflow.admin._redact import MASK, Redactor
@@ -220,6 +222,293 @@ def test_dashboard_works_under_a_root_path(db_url):
         assert 'src="/proxy/ops/jobs/dashboard/static/htmx.min.js?v=' in page.text
 
 
+# -- schedules ------------------------------------------------------------------------------
+
+
+def schedule_row_html(page: str, name: str) -> str:
+    match = re.search(rf'<tr[^>]*data-schedule="{re.escape(name)}">(.*?)</tr>', page, re.S)
+    assert match, f"no row for schedule {name}"
+    return match.group(1)
+
+
+def test_run_now_is_the_last_run_and_the_flash_links_it(env):
+    client = env.client
+    token = csrf(client)["X-CSRF-Token"]
+    done = client.post(
+        "/tasks/dashboard/schedules/hourly_report/run",
+        data={"csrf_token": token},
+        follow_redirects=False,
+    )
+    page = client.get(done.headers["location"]).text
+    flash = re.search(r'<div class="flash ok"[^>]*>(.*?)</div>', page, re.S).group(1)
+    new_id = re.search(r'href="/tasks/dashboard/runs/([0-9a-f-]+)"', flash).group(1)
+    assert "Started task" in flash and "for schedule hourly_report" in flash
+    assert call(client, env.manager.get_task, new_id).source == "manual"
+    row = schedule_row_html(page, "hourly_report")
+    assert f'href="/tasks/dashboard/runs/{new_id}"' in row  # Last run is the new run
+    listed = client.get("/tasks/schedules").json()[0]
+    assert listed["last_task_id"] == new_id and listed["last_status"] is not None
+
+
+def test_schedule_names_link_to_their_runs(env):
+    client = env.client
+    triggered = client.post("/tasks/schedules/hourly_report/trigger", headers=csrf(client))
+    task_id = triggered.json()["task_id"]
+    other = call(client, env.manager.enqueue, admin_parked)
+    row = schedule_row_html(client.get("/tasks/dashboard/schedules").text, "hourly_report")
+    link = re.search(r'<a class="name" href="([^"]+)"', row).group(1).replace("&amp;", "&")
+    assert link == "/tasks/dashboard/runs?tag=schedule%3Dhourly_report"
+    runs = client.get(link).text
+    assert task_id in runs and other not in runs
+
+
+def test_next_fire_times_show_seconds_when_the_interval_needs_them(env):
+    client = env.client
+    body = {
+        "task_group_name": "reports",
+        "function_name": "admin_report",
+        "every": 30,
+        "kwargs": {"team": "ops"},
+        "name": "every half minute",
+    }
+    assert client.post("/tasks/schedules", json=body, headers=csrf(client)).status_code == 201
+    page = client.get("/tasks/dashboard/schedules").text
+
+    def times(name: str) -> list[str]:
+        cells = re.findall(
+            r'class="next-fire">.*?<span class="muted">([^<]+)</span>',
+            schedule_row_html(page, name),
+            re.S,
+        )
+        assert len(cells) == 3, cells
+        return cells
+
+    fast = times("every half minute")
+    assert all(re.fullmatch(r"\d\d:\d\d:\d\d", text) for text in fast), fast
+    assert len(set(fast)) == 3  # three distinct times, 30 s apart
+    hourly = times("hourly_report")
+    assert all(re.fullmatch(r"\d\d:\d\d(:\d\d)?", text) for text in hourly), hourly
+
+
+def test_schedule_form_shows_plain_signatures_and_every_problem_at_once(env):
+    client = env.client
+    page = client.get("/tasks/dashboard/schedules").text
+    assert "reports.admin_report(team: str, weeks: int = 1) -&gt; str" in page
+    assert "&#39;str&#39;" not in page and "-&gt; &#39;" not in page
+    assert 'class="when-cron"' in page and 'class="when-every"' in page
+    bad = client.post(
+        "/tasks/dashboard/schedules",
+        data={
+            "csrf_token": csrf(client)["X-CSRF-Token"],
+            "function": "reports.admin_report",
+            "trigger": "cron",
+            "cron": "61 * * * *",
+            "timezone": "Mars/Olympus",
+            "kwargs": '{"colour": "blue"}',
+            "name": "hourly_report",
+        },
+    )
+    assert bad.status_code == 422
+    errors = html.unescape(re.search(r'id="schedule-form-error">(.*?)</div>', bad.text, re.S)[1])
+    assert "4 fields need a change" in errors
+    for text in ("invalid cron expression", "unknown timezone", "do not fit", "already exists"):
+        assert text in errors, text
+    for field in ("cron", "timezone", "kwargs", "name"):
+        assert f'aria-describedby="schedule-{field}-error"' in bad.text, field
+    assert 'value="Mars/Olympus"' in bad.text  # what was typed is kept
+    every = client.post(
+        "/tasks/dashboard/schedules",
+        data={
+            "csrf_token": csrf(client)["X-CSRF-Token"],
+            "function": "reports.nothing",
+            "trigger": "every",
+            "every": "soon",
+            "kwargs": "[1]",
+        },
+    )
+    errors = html.unescape(re.search(r'id="schedule-form-error">(.*?)</div>', every.text, re.S)[1])
+    for text in ("no function 'nothing'", "number of seconds", "must be a JSON object"):
+        assert text in errors, text
+
+
+# -- runs, tasks and logs ---------------------------------------------------------------------
+
+
+def test_running_tasks_show_how_long_they_have_run(env):
+    client = env.client
+    row = task_row(status="running", created_at=datetime.now(UTC) - timedelta(hours=2))
+    row["queue"] = "parked"
+    call(client, insert_rows, env.manager, [row])
+    runs = client.get("/tasks/dashboard/runs", params={"status": "running"}).text
+    cell = re.search(r'<span class="elapsed" data-elapsed="([\d.]+)"[^>]*>([^<]+)</span>', runs)
+    assert cell, "no running time in the runs table"
+    assert 7199 < float(cell.group(1)) < 7300 and cell.group(2).startswith("2 h 0 min")
+    task = client.get(f"/tasks/dashboard/runs/{row['id']}").text
+    assert re.search(r'class="elapsed" data-elapsed="[\d.]+"[^>]*>2 h 0 min</span>', task)
+
+
+async def insert_lines(manager, task_id: str, levels: list[str]) -> None:
+    start = datetime.now(UTC) - timedelta(minutes=5)
+    lines = [
+        {
+            "task_id": task_id,
+            "at": start + timedelta(milliseconds=index),
+            "level": level,
+            "message": f"line {index} {level}",
+            "extra": {},
+        }
+        for index, level in enumerate(levels)
+    ]
+    async with manager.db.write() as conn:
+        await conn.execute(task_logs.insert(), lines)
+
+
+def test_a_long_log_says_how_much_is_shown_and_filters_by_level(env):
+    client = env.client
+    row = task_row()
+    call(client, insert_rows, env.manager, [row])
+    levels = ["warning" if index % 4 == 0 else "info" for index in range(800)]
+    call(client, insert_lines, env.manager, row["id"], levels)
+    page = client.get(f"/tasks/dashboard/runs/{row['id']}").text
+    assert re.search(r'id="log-count">last 500 of 800 lines', page)
+    assert page.count('class="log-line') == 500 and "line 799 info" in page
+    assert "line 299 info" not in page  # the first 300 lines are on the Logs page
+    link = re.search(r'id="logs-page-link" href="([^"]+)"|href="([^"]+)" id="logs-page-link"', page)
+    target = (link.group(1) or link.group(2)).replace("&amp;", "&")
+    assert target == f"/tasks/dashboard/logs?task={row['id']}"
+    logs = client.get(target).text
+    assert 'id="log-task-filter"' in logs and row["id"][:8] in logs
+
+    warnings = client.get(f"/tasks/dashboard/runs/{row['id']}", params={"level": "warning"}).text
+    assert re.search(r'id="log-count">200 warning lines', warnings)
+    assert warnings.count('class="log-line lvl-warning"') == 200
+    assert 'class="log-line lvl-info"' not in warnings
+    assert f"logs?task={row['id']}&amp;level=warning" in warnings
+    assert '<option value="warning" selected>' in warnings
+
+
+def test_a_live_tail_keeps_the_level_filter(env):
+    client = env.client
+    task_id = call(client, env.manager.enqueue, admin_parked)  # stays pending: "live"
+    call(client, insert_lines, env.manager, task_id, ["info", "warning"])
+    page = client.get(f"/tasks/dashboard/runs/{task_id}", params={"level": "warning"}).text
+    assert page.count('class="log-line') == 1 and "line 1 warning" in page
+    tail = live_url(page, "log-tail")
+    assert "level=warning" in tail
+    assert client.get(tail).status_code == 204  # nothing new
+    call(client, insert_lines, env.manager, task_id, ["info", "error", "warning"])
+    fresh = client.get(tail)
+    assert fresh.text.count('class="log-line') == 1 and "line 2 warning" in fresh.text
+    assert client.get(live_url(fresh.text, "log-tail")).status_code == 204  # after all three
+
+
+def test_tags_link_to_runs_filtered_by_the_tag(env):
+    client = env.client
+    tagged = task_row(tags={"tenant": "acme & co"})
+    other = task_row(tags={"tenant": "globex"})
+    call(client, insert_rows, env.manager, [tagged, other])
+    page = client.get(f"/tasks/dashboard/runs/{tagged['id']}").text
+    link = re.search(r'<a class="tag" href="([^"]+)"', page).group(1).replace("&amp;", "&")
+    assert link == "/tasks/dashboard/runs?tag=tenant%3Dacme+%26+co"
+    runs = client.get(link).text
+    assert tagged["id"] in runs and other["id"] not in runs
+    listed = client.get("/tasks/dashboard/runs").text
+    assert 'class="tag" href="/tasks/dashboard/runs?tag=tenant%3Dglobex"' in listed
+
+
+def test_the_task_page_reads_top_down(env):
+    client = env.client
+    failed = call(client, env.manager.enqueue, admin_fail, 4)
+    wait_status(client, env.manager, failed)
+    page = client.get(f"/tasks/dashboard/runs/{failed}").text
+    head = page.index('id="task-error"')
+    assert head < page.index('class="detail-grid"') < page.index('id="errors"')
+    shown = re.search(r'id="task-error">(.*?)</p>', page, re.S).group(1)
+    assert '<strong class="err-class">RuntimeError</strong>' in shown
+    assert "admin_fail broke on 4" in shown and "admin_support.py:35" in shown
+    box = re.search(r'<pre class="code tb">(.*?)</pre>', page, re.S).group(1)
+    own = re.search(r'<span class="tb-own">(.*?)</span>', box, re.S).group(1)
+    assert "taskflow/_engine/" in own and "admin_support.py" not in own
+    after_fold = box.split('class="tb-fold', 1)[1]
+    assert "admin_support.py" in after_fold and "taskflow/_engine/" not in after_fold
+    assert box.rstrip().endswith("RuntimeError: admin_fail broke on 4")
+    assert re.search(r"Show taskflow's \d+ frames", page)
+
+
+# -- audit ---------------------------------------------------------------------------------
+
+
+def test_audit_details_read_as_words_with_links(env):
+    client = env.client
+    failed = call(client, env.manager.enqueue, admin_fail, 5)
+    wait_status(client, env.manager, failed)
+    replayed = client.post("/tasks/bulk-retry", json=[failed], headers=csrf(client)).json()
+    new_id = replayed["results"][0]["new_task_id"]
+    parked = call(client, env.manager.enqueue, admin_parked)
+    client.post(f"/tasks/{parked}/cancel", headers=csrf(client))
+    audit = client.get("/tasks/dashboard/audit").text
+    details = re.findall(r'<td class="small wrap audit-detail">(.*?)</td>', audit, re.S)
+    text = " ".join(details)
+    assert "[&#39;" not in text and "False" not in text and "True" not in text
+    assert f'href="/tasks/dashboard/runs/{failed}"' in text  # the original
+    assert f'href="/tasks/dashboard/runs/{new_id}"' in text  # and the new task
+    assert "new tasks" in text and "replayed" in text
+    targets = re.findall(r'<td class="wrap audit-target">(.*?)</td>', audit, re.S)
+    assert any(f'href="/tasks/dashboard/runs/{parked}"' in target for target in targets)
+
+
+# -- not found, compression -------------------------------------------------------------------
+
+
+def test_an_unknown_dashboard_path_answers_the_styled_404(env):
+    client = env.client
+    for path in ("/tasks/dashboard/nope", "/tasks/dashboard/runs/x/y/z", "/tasks/dashboard/a%3Cb"):
+        response = client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"].startswith("text/html")
+        assert 'id="not-found"' in response.text and 'nav class="tabs"' in response.text
+        assert "Content-Security-Policy" in response.headers
+    assert "/tasks/dashboard/a&lt;b" in client.get("/tasks/dashboard/a%3Cb").text
+    slash = client.get("/tasks/dashboard/", follow_redirects=False)
+    assert slash.status_code == 307 and slash.headers["location"] == "/tasks/dashboard"
+    assert client.get("/tasks/nope/deeper").status_code == 404  # the app's own 404 elsewhere
+
+
+def test_dashboard_responses_are_compressed_and_the_app_is_not(env):
+    client = env.client
+    app = env.app
+
+    @app.get("/big")
+    def big() -> PlainTextResponse:
+        return PlainTextResponse("x" * 5000)
+
+    @app.get("/events")
+    def events() -> StreamingResponse:
+        return StreamingResponse(iter(["data: 1\n\n"] * 200), media_type="text/event-stream")
+
+    gzip_only = {"Accept-Encoding": "gzip"}
+    for path in ("/tasks/dashboard", "/tasks/dashboard/runs", "/tasks/dashboard/schedules"):
+        page = client.get(path, headers=gzip_only)
+        assert page.headers.get("content-encoding") == "gzip", path
+        assert page.num_bytes_downloaded * 2 < len(page.content), path
+        assert "Accept-Encoding" in page.headers["vary"]
+    fragment = client.get(live_url(client.get("/tasks/dashboard/runs").text, "runs-table") + "x")
+    assert fragment.status_code == 200 and fragment.headers["content-encoding"] == "gzip"
+    script = client.get("/tasks/dashboard/static/htmx.min.js", headers=gzip_only)
+    assert script.headers["content-encoding"] == "gzip"
+    assert script.num_bytes_downloaded < 20_000 < len(script.content)
+    assert script.headers["content-type"].startswith(("text/javascript", "application/javascript"))
+    plain = client.get(
+        "/tasks/dashboard/static/htmx.min.js", headers={"Accept-Encoding": "identity"}
+    )
+    assert "content-encoding" not in plain.headers and plain.content == script.content
+    refused = client.get("/tasks/dashboard/runs", headers={"Accept-Encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers
+    assert "content-encoding" not in client.get("/big", headers=gzip_only).headers
+    stream = client.get("/events", headers=gzip_only)
+    assert "content-encoding" not in stream.headers and stream.text.count("data: 1") == 200
+
+
 # -- pieces -------------------------------------------------------------------------------
 
 
@@ -292,19 +581,6 @@ def test_chart_geometry():
     assert tallest.bad_y == chart.plot_top  # the peak reaches the top line
     assert chart.bars[0].ok_height == 0 and "00:00" in chart.bars[0].label
     assert [anchor for _, _, anchor in chart.axis] == ["start", "middle", "middle", "end"]
-
-
-def test_schedule_form_parsing():
-    values = dict.fromkeys(
-        ("function", "trigger", "cron", "every", "timezone", "kwargs", "name", "description"), ""
-    )
-    every = new_schedule({**values, "function": "g.f", "trigger": "every", "every": "30"})
-    assert every.every == 30.0 and every.cron_expression is None
-    cron = new_schedule({**values, "function": "g.f", "cron": "* * * * *", "kwargs": '{"a": 1}'})
-    assert cron.cron_expression == "* * * * *" and cron.kwargs == {"a": 1}
-    for bad in ({"function": "nodot"}, {"function": "g.f", "kwargs": "{"}):
-        with pytest.raises(ValueError):
-            new_schedule({**values, **bad})
 
 
 def test_vendored_htmx_is_the_pinned_release():

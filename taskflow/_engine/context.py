@@ -106,4 +106,3 @@ class LocalFlag:
     def set(self) -> None:
         """Mark the task cancelled."""
         self._set = True
-

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from taskflow._engine import context as task_context
 from taskflow._engine.executors import Call, ExecutorPool
 from taskflow._engine.job import Job, JobHooks, utcnow
+from taskflow._engine.metrics import PROCESS_METRICS
 from taskflow._engine.registry import TaskConfig, TaskRegistry
 from taskflow._engine.retry import RetryPolicy
 from taskflow._engine.runtime import Runtime
@@ -28,7 +29,12 @@ from taskflow.errors import (
     TaskNotRerunnable,
     UnknownTaskFunction,
 )
-from taskflow.observers import LifecycleEvent, LoggerChain
+from taskflow.observers import (
+    LifecycleEvent,
+    LoggerChain,
+    lifecycle_logging_enabled,
+    log_lifecycle_event,
+)
 
 logger = logging.getLogger("taskflow")
 T = TypeVar("T")
@@ -236,24 +242,29 @@ class Runner:
         stacktrace: str | None = None,
         duration: float | None = None,
     ) -> None:
-        """Tell observers about a transition; ``attempt`` counts from 1 here and is
-        reported zero-based, as fastapi-taskflow does."""
-        chain = self._observers
-        if chain is None:
+        """Count a transition (:data:`PROCESS_METRICS`), log it (``taskflow.events``) and
+        tell observers; ``attempt`` counts from 1 here and is reported zero-based, as
+        fastapi-taskflow does. The event itself is built only when someone reads it."""
+        PROCESS_METRICS.record(job.func_name, job.queue, status, duration)
+        logged = lifecycle_logging_enabled(status)
+        if self._observers is None and not logged:
             return
-        chain.emit(
-            LifecycleEvent(
-                task_id=job.task_id,
-                func_name=job.func_name,
-                status=status,
-                timestamp=utcnow(),
-                attempt=max(attempt - 1, 0),
-                duration=duration,
-                error=error,
-                stacktrace=stacktrace,
-                tags=job.tags,
-            )
+        event = LifecycleEvent(
+            task_id=job.task_id,
+            func_name=job.func_name,
+            status=status,
+            timestamp=utcnow(),
+            attempt=max(attempt - 1, 0),
+            duration=duration,
+            error=error,
+            stacktrace=stacktrace,
+            tags=job.tags,
+            queue=job.queue,
         )
+        if logged:
+            log_lifecycle_event(event)
+        if self._observers is not None:
+            self._observers.emit(event)
 
     async def _durably(self, write: Callable[[], Awaitable[T]]) -> T:
         """Run a store write, retrying database errors with backoff: the outcome of a task

@@ -7,7 +7,6 @@ next, with a one-time message about what happened.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,23 +18,33 @@ from taskflow.admin._context import ActorGuard, AdminContext
 from taskflow.admin._forms import FormValues, read_form
 from taskflow.admin._login import safe_next
 from taskflow.admin._query import QueryError, RunQuery
-from taskflow.admin._service import ActionError, Actor, NewSchedule, ReplayResult
+from taskflow.admin._rendering import LINK_MARK
+from taskflow.admin._schedule_form import ScheduleForm, form_values, read_schedule_form
+from taskflow.admin._service import ActionError, Actor, ReplayResult
 
 FAILURE_STATUSES = ("failed", "interrupted")
-# One schedule action of the dashboard: acts on the named schedule, returns what to say.
-ScheduleAction = Callable[[str, Actor], Awaitable[str]]
+# What a schedule action says when done: the text, and a link in it (or None).
+Said = tuple[str, tuple[str, str] | None]
+# One schedule action of the dashboard: acts on the named schedule, says what it did.
+ScheduleAction = Callable[[Request, str, Actor], Awaitable[Said]]
 
 
 async def go(
-    admin: AdminContext, request: Request, target: str, text: str, kind: str = "ok"
+    admin: AdminContext,
+    request: Request,
+    target: str,
+    text: str,
+    kind: str = "ok",
+    link: tuple[str, str] | None = None,
 ) -> Response:
-    """Send the browser to ``target`` and show ``text`` there."""
+    """Send the browser to ``target`` and show ``text`` there (with ``link``, a
+    ``(url, label)`` shown where ``{link}`` stands in ``text``)."""
     response: Response
     if request.headers.get("hx-request"):
         response = Response(headers={"HX-Redirect": target})
     else:
         response = RedirectResponse(target, status_code=303)
-    await admin.set_flash(request, response, text, kind)
+    await admin.set_flash(request, response, text, kind, link)
     await admin.renderer.finish(request, response)
     return response
 
@@ -64,7 +73,8 @@ def _add_task_actions(router: APIRouter, admin: AdminContext, actor: ActorGuard)
             admin,
             request,
             url(request, "task", task_id=new_id),
-            f"Retried {task_id} as this new task.",
+            f"Retried {LINK_MARK} as this new task.",
+            link=(url(request, "task", task_id=task_id), task_id),
         )
 
     @router.post("/dashboard/runs/{task_id}/cancel", name=name("task_cancel"))
@@ -122,21 +132,22 @@ async def _replay(admin: AdminContext, form: FormValues, who: Actor) -> ReplayRe
 def _add_schedule_actions(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     service = admin.service
 
-    async def run(name: str, who: Actor) -> str:
+    async def run(request: Request, name: str, who: Actor) -> Said:
         task_id = await service.run_schedule(name, who)
-        return f"Started task {task_id} for schedule {name}."
+        link = (admin.renderer.url(request, "task", task_id=task_id), task_id)
+        return f"Started task {LINK_MARK} for schedule {name}.", link
 
-    async def pause(name: str, who: Actor) -> str:
+    async def pause(request: Request, name: str, who: Actor) -> Said:
         await service.pause_schedule(name, who)
-        return f"Paused {name}."
+        return f"Paused {name}.", None
 
-    async def resume(name: str, who: Actor) -> str:
+    async def resume(request: Request, name: str, who: Actor) -> Said:
         await service.resume_schedule(name, who)
-        return f"Resumed {name}."
+        return f"Resumed {name}.", None
 
-    async def delete(name: str, who: Actor) -> str:
+    async def delete(request: Request, name: str, who: Actor) -> Said:
         await service.delete_schedule(name, who)
-        return f"Deleted schedule {name}."
+        return f"Deleted schedule {name}.", None
 
     for verb, action in (("run", run), ("pause", pause), ("resume", resume), ("delete", delete)):
         router.add_api_route(
@@ -153,10 +164,10 @@ def _schedule_route(
     async def route(request: Request, name: str, who: Actor = Depends(actor)) -> Response:
         back = admin.renderer.url(request, "schedules")
         try:
-            text = await action(name, who)
+            text, link = await action(request, name, who)
         except ActionError as exc:
             return await go(admin, request, back, exc.message, "error")
-        return await go(admin, request, back, text)
+        return await go(admin, request, back, text, link=link)
 
     return route
 
@@ -166,66 +177,26 @@ def _add_schedule_form(router: APIRouter, admin: AdminContext, actor: ActorGuard
 
     @router.post("/dashboard/schedules", name=admin.route_name("schedule_create"))
     async def create(request: Request, who: Actor = Depends(actor)) -> Response:
-        form = await read_form(request)
-        values = {key: str(form.get(key) or "").strip() for key in _FORM_FIELDS}
+        form = await read_schedule_form(admin.manager, form_values(await read_form(request)))
+        if form.schedule is None:
+            return await _form_error(admin, request, form)
         try:
-            created = await admin.service.create_schedule(new_schedule(values), who)
-        except (ActionError, ValueError) as exc:
-            message = exc.message if isinstance(exc, ActionError) else str(exc)
-            return await _form_error(admin, request, values, message)
+            created = await admin.service.create_schedule(form.schedule, who)
+        except ActionError as exc:
+            form.errors["form"] = exc.message
+            return await _form_error(admin, request, form)
         return await go(
             admin, request, renderer.url(request, "schedules"), f"Created schedule {created.name}."
         )
 
 
-_FORM_FIELDS = ("function", "trigger", "cron", "every", "timezone", "kwargs", "name", "description")
-
-
-def new_schedule(values: dict[str, str]) -> NewSchedule:
-    """The schedule described by the create form.
-
-    Raises:
-        ValueError: the function is not ``group.function``, the interval is not a
-            number or the kwargs are not a JSON object.
-    """
-    group, dot, function = values["function"].partition(".")
-    if not dot or not group or not function:
-        raise ValueError("choose a task group function")
-    kwargs_text = values["kwargs"] or "{}"
-    try:
-        kwargs = json.loads(kwargs_text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"kwargs is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
-    if not isinstance(kwargs, dict):
-        raise ValueError('kwargs must be a JSON object, like {"team": "ops"}')
-    every = None
-    if values["trigger"] == "every":
-        try:
-            every = float(values["every"])
-        except ValueError as exc:
-            raise ValueError(
-                f"the interval must be a number of seconds, got {values['every']!r}"
-            ) from exc
-    return NewSchedule(
-        task_group_name=group,
-        function_name=function,
-        cron_expression=values["cron"] if values["trigger"] != "every" else None,
-        every=every,
-        timezone=values["timezone"] or "UTC",
-        kwargs=kwargs,
-        name=values["name"] or None,
-        description=values["description"] or None,
-    )
-
-
-async def _form_error(
-    admin: AdminContext, request: Request, values: dict[str, str], error: str
-) -> Response:
+async def _form_error(admin: AdminContext, request: Request, form: ScheduleForm) -> Response:
+    """The form again with its values and every problem found (422)."""
     principal = request.state.taskflow_principal
     context: dict[str, Any] = {
         "functions": _views.group_functions(admin.manager),
-        "form": values,
-        "form_error": error,
+        "form": form.values,
+        "form_errors": form.errors,
     }
     if request.headers.get("hx-request"):
         return await admin.renderer.fragment(

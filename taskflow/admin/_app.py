@@ -13,6 +13,7 @@ from fastapi import Depends
 from taskflow.admin._api import build_api_router
 from taskflow.admin._context import AdminContext
 from taskflow.admin._pages import build_auth_router, build_page_router
+from taskflow.admin._prometheus import build_prometheus_router
 from taskflow.admin._redact import DEFAULT_REDACT_KEYS
 from taskflow.admin.auth import AuthArgument, resolve_auth
 from taskflow.errors import ConfigurationError
@@ -26,8 +27,9 @@ logger = logging.getLogger("taskflow.admin")
 
 
 class TaskAdmin(AdminContext):
-    """Mount taskflow's dashboard (``{path}/dashboard``) and JSON API (``{path}``) on
-    ``app``, and run ``task_manager`` with the app's lifespan.
+    """Mount taskflow's dashboard (``{path}/dashboard``), JSON API (``{path}``) and
+    Prometheus metrics (``{path}/prometheus``) on ``app``, and run ``task_manager`` with
+    the app's lifespan.
 
     The positional parameters are fastapi-taskflow's, in its order; the keyword-only
     ones are taskflow's additions. All setup happens here: ``TaskAdmin(app, manager)``
@@ -57,6 +59,11 @@ class TaskAdmin(AdminContext):
         count_cap: counts stop at this many rows and show as ``"10,000+"``.
         page_size: rows per page of the lists.
         stats_ttl: seconds the overview's and functions' statistics are cached.
+        metrics_token: the bearer token of ``{path}/prometheus`` (Prometheus metrics,
+            see docs/dashboard.md). Without it that endpoint is behind ``auth`` like the
+            rest of the dashboard; with it, only ``Authorization: Bearer <token>`` opens
+            it (what Prometheus's ``authorization`` scrape setting sends), so a scraper
+            needs no dashboard login.
 
     Raises:
         ValueError: an invalid argument.
@@ -84,6 +91,7 @@ class TaskAdmin(AdminContext):
         count_cap: int = 10_000,
         page_size: int = 50,
         stats_ttl: float = 10.0,
+        metrics_token: str | None = None,
     ) -> None:
         _check_arguments(path, token_expiry, poll_interval, retention_days, count_cap, page_size)
         super().__init__(
@@ -102,6 +110,9 @@ class TaskAdmin(AdminContext):
             page_size=page_size,
             stats_ttl=stats_ttl,
         )
+        if metrics_token is not None and not metrics_token.strip():
+            raise ConfigurationError("metrics_token must not be empty")
+        self.metrics_token = metrics_token
         if retention_days is not None:
             task_manager.retention_days = retention_days
         if auto_install:
@@ -115,6 +126,10 @@ class TaskAdmin(AdminContext):
         extra = [Depends(dep.dependency) for dep in self.auth.dependencies[1:]]
         app.include_router(build_auth_router(self), prefix=self.path)
         app.include_router(build_page_router(self, extra), prefix=self.path)
+        # Before the JSON API, whose GET /{task_id} would take /prometheus.
+        app.include_router(
+            build_prometheus_router(self, extra, token=self.metrics_token), prefix=self.path
+        )
         app.include_router(build_api_router(self, extra), prefix=self.path)
 
     def _wrap_lifespan(self, app: FastAPI) -> None:

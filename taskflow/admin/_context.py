@@ -23,7 +23,7 @@ from taskflow._store.dashboard import DashboardStore
 from taskflow._store.sql import SQLStore
 from taskflow.admin._forms import read_form
 from taskflow.admin._redact import Redactor
-from taskflow.admin._rendering import Renderer
+from taskflow.admin._rendering import Flash, Renderer
 from taskflow.admin._security import (
     ANON_COOKIE,
     ANON_COOKIE_AGE,
@@ -300,9 +300,19 @@ class AdminContext:
 
     # -- one-time messages -------------------------------------------------------------
 
-    async def set_flash(self, request: Request, response: Response, text: str, kind: str) -> None:
-        """Show ``text`` on the next page this visitor opens (``kind``: ok or error)."""
-        payload = base64.urlsafe_b64encode(json.dumps([kind, text[:500]]).encode()).decode()
+    async def set_flash(
+        self,
+        request: Request,
+        response: Response,
+        text: str,
+        kind: str,
+        link: tuple[str, str] | None = None,
+    ) -> None:
+        """Show ``text`` on the next page this visitor opens (``kind``: ok or error).
+
+        ``link`` is ``(url, label)``: a link shown where ``{link}`` stands in ``text``."""
+        data = [kind, text[:500], *(link or ())]
+        payload = base64.urlsafe_b64encode(json.dumps(data).encode()).decode()
         set_cookie(
             response,
             request,
@@ -312,16 +322,19 @@ class AdminContext:
             path=self.base_path(request),
         )
 
-    async def pop_flash(self, request: Request) -> tuple[str, str] | None:
+    async def pop_flash(self, request: Request) -> Flash | None:
         """The flash message waiting for this visitor, if any (the page clears it)."""
         payload = (await self.signer()).unsign("flash", request.cookies.get(FLASH_COOKIE))
         if payload is None:
             return None
         try:
-            kind, text = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+            kind, text, *link = (str(item) for item in data)
         except (ValueError, TypeError):
             return None
-        return str(kind), str(text)
+        if len(link) == 2:
+            return Flash(kind, text, link_url=link[0], link_text=link[1])
+        return Flash(kind, text)
 
 
 def refuse_nul(request: Request) -> None:

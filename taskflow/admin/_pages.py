@@ -7,21 +7,24 @@ change (counts, the first page of a list, a running task) refresh themselves thr
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Sequence
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, params
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, RedirectResponse
 from markupsafe import Markup
 from starlette.responses import Response
 
 from taskflow._store.dashboard import LogFilter
 from taskflow._store.ids import task_id_forms
-from taskflow._store.rows import TaskSummary
+from taskflow._store.rows import LogRow, TaskSummary
 from taskflow.admin import _views
 from taskflow.admin._actions import add_action_routes
+from taskflow.admin._compress import accepts_gzip
 from taskflow.admin._context import AdminContext, ViewerGuard
 from taskflow.admin._login import add_login_routes, add_logout_routes
 from taskflow.admin._query import SOURCES, STATUSES, QueryError, RunQuery
@@ -38,6 +41,7 @@ from taskflow.admin._util import (
 FAILURE_STATUSES = ("failed", "interrupted")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_PAGE = 100
+TASK_LOG_LINES = 500  # the last lines a task page shows; the Logs page pages through all
 
 
 def build_auth_router(admin: AdminContext) -> APIRouter:
@@ -50,17 +54,24 @@ def build_auth_router(admin: AdminContext) -> APIRouter:
         name=admin.route_name("static"),
         include_in_schema=False,
     )
-    async def static(filename: str) -> Response:
+    async def static(request: Request, filename: str) -> Response:
         """Bundled CSS, JavaScript and images (public: they hold no data)."""
         path = renderer.static_file(filename)
         if path is None:
             raise HTTPException(404, detail="no such file")
-        return FileResponse(
-            path,
-            headers={
-                "Cache-Control": "public, max-age=86400",
-                "X-Content-Type-Options": "nosniff",
-            },
+        headers = {
+            "Cache-Control": "public, max-age=86400",
+            "X-Content-Type-Options": "nosniff",
+        }
+        packed = renderer.static_gzip.get(path)
+        if packed is None:
+            return FileResponse(path, headers=headers)
+        headers["Vary"] = "Accept-Encoding"
+        if not accepts_gzip(request):
+            return FileResponse(path, headers=headers)
+        media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        return Response(
+            packed, media_type=media_type, headers={**headers, "Content-Encoding": "gzip"}
         )
 
     add_login_routes(router, admin)
@@ -82,6 +93,7 @@ def build_page_router(admin: AdminContext, extra: Sequence[params.Depends]) -> A
     _add_audit(router, admin, viewer)
     add_action_routes(router, admin, actor)
     add_logout_routes(router, admin, viewer)
+    _add_not_found(router, admin, viewer)  # last: it answers every other dashboard path
     return router
 
 
@@ -138,13 +150,16 @@ def read_query(request: Request, page_size: int) -> tuple[RunQuery, str | None]:
     return query, None
 
 
-def run_row(row: TaskSummary) -> dict[str, Any]:
-    """A task row of a list, ready for the template: its fields, its duration and the
-    last line of its error."""
+def run_row(row: TaskSummary, *, now: datetime | None = None) -> dict[str, Any]:
+    """A task row of a list, ready for the template: its fields, its duration (for a
+    running task, how long it has run so far: ``elapsed``) and the last line of its
+    error."""
     error = (row.error or "").strip()
+    running = row.status == "running" and row.finished_at is None
     return {
         **{column.name: getattr(row, column.name) for column in fields(row)},
         "duration": seconds_between(row.started_at, row.finished_at),
+        "elapsed": seconds_between(row.started_at, now or utcnow()) if running else None,
         "error_line": error.splitlines()[-1][:200] if error else "",
     }
 
@@ -184,8 +199,9 @@ async def runs_table(
     result = await admin.queries.page_tasks(
         filters, sort=query.sort, after=after, before=before, limit=query.limit
     )
+    now = utcnow()
     context.update(
-        rows=[run_row(row) for row in result.rows],
+        rows=[run_row(row, now=now) for row in result.rows],
         count=await admin.queries.count_tasks(filters, cap=cap, sort=query.sort),
         count_cap=cap,
         newer=encode_cursor(result.newer),
@@ -320,9 +336,13 @@ def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
                 status_code=404,
                 active="runs",
                 what=f"task {task_id}",
+                task=True,
             )
         live, _ = await summary(request, principal, found)
-        lines = await admin.queries.task_logs(found.record.task_id)
+        level = log_level(request)
+        lines, total = await admin.queries.task_log_tail(
+            found.record.task_id, level=level or None, limit=TASK_LOG_LINES
+        )
         audit, _ = await admin.queries.page_audit(target=found.record.task_id, limit=20)
         return await renderer.page(
             request,
@@ -332,7 +352,10 @@ def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
             detail=found,
             summary=live,
             logs=[_views.log_view(line, admin.redactor) for line in lines],
-            last_log_id=lines[-1].id if lines else 0,
+            log_total=total,
+            log_level=level,
+            levels=LOG_LEVELS,
+            last_log_id=await _last_log_id(admin, found.record.task_id, lines, level),
             audit=audit,
         )
 
@@ -361,17 +384,39 @@ def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
         lines = await admin.queries.task_logs(task_id, after_id=after)
         statuses = await admin.queries.statuses_of(task_id_forms(task_id))  # either id shape
         live = any(status in ("pending", "running") for status in statuses.values())
+        level = log_level(request)
         if not lines and live:
             return Response(status_code=204)
         return await renderer.fragment(
             request,
             principal,
             "taskflow/_log_tail.html",
-            logs=[_views.log_view(line, admin.redactor) for line in lines],
+            logs=[
+                _views.log_view(line, admin.redactor)
+                for line in lines
+                if not level or line.level.lower() == level
+            ],
             task_id=task_id,
             last_log_id=lines[-1].id if lines else after,
+            log_level=level,
             live=live,
         )
+
+
+def log_level(request: Request) -> str:
+    """The level a task page's logs are filtered by (``?level=``), or "" for all."""
+    level = (request.query_params.get("level") or "").strip().lower()
+    return level if level in LOG_LEVELS else ""
+
+
+async def _last_log_id(admin: AdminContext, task_id: str, shown: list[LogRow], level: str) -> int:
+    """Where a task page's live tail goes on from: its last line of any level (the
+    lines shown may be of one level only)."""
+    if not level:
+        return shown[-1].id if shown else 0
+    newest = await admin.queries.task_logs(task_id, limit=1)
+    ids = [line.id for line in (*shown, *newest)]
+    return max(ids) if ids else 0
 
 
 # -- schedules -----------------------------------------------------------------------------
@@ -400,7 +445,7 @@ def _add_schedules(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) 
             live=live,
             functions=_views.group_functions(admin.manager),
             form={},
-            form_error=None,
+            form_errors={},
         )
 
     @router.get("/dashboard/_/schedules", name=name("schedules_live"))
@@ -434,6 +479,7 @@ def _add_logs(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
                 func_name=form["func"] or None,
                 task_id=form["task"] or None,
                 since=parse_moment(form["window"], now=utcnow()),
+                hidden_fields=admin.redactor.keys,  # masked fields are not searched
             )
         except ValueError as exc:
             error = str(exc)
@@ -517,4 +563,28 @@ def _add_audit(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> N
         rows, older = await admin.queries.page_audit(before_id=before, limit=50)
         return await renderer.page(
             request, principal, "taskflow/audit.html", active="audit", entries=rows, older=older
+        )
+
+
+# -- any other dashboard path ----------------------------------------------------------------
+
+
+def _add_not_found(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
+    renderer = admin.renderer
+
+    @router.get("/dashboard/{rest:path}", name=admin.route_name("not_found"))
+    async def not_found(
+        request: Request, rest: str, principal: Principal = Depends(viewer)
+    ) -> Response:
+        """The styled 404 page for a dashboard path that names no page."""
+        if not rest.strip("/"):  # "/dashboard/": the overview
+            return RedirectResponse(renderer.url(request, "overview"), status_code=307)
+        return await renderer.page(
+            request,
+            principal,
+            "taskflow/not_found.html",
+            status_code=404,
+            active="",
+            what=f"page at {request.url.path}",
+            task=False,
         )

@@ -8,10 +8,12 @@ template by giving a file of the same name. Jinja autoescaping is always on.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
@@ -20,7 +22,10 @@ from starlette.responses import HTMLResponse, Response
 
 from taskflow._store.migrate import resource_path
 from taskflow.admin import _util
+from taskflow.admin._audit_view import audit_details, audit_target
+from taskflow.admin._compress import StaticGzip, compress_response
 from taskflow.admin._security import CSRF_FIELD, FLASH_COOKIE, Principal, clear_cookie
+from taskflow.admin._tracebacks import error_head, fold_traceback
 from taskflow.admin.auth import AuthConfig
 
 CONTENT_SECURITY_POLICY = "; ".join(
@@ -62,6 +67,38 @@ STATUS_CLASSES = {
     "rejected": "st-rejected",
 }
 
+# The running time of a task (``<span class="elapsed" data-elapsed="…">``) changes on
+# every render; a live part's fingerprint leaves it out, so a part whose only change is
+# that clock still answers 204 (the browser counts the seconds on by itself).
+_ELAPSED = re.compile(r'(<span class="elapsed" data-elapsed=")[^"]*("[^>]*>)[^<]*(</span>)')
+# Where a flash message's link goes in its text.
+LINK_MARK = "{link}"
+
+
+@dataclass(frozen=True, slots=True)
+class Flash:
+    """A one-time message shown on the next page, optionally with one link in it.
+
+    Attributes:
+        kind: ``"ok"`` or ``"error"``.
+        text: the message; :data:`LINK_MARK` in it marks where the link goes.
+        link_url: where the link goes (a dashboard path), or None.
+        link_text: the link's text.
+    """
+
+    kind: str
+    text: str
+    link_url: str | None = None
+    link_text: str | None = None
+
+    @property
+    def parts(self) -> tuple[str, str]:
+        """The text before and after the link (all of it before when there is none)."""
+        if self.link_url is None:
+            return self.text, ""
+        before, _, after = self.text.partition(LINK_MARK)
+        return before, after
+
 
 class RenderHost(Protocol):
     """What the renderer needs of the dashboard (the templates see it as ``admin``)."""
@@ -88,7 +125,7 @@ class RenderHost(Protocol):
         """The CSRF token to put in pages and forms for this visitor."""
         ...
 
-    async def pop_flash(self, request: Request) -> tuple[str, str] | None:
+    async def pop_flash(self, request: Request) -> Flash | None:
         """The one-time message waiting for this visitor, if any."""
         ...
 
@@ -110,6 +147,7 @@ class Renderer:
     ) -> None:
         self._admin = admin
         self.static_dir = resource_path("static")
+        self.static_gzip = StaticGzip()
         self.env = Environment(
             loader=ChoiceLoader(
                 [FileSystemLoader(str(folder)) for folder in _folders(templates_dir)]
@@ -122,11 +160,18 @@ class Renderer:
         )
         self.env.filters.update(
             duration=_util.duration_text,
+            elapsed=_util.elapsed_text,
             time=_util.time_text,
             short=lambda value: (value or "")[:8],
             status_class=lambda status: STATUS_CLASSES.get(str(status), "st-other"),
             percent=_percent,
             number=lambda value: f"{value:,}",
+        )
+        self.env.globals.update(
+            audit_details=audit_details,
+            audit_target=audit_target,
+            error_head=error_head,
+            fold_traceback=fold_traceback,
         )
         self._versions: dict[str, str] = {}
 
@@ -167,6 +212,7 @@ class Renderer:
             "nav": NAV,
             "now": _util.utcnow(),
             "url": lambda short, query="", **params: self.url(request, short, query, **params),
+            "qs": _query,
             "static": lambda filename: self.static_url(request, filename),
             "ago": lambda moment: _util.ago_text(moment, now=_util.utcnow()),
             "capped": lambda count, cap=None: _util.capped(count, cap or admin.count_cap),
@@ -232,7 +278,8 @@ class Renderer:
         """
         full = {**await self.base_context(request, principal), **context}
         inner = self.render(template, full)
-        fingerprint = hashlib.sha256(inner.encode()).hexdigest()[:16]
+        steady = _ELAPSED.sub(r"\1\2\3", inner)
+        fingerprint = hashlib.sha256(steady.encode()).hexdigest()[:16]
         wrapper = {
             "element_id": element_id,
             "inner": Markup(inner),  # noqa: S704 - rendered (and escaped) by Jinja above
@@ -254,9 +301,11 @@ class Renderer:
         return response
 
     async def finish(self, request: Request, response: Response) -> None:
-        """Add the security headers and the anonymous anchor cookie, if new."""
+        """Add the security headers and the anonymous anchor cookie, if new, and gzip
+        the body when the client accepts it."""
         response.headers.update(SECURITY_HEADERS)
         await self._admin.attach_anchor(request, response)
+        compress_response(request, response)
 
 
 def _folders(templates_dir: str | Path | Sequence[str | Path] | None) -> list[Path]:
@@ -265,6 +314,11 @@ def _folders(templates_dir: str | Path | Sequence[str | Path] | None) -> list[Pa
     if isinstance(templates_dir, str | Path):
         return [Path(templates_dir)]
     return [Path(folder) for folder in templates_dir]
+
+
+def _query(**params: Any) -> str:
+    """A query string of the parameters that have a value (``qs(tag="k=v")``)."""
+    return urlencode({key: value for key, value in params.items() if value not in ("", None)})
 
 
 def _with_fingerprint(url: str, fingerprint: str) -> str:

@@ -34,6 +34,7 @@ REPLAYABLE = ("failed", "interrupted")
 CANCELLABLE = ("pending", "running")
 FINAL = ("success", "failed", "cancelled", "interrupted", "rejected")
 REPLAY_BATCH = 100
+AUDITED_IDS = 20  # task ids an audit entry of a replay keeps (it counts them all)
 HISTORY_BATCH = 500
 
 
@@ -61,6 +62,16 @@ class ReplayResult:
     dispatched: int = 0
     skipped: int = 0
     results: list[dict[str, str]] = field(default_factory=list)
+
+    @property
+    def original_ids(self) -> list[str]:
+        """The ids of the tasks replayed, in order."""
+        return [item["original_task_id"] for item in self.results]
+
+    @property
+    def new_ids(self) -> list[str]:
+        """The ids of the tasks the replay created, in the same order."""
+        return [item["new_task_id"] for item in self.results]
 
 
 @dataclass(slots=True)
@@ -175,7 +186,8 @@ class AdminService:
             {
                 "dispatched": outcome.dispatched,
                 "skipped": outcome.skipped,
-                "task_ids": list(task_ids)[:20],
+                "task_ids": list(task_ids)[:AUDITED_IDS],
+                "new_task_ids": outcome.new_ids[:AUDITED_IDS],
             },
         )
         return outcome
@@ -212,7 +224,13 @@ class AdminService:
             actor,
             "replay",
             "filter",
-            {**description, "dispatched": outcome.dispatched, "skipped": outcome.skipped},
+            {
+                **description,
+                "dispatched": outcome.dispatched,
+                "skipped": outcome.skipped,
+                "task_ids": outcome.original_ids[:AUDITED_IDS],
+                "new_task_ids": outcome.new_ids[:AUDITED_IDS],
+            },
         )
         return outcome
 
@@ -264,6 +282,9 @@ class AdminService:
             task_id = await self._manager.trigger_schedule(name)
         except ScheduleNotFound as exc:
             raise ActionError(404, str(exc)) from exc
+        # The scheduler records the runs it fires; a run started by hand is the
+        # schedule's last run too.
+        await self.queries.note_schedule_run(name, task_id=task_id, at=utcnow())
         await self.audit(actor, "run_now", name, {"task_id": task_id})
         return task_id
 

@@ -130,6 +130,14 @@ def duration_text(seconds: float | None) -> str:
     return f"{hours // 24} d {hours % 24} h"
 
 
+def elapsed_text(seconds: float | None) -> str:
+    """How long something has been running, in whole seconds: ``"12 s"``, ``"3 min 5 s"``,
+    ``"2 h 4 min"`` (``static/admin.js`` counts on in the same format)."""
+    if seconds is None:
+        return "–"
+    return f"{max(int(seconds), 0)} s" if seconds < 60 else duration_text(seconds)
+
+
 def ago_text(moment: datetime | None, *, now: datetime) -> str:
     """``"12 s ago"``, ``"in 5 min"``: a time relative to ``now``."""
     if moment is None:

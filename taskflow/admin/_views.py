@@ -165,6 +165,14 @@ class TaskDetail:
         """True while the task can still change."""
         return not self.record.status.is_final
 
+    @property
+    def elapsed(self) -> float | None:
+        """Seconds a running task has been running, else None."""
+        record = self.record
+        if record.status.value != "running" or record.end_time is not None:
+            return None
+        return seconds_between(record.start_time, utcnow())
+
 
 async def task_detail(
     manager: TaskManager,
@@ -281,6 +289,16 @@ class ScheduleRow:
     last_task_id: str | None
     last_status: str | None
     description: str | None
+    every: float | None = None
+
+    @property
+    def time_format(self) -> str:
+        """``strftime`` format of the next fire times: with seconds when the trigger
+        needs them (an interval that is not whole minutes, a slot off the minute)."""
+        off_minute = self.every is not None and self.every % 60 != 0
+        if off_minute or any(fire.second or fire.microsecond for fire in self.next_fires):
+            return "%H:%M:%S"
+        return "%H:%M"
 
 
 async def schedule_rows(manager: TaskManager, queries: DashboardStore) -> list[ScheduleRow]:
@@ -304,6 +322,7 @@ async def schedule_rows(manager: TaskManager, queries: DashboardStore) -> list[S
                 last_task_id=item.last_task_id,
                 last_status=statuses.get(item.last_task_id or ""),
                 description=item.description,
+                every=item.every,
             )
         )
     return rows
@@ -351,12 +370,40 @@ def group_functions(manager: TaskManager) -> list[GroupFunction]:
     found = []
     for group in manager.task_groups.values():
         for name, func in group.functions.items():
-            try:
-                signature = str(inspect.signature(func))
-            except (TypeError, ValueError):
-                signature = "(...)"
-            found.append(GroupFunction(group=group.name, name=name, signature=signature))
+            found.append(GroupFunction(group=group.name, name=name, signature=signature_text(func)))
     return sorted(found, key=lambda item: item.key)
+
+
+class _Shown:
+    """An annotation written as text (``from __future__ import annotations``), shown as
+    written instead of quoted."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def signature_text(func: Callable[..., Any]) -> str:
+    """``"(team: str, weeks: int = 1) -> str"``: the signature as the source reads,
+    annotations unquoted (they are never evaluated)."""
+    try:
+        signature = inspect.signature(func)
+    except (TypeError, ValueError):
+        return "(...)"
+
+    def shown(annotation: Any) -> Any:
+        return _Shown(annotation) if isinstance(annotation, str) else annotation
+
+    parameters = [
+        parameter.replace(annotation=shown(parameter.annotation))
+        for parameter in signature.parameters.values()
+    ]
+    plain = signature.replace(
+        parameters=parameters, return_annotation=shown(signature.return_annotation)
+    )
+    return str(plain)
 
 
 # -- functions -----------------------------------------------------------------------------
