@@ -158,17 +158,20 @@ def test_database_failure_is_a_503_and_nothing_claims_success(db_url, route):
 
     app, manager = build_app(db_url)
     with TestClient(app) as client:
-        real_insert = manager.db._insert_batch
+        committer = manager.db._committer
+        real_write = committer._write_batch
 
-        async def failing_insert(conn, ops):
-            raise DatabaseError("injected: disk I/O error")
+        async def failing_inserts(groups):
+            if any(kind == "insert" for kind, _ops in groups):
+                raise DatabaseError("injected: disk I/O error")
+            return await real_write(groups)
 
-        manager.db._committer._handlers["insert"] = failing_insert
+        committer._write_batch = failing_inserts
         response = client.post(route, params={"email": "x@y.z"})
         assert response.status_code == 503
         assert "task could not be stored" in response.json()["detail"]
         assert client.portal.call(manager.list_tasks) == []
-        manager.db._committer._handlers["insert"] = real_insert
+        committer._write_batch = real_write
         recovered = client.post(route, params={"email": "x@y.z"})
         assert recovered.status_code == 200
         assert wait_final(client, recovered.json()["task_id"])["status"] == "success"
