@@ -1,13 +1,14 @@
 """The raw-driver limit: the row writes of durable no-op tasks, done by the database
 driver alone.
 
-One durable no-op task makes taskflow write one row three times
-(``taskflow/_store/task_sql.py``; an attempt row is written only when an attempt is
-followed by another, so a task that succeeds at once has none):
+One durable no-op task makes taskflow write one row three times (group commit's
+insert, start and finish: ``taskflow/_store/sqlite_batch.py`` on a SQLite file,
+``task_sql.py`` elsewhere; an attempt row is written only when an attempt is followed by
+another, so a task that succeeds at once has none):
 
-1. insert the task row, ``pending`` (``_insert_batch``);
-2. update it to ``running`` (owner, ``started_at``, ``attempts + 1``) (``_start_batch``);
-3. update it to ``success`` (result, ``finished_at``) (``_finish_batch``).
+1. insert the task row, ``pending``;
+2. update it to ``running`` (owner, ``started_at``, ``attempts + 1``);
+3. update it to ``success`` (result, ``finished_at``).
 
 This module makes exactly these row writes, on taskflow's own schema, and nothing else:
 no HTTP, no event loop between the steps, no futures, no SQLAlchemy. The statements are
