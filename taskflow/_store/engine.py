@@ -82,6 +82,14 @@ def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
 
 
+def is_sqlite_file(url: URL) -> bool:
+    """True for a SQLite file named by a plain path, which the stdlib driver can open
+    beside the engine (not ``:memory:``, which lives in the engine's one connection;
+    not a ``file:`` URI, left to the engine)."""
+    sqlite = url.get_backend_name() == "sqlite"
+    return sqlite and not is_memory_sqlite(url) and "uri" not in url.query
+
+
 def sqlite_busy_timeout(url: URL) -> float:
     """Seconds a SQLite statement waits for another connection's lock: the URL's
     ``timeout`` query parameter, else 30.

@@ -70,21 +70,25 @@ def finish_params(outcome: Outcome) -> dict[str, object]:
 
 # -- SQLite ------------------------------------------------------------------------------
 
-SQLITE_INSERT = """
+# Both inserts name the columns in this order.
+_INSERT_TASK = """
 INSERT INTO taskflow_tasks (
     id, func_name, func_path, status, payload, encrypted, attempts, max_retries, priority,
     queue, tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
     requeue_on_interrupt, cancel_requested, created_at, next_attempt_at, retry_delay,
     retry_max_delay, error, finished_at)
+"""
+
+SQLITE_INSERT = (
+    _INSERT_TASK
+    + """\
 VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
 """
+)
 
 # A task with an idempotency key is inserted unless a live task holds the key (the
 # conflict target is the partial unique index, named by its own predicate).
-_ON_KEY_CONFLICT = (
-    "ON CONFLICT (idempotency_key) WHERE idempotency_key IS NOT NULL"
-    " AND status NOT IN ('failed', 'cancelled', 'interrupted') DO NOTHING"
-)
+_ON_KEY_CONFLICT = f"ON CONFLICT (idempotency_key) WHERE {LIVE_KEY_PREDICATE} DO NOTHING"
 SQLITE_INSERT_KEYED = SQLITE_INSERT.rstrip() + "\n" + _ON_KEY_CONFLICT
 SQLITE_KEYS_PER_READ = 500  # well under SQLite's limit of bound parameters
 SQLITE_KEY_HOLDERS = (
@@ -189,12 +193,9 @@ def sqlite_retried_values(params: dict[str, object]) -> tuple[object, ...]:
 
 # -- PostgreSQL --------------------------------------------------------------------------
 
-PG_INSERT = """
-INSERT INTO taskflow_tasks (
-    id, func_name, func_path, status, payload, encrypted, attempts, max_retries, priority,
-    queue, tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
-    requeue_on_interrupt, cancel_requested, created_at, next_attempt_at, retry_delay,
-    retry_max_delay, error, finished_at)
+PG_INSERT = (
+    _INSERT_TASK
+    + """\
 SELECT id, func_name, func_path, status, payload, encrypted, 0, max_retries, priority,
     queue, tags::json, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
     requeue_on_interrupt, false, created_at, next_attempt_at, retry_delay,
@@ -209,6 +210,7 @@ FROM unnest(
          requeue_on_interrupt, created_at, next_attempt_at, retry_delay, retry_max_delay,
          error, finished_at)
 """
+)
 
 PG_INSERT_KEYED = PG_INSERT.rstrip() + "\n" + _ON_KEY_CONFLICT
 PG_KEY_HOLDERS = (

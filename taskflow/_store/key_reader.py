@@ -18,14 +18,12 @@ import threading
 from sqlalchemy.engine import URL
 
 from taskflow._store import failures
-from taskflow._store.engine import is_memory_sqlite, sqlite_busy_timeout
+from taskflow._store.engine import is_sqlite_file, sqlite_busy_timeout
+from taskflow._store.hot_sql import LIVE_KEY_PREDICATE
 from taskflow.errors import DatabaseError
 
 # The partial unique index's own predicate, spelled literally so that the index is used.
-_HOLDER = (
-    "SELECT id FROM taskflow_tasks WHERE idempotency_key = ? AND idempotency_key IS NOT NULL"
-    " AND status NOT IN ('failed', 'cancelled', 'interrupted')"
-)
+_HOLDER = f"SELECT id FROM taskflow_tasks WHERE idempotency_key = ? AND {LIVE_KEY_PREDICATE}"
 
 
 class SQLiteKeyReader:
@@ -41,12 +39,8 @@ class SQLiteKeyReader:
 
     @staticmethod
     def supports(url: URL) -> bool:
-        """True for a SQLite file named by a plain path (not ``:memory:``, not a URI)."""
-        return (
-            url.get_backend_name() == "sqlite"
-            and not is_memory_sqlite(url)
-            and "uri" not in url.query
-        )
+        """True for a SQLite file named by a plain path (see ``is_sqlite_file``)."""
+        return is_sqlite_file(url)
 
     def __call__(self, key: str) -> str | None:
         """The id of the live task holding ``key``, or None.

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 from sqlalchemy.engine import URL
 
 from taskflow._store import failures
-from taskflow._store.engine import is_memory_sqlite, sqlite_busy_timeout
+from taskflow._store.engine import is_sqlite_file, sqlite_busy_timeout
 from taskflow.errors import DatabaseError
 
 T = TypeVar("T")
@@ -55,13 +55,8 @@ class SQLiteWriter:
 
     @staticmethod
     def supports(url: URL) -> bool:
-        """True for a SQLite file named by a plain path (an in-memory database lives in
-        the engine's one shared connection; a ``file:`` URI is left to the engine)."""
-        return (
-            url.get_backend_name() == "sqlite"
-            and not is_memory_sqlite(url)
-            and "uri" not in url.query
-        )
+        """True for a SQLite file named by a plain path (see ``is_sqlite_file``)."""
+        return is_sqlite_file(url)
 
     async def start(self) -> None:
         """Start the thread and open its connection.
