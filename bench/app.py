@@ -8,6 +8,9 @@ uvicorn serves ``bench.app:app``; environment variables choose what backs it:
 - ``BENCH_MARKER``: a file each ``durable_job`` appends its sequence number to.
 - ``BENCH_SLEEP``: seconds ``durable_job`` sleeps before it writes its marker.
 - ``BENCH_SCHEDULE``: ``1`` adds an every-second schedule (taskflow only).
+- ``BENCH_WORKER``: ``1`` puts the no-op task on the queue ``worker``, which the web
+  process does not serve: ``taskflow worker bench.app:manager --queues worker`` runs it
+  (taskflow only; ``/stats?db=1`` then tells when the tasks have run).
 
 Routes (all ``async def``, as a FastAPI service would write them):
 
@@ -34,6 +37,8 @@ DATABASE = os.environ.get("BENCH_DB", "")
 MARKER = os.environ.get("BENCH_MARKER", "")
 SLEEP = float(os.environ.get("BENCH_SLEEP", "2.0"))
 SCHEDULE = os.environ.get("BENCH_SCHEDULE") == "1"
+WORKER = os.environ.get("BENCH_WORKER") == "1"
+WORKER_QUEUE = "worker"
 
 counters = {"enqueued": 0, "done": 0}
 _marks: dict[int, float] = {}
@@ -89,8 +94,8 @@ def _taskflow() -> tuple[FastAPI, Any, Any]:
     from taskflow import TaskManager
 
     url = DATABASE if "://" in DATABASE else f"sqlite:///{DATABASE}"
-    manager = TaskManager(database_url=url, auto_upgrade=True)
-    manager.task()(noop)
+    manager = TaskManager(database_url=url, auto_upgrade=True, queues=("default",))
+    manager.task(queue=WORKER_QUEUE if WORKER else "default")(noop)
     manager.task(requeue_on_interrupt=True)(durable_job)
     if SCHEDULE:
         manager.schedule(every=1)(tick)

@@ -14,12 +14,14 @@ from bench.databases import fresh_sqlite
 from bench.server import Server
 
 SERVER_VARIANTS = ("plain", "fastapi_taskflow", "taskflow")
-# The database driver alone making taskflow's row writes (bench/raw_limit.py): no server.
-VARIANTS = (*SERVER_VARIANTS, "raw_driver")
+# taskflow whose tasks a standalone `taskflow worker` runs (enqueue overhead only), and
+# the database driver alone making taskflow's row writes (bench/raw_limit.py): no server.
+VARIANTS = (*SERVER_VARIANTS, "taskflow_worker", "raw_driver")
 LABELS = {
     "plain": "FastAPI BackgroundTasks (floor)",
     "fastapi_taskflow": "fastapi-taskflow (PyPI)",
     "taskflow": "taskflow",
+    "taskflow_worker": "taskflow, standalone worker",
     "raw_driver": "raw driver (limit)",
 }
 

@@ -15,11 +15,15 @@ from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from bench.dashboard_data import COMMON_WORD, RARE_FIELD, RARE_PHRASE
+from bench.dashboard_data import COMMON_WORD, RARE_FIELD, RARE_PHRASE, instance_id
 
 # Text that no task, error or log line of the dataset contains: every row is a candidate
 # and none matches, the worst case of a search.
 NOWHERE = "no such text anywhere"
+# Argument values of the dataset (``{"args": [n], "kwargs": {"tenant": "t<k>"}}``, n the
+# task's number): one task's number, and one tenant of 40 (common text).
+RARE_ARGUMENT = "123457"
+COMMON_ARGUMENT = "t17"
 
 PREFIX = "/tasks"
 USER, PASSWORD = "bench", "bench-dashboard-password"
@@ -77,6 +81,8 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
         ("search text found nowhere", q(q=NOWHERE)),
         ("search task id", q(q=failed)),
         ("search id prefix", q(q=failed[:12])),
+        (f"search an argument value ({RARE_ARGUMENT!r}, 1 task)", q(q=RARE_ARGUMENT)),
+        (f"search common argument text ({COMMON_ARGUMENT!r}, 2.5 %)", q(q=COMMON_ARGUMENT)),
         ("sort finished", q(sort="finished")),
         ("sort started", q(sort="started")),
         ("sort duration (last 15 min)", q(sort="duration")),
@@ -98,11 +104,56 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
             f"{d}/failures" + q(q="ConnectionResetError"),
         ),
         Page(f"{d}/_/failures", "Failures live fragment", "", f"{d}/_/failures"),
+        Page(f"{d}/failures", "Failures page", "resolved too", f"{d}/failures" + q(resolved="1")),
+        Page(runs, "Runs page", "instance (owner)", runs + q(owner=instance_id(0))),
+        # The count an operator confirms before a bulk action on everything matching.
+        Page(
+            f"{d}/bulk",
+            "Bulk action confirmation",
+            "cancel pending + running",
+            f"{d}/bulk" + q(page="runs", action="cancel", status="pending,running"),
+        ),
+        Page(
+            f"{d}/bulk",
+            "Bulk action confirmation",
+            "discard failures of a function",
+            f"{d}/bulk" + q(page="failures", action="discard", func="sync_account"),
+        ),
+        Page(
+            f"{d}/bulk",
+            "Bulk action confirmation",
+            "delete every finished task",
+            f"{d}/bulk" + q(page="runs", action="delete"),
+        ),
     ]
     task = f"{d}/runs/{{task_id}}"
+    # The Overview's charts: each window, and filtered by queue, function, or both.
+    chart_filters = [
+        ("last hour", q(window="1h")),
+        ("last 24 h", q(window="24h")),
+        ("queue, last hour", q(window="1h", queue="reports")),
+        ("queue, last 24 h", q(window="24h", queue="emails")),
+        ("function, last hour", q(window="1h", func="send_email")),
+        ("function, last 24 h", q(window="24h", func="send_email")),
+        ("queue + function, last 24 h", q(window="24h", queue="emails", func="send_email")),
+    ]
     tasks = [
         Page(d, "Overview page", "", d),
+        Page(d, "Overview page", "queue + function, last 24 h", d + chart_filters[-1][1]),
         Page(f"{d}/_/overview", "Overview live fragment", "", f"{d}/_/overview"),
+        *(
+            Page(f"{d}/_/overview", "Overview live fragment", label, f"{d}/_/overview" + query)
+            for label, query in chart_filters
+        ),
+        *(
+            Page(
+                f"{PREFIX}/stats/series",
+                "JSON chart series",
+                label,
+                f"{PREFIX}/stats/series" + query,
+            )
+            for label, query in chart_filters
+        ),
         *listed,
         Page(task, "Task page", f"{big_lines:,} log lines, success", f"{d}/runs/{big_success}"),
         Page(task, "Task page", f"{big_lines:,} log lines, failed", f"{d}/runs/{big_failed}"),
@@ -142,6 +193,8 @@ def pages(samples: dict[str, Any], big_lines: int) -> list[Page]:
         Page(f"{d}/functions", "Functions page", "", f"{d}/functions"),
         Page(f"{d}/instances", "Instances page", "", f"{d}/instances"),
         Page(f"{d}/_/instances", "Instances live fragment", "", f"{d}/_/instances"),
+        Page(f"{d}/queues", "Queues page", "", f"{d}/queues"),
+        Page(f"{PREFIX}/queues/overview", "JSON queues", "", f"{PREFIX}/queues/overview"),
         Page(f"{d}/audit", "Audit page", "", f"{d}/audit"),
         Page(f"{PREFIX}/auth/logout", "Logout page", "", f"{PREFIX}/auth/logout"),
         Page(f"{PREFIX}/auth/session", "JSON session", "", f"{PREFIX}/auth/session"),

@@ -121,12 +121,15 @@ class Server:
         """The app's counters (``db``: with taskflow's successful row count)."""
         return self.get("/stats?db=1" if db else "/stats")
 
-    def wait_idle(self, timeout: float = 120.0) -> bool:
-        """Wait until every task enqueued so far has run; False on timeout."""
+    def wait_idle(self, timeout: float = 120.0, *, rows: bool = False) -> bool:
+        """Wait until every task enqueued so far has run; False on timeout.
+
+        ``rows``: count successful task rows instead of this process's runs (the tasks
+        run in another process, a standalone worker)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            counts = self.stats()
-            if counts["done"] >= counts["enqueued"]:
+            counts = self.stats(db=rows)
+            if counts["success_rows" if rows else "done"] >= counts["enqueued"]:
                 return True
             time.sleep(0.02)
         return False
@@ -178,6 +181,65 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def worker_command(target: str, queues: list[str]) -> list[str]:
+    """``taskflow worker`` from this environment (the console script, else the module)."""
+    script = Path(sys.executable).parent / "taskflow"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "taskflow.cli"]
+    return [*base, "worker", target, "--queues", ",".join(queues)]
+
+
+class Worker:
+    """A standalone ``taskflow worker`` process serving ``queues`` of ``target``'s manager
+    (``module:attribute``), logging to ``log_path``; ``env`` holds its ``BENCH_*`` settings."""
+
+    def __init__(self, target: str, queues: list[str], log_path: Path, env: dict[str, str]) -> None:
+        self.command = worker_command(target, queues)
+        self.env = _env(env)
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        """Spawn it and wait until it says it is ready."""
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                self.command, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"taskflow worker exited early:\n{self._tail()}")
+            if "taskflow worker ready" in self._tail():
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"taskflow worker not ready in {READY_TIMEOUT}s:\n{self._tail()}")
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the worker has used so far, from /proc."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def _tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
+        except OSError:
+            return ""
 
 
 def load(server: Server, path: str, **spec: Any) -> dict[str, Any]:

@@ -69,7 +69,7 @@
     }
   }
 
-  // -- selection on the failures page -----------------------------------------------
+  // -- selection on the runs and failures pages ---------------------------------------
   function updateSelection() {
     var button = document.getElementById("replay-selected-button");
     var count = document.querySelectorAll("input[name=task_id]:checked").length;
@@ -77,6 +77,12 @@
       button.disabled = count === 0;
       button.textContent = count ? "Replay " + count + " selected" : "Replay selected";
     }
+    // Bulk action buttons (<button data-selection="Cancel">) of the Runs and Failures pages.
+    document.querySelectorAll("button[data-selection]").forEach(function (bulk) {
+      var label = bulk.getAttribute("data-selection");
+      bulk.disabled = count === 0;
+      bulk.textContent = label + (count ? " " + count : "") + " selected";
+    });
   }
 
   document.addEventListener("change", function (event) {

@@ -36,6 +36,7 @@ from tests.admin_support import (
     admin_parked,
     admin_slow,
     build,
+    insert_rows,
     task_row,
 )
 
@@ -57,7 +58,17 @@ PHONE = {"width": 390, "height": 844}
 POLL = 0.5
 WAIT_MS = 15_000
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = ("overview", "runs", "failures", "schedules", "logs", "functions", "instances", "audit")
+PAGES = (
+    "overview",
+    "runs",
+    "failures",
+    "queues",
+    "schedules",
+    "logs",
+    "functions",
+    "instances",
+    "audit",
+)
 
 
 # -- task functions with readable names for the screenshots --------------------------------
@@ -471,6 +482,36 @@ def test_replay_selected_failures(context: Any, site: Site) -> None:
     assert "Replayed 2 task(s)" in page.inner_text(".flash")
 
 
+@pytest.mark.parametrize("viewport", ["desktop", "phone"])
+def test_bulk_cancel_of_selected_runs(context: Any, site: Site, viewport: str) -> None:
+    tag = f"bulk-{viewport}"
+    rows = [task_row(status="pending", tags={"batch": tag}) for _ in range(3)]
+    site.run(insert_rows(site.manager, rows))
+    page = sign_in(context)
+    page.set_viewport_size(VIEWPORTS[viewport])
+    page.goto(f"/tasks/dashboard/runs?tag=batch={tag}")
+    boxes = page.locator("input[name=task_id]")
+    assert boxes.count() == 3
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    button = page.locator("#bulk-cancel-selected")
+    assert button.inner_text() == "Cancel 2 selected"
+    assert page.evaluate("document.documentElement.scrollWidth") <= VIEWPORTS[viewport]["width"]
+    if viewport == "desktop":
+        shoot(page, site, "runs-bulk", full=False)
+    button.click()
+    page.wait_for_selector(".flash.ok")
+    assert page.inner_text(".flash") == "Cancelled 2 tasks."
+    records = [site.run(site.manager.get_task(row["id"], logs=False)) for row in rows]
+    assert sorted(record.status.value for record in records) == [
+        "cancelled",
+        "cancelled",
+        "pending",
+    ]
+    page.goto("/tasks/dashboard/audit")
+    assert "cancel (bulk)" in page.inner_text("table.audit tbody tr:first-child")
+
+
 def test_cancel_a_pending_task(context: Any, site: Site) -> None:
     task_id = site.enqueue(admin_parked)
     page = sign_in(context)
@@ -874,3 +915,176 @@ def test_skip_link_and_a_visible_focus_ring_in_the_nav(context: Any, site: Site)
         )
         assert ring["isTab"] and ring["style"] != "none" and ring["width"] >= 2, (name, ring)
         assert ring["inside"], f"{name}: the nav clips the focus ring: {ring}"
+
+
+# -- a phone (390 px) and the Instances page: no sideways scrolling, actions on screen, every
+# tab reachable, folded run filters, errors on Failures, what each instance is running ------
+
+WIDE_PAGES = ("schedules", "functions", "instances", "runs", "failures")
+
+# What sticks out sideways: the page itself, or any table box scrolled inside it.
+OVERFLOW = """() => {
+  const page = document.scrollingElement;
+  const boxes = Array.from(document.querySelectorAll('.table-wrap'))
+    .filter(box => box.scrollWidth > box.clientWidth + 1)
+    .map(box => box.querySelector('table').className);
+  return {page: page.scrollWidth, width: window.innerWidth, boxes};
+}"""
+
+# Boxes of the elements matching a selector that are not wholly inside the viewport.
+OFF_SCREEN = """selector => Array.from(document.querySelectorAll(selector))
+  .map(element => element.getBoundingClientRect())
+  .filter(box => box.width === 0 || box.left < 0 || box.right > window.innerWidth + 0.5)
+  .map(box => [box.left, box.right, box.width])"""
+
+
+def in_view(page: Any, selector: str) -> list[Any]:
+    return page.evaluate(OFF_SCREEN, selector)
+
+
+def test_wide_pages_read_without_sideways_scrolling(context: Any, site: Site) -> None:
+    task_id = site.enqueue(admin_slow, 30)
+    page = sign_in(context)
+    try:
+        for name, viewport in VIEWPORTS.items():
+            page.set_viewport_size(viewport)
+            for path in WIDE_PAGES:
+                page.goto(f"/tasks/dashboard/{path}")
+                page.wait_for_selector("main.page h1")
+                page.locator("table.grid tbody tr").first.wait_for()
+                overflow = page.evaluate(OVERFLOW)
+                assert overflow["page"] <= overflow["width"], (name, path, overflow)
+                if name == "phone":
+                    assert overflow["boxes"] == [], (name, path, overflow)
+                    shoot(page, site, f"{path}-phone", full=False)
+            page.goto("/tasks/dashboard/schedules")
+            buttons = page.locator("tr[data-schedule='hourly_report'] .actions-col button")
+            assert buttons.count() == 2, name  # run now, pause
+            assert all(buttons.nth(i).is_visible() for i in range(2)), name
+            assert in_view(page, "tr[data-schedule] .actions-col button") == [], name
+            page.goto("/tasks/dashboard/failures")
+            assert in_view(page, "#failures-table input[name=task_id]") == [], name
+            assert in_view(page, "#replay-all button") == [], name
+            page.goto("/tasks/dashboard/functions")
+            assert in_view(page, "table.functions tbody td:first-child a") == [], name
+    finally:
+        site.run(site.manager.cancel(task_id))
+
+
+def test_phone_cards_label_each_value(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    page.set_viewport_size(PHONE)
+    page.goto("/tasks/dashboard/functions")
+    cell = page.locator("table.functions tbody tr:has-text('resize_image') td[data-label=Queue]")
+    label = cell.evaluate("cell => getComputedStyle(cell, '::before').content")
+    assert label == '"Queue"', label
+    assert not page.is_visible("table.functions thead")
+    page.goto("/tasks/dashboard/schedules")
+    row = page.locator("tr[data-schedule='hourly_report']")
+    name_box = row.locator("a.name").bounding_box()
+    actions_box = row.locator(".actions-col").bounding_box()
+    trigger_box = row.locator("td[data-label=Trigger]").bounding_box()
+    assert name_box and actions_box and trigger_box
+    # The actions come right under the name, before the other values.
+    assert name_box["y"] < actions_box["y"] < trigger_box["y"], (name_box, actions_box)
+
+
+def test_every_nav_tab_is_reachable(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    for name, viewport in VIEWPORTS.items():
+        page.set_viewport_size(viewport)
+        page.goto("/tasks/dashboard/instances")
+        tabs = page.locator("nav.tabs a.tab")
+        assert tabs.count() >= 8, name
+        assert in_view(page, "nav.tabs a.tab") == [], name
+        hidden = tabs.evaluate_all(
+            """tabs => tabs.filter(tab => {
+                 const box = tab.getBoundingClientRect();
+                 const hit = document.elementFromPoint(box.left + box.width / 2,
+                                                       box.top + box.height / 2);
+                 return !(hit && tab.contains(hit));
+               }).map(tab => tab.textContent.trim())"""
+        )
+        assert hidden == [], f"{name}: tabs covered or cut off: {hidden}"
+        page.locator("nav.tabs a.tab:text('Audit')").click()
+        page.wait_for_url(re.compile(r"/dashboard/audit$"))
+
+
+def test_run_filters_fold_on_a_phone_and_stay_open_on_a_desktop(context: Any, site: Site) -> None:
+    page = sign_in(context)
+    page.set_viewport_size(DESKTOP)
+    page.goto("/tasks/dashboard/runs?func=resize_image")
+    assert page.is_visible("form.filters") and not page.is_visible("#filters-toggle")
+
+    page.set_viewport_size(PHONE)
+    page.goto("/tasks/dashboard/runs?func=resize_image&status=success")
+    assert not page.is_visible("form.filters")
+    toggle = page.locator("#filters-toggle")
+    assert toggle.inner_text() == "Filters (2 active)"
+    first_row = page.locator("#runs-table tbody tr").first.bounding_box()
+    assert first_row and first_row["y"] < PHONE["height"] / 2, first_row
+    toggle.click()
+    assert page.is_visible("form.filters")
+    page.select_option("select[name=status]", "failed")  # still submits by itself
+    page.wait_for_url(re.compile(r"status=failed"))
+    assert not page.is_visible("form.filters")
+    assert page.inner_text("#filters-toggle") == "Filters (2 active)"
+    page.goto("/tasks/dashboard/failures")
+    assert not page.is_visible("form.filters")
+    assert page.inner_text("#filters-toggle") == "Filters"
+
+
+def test_failures_show_the_error_on_a_phone(context: Any, site: Site) -> None:
+    task_id = site.enqueue(admin_fail, 11)  # a failure no other test retries
+    assert site.wait_final(task_id) == "failed"
+    page = sign_in(context)
+    page.set_viewport_size(PHONE)
+    page.goto("/tasks/dashboard/failures?func=admin_fail")
+    row = page.locator(f"#failures-table tr:has(a[href$='/runs/{task_id}'])")
+    error = row.locator("td.error-col .err")
+    assert error.is_visible()
+    assert error.inner_text() == "RuntimeError: admin_fail broke on 11"
+    assert not row.locator(".badge").is_visible()  # the error says more than "failed"
+    assert in_view(page, "#failures-table td.error-col") == []
+    words = "the upstream service answered with a very long explanation " * 2
+    wordy = site.enqueue(admin_fail, words.strip())
+    assert site.wait_final(wordy) == "failed"
+    page.goto("/tasks/dashboard/failures?func=admin_fail")
+    long = page.locator(f"#failures-table tr:has(a[href$='/runs/{wordy}']) td.error-col .err")
+    assert long.get_attribute("title") == f"RuntimeError: admin_fail broke on {words.strip()}"
+    shape = long.evaluate(
+        """e => ({lines: Math.round(e.clientHeight / parseFloat(getComputedStyle(e).lineHeight)),
+                 clipped: e.scrollHeight > e.clientHeight + 1})"""
+    )
+    assert shape == {"lines": 2, "clipped": True}, shape  # two lines, the rest cut
+    shoot(page, site, "failures-phone", full=False)
+
+
+def test_instances_show_what_each_one_is_running(context: Any, site: Site) -> None:
+    task_id = site.enqueue(admin_slow, 30)
+    page = sign_in(context)
+    me = site.manager.instance_id
+    try:
+        for name, viewport in VIEWPORTS.items():
+            page.set_viewport_size(viewport)
+            page.goto("/tasks/dashboard/instances")
+            running = f"tr[data-instance='{me}'] .running-list"
+            link = page.locator(f"{running} a[href$='/runs/{task_id}']")
+            link.wait_for(timeout=WAIT_MS)
+            item = page.locator(f"{running} li:has(a[href$='/runs/{task_id}'])")
+            assert "admin_slow" in item.inner_text(), name
+            clock = item.locator(".elapsed")
+            first = clock.inner_text()
+            assert re.fullmatch(r"\d+ s", first), (name, first)
+            page.wait_for_function(
+                "([me, first]) => document.querySelector("
+                "`tr[data-instance='${me}'] .running-list .elapsed`).textContent !== first",
+                arg=[me, first],
+                timeout=WAIT_MS,
+            )
+            assert in_view(page, f"tr[data-instance='{me}'] .running-list a") == [], name
+            shoot(page, site, "instances" if name == "desktop" else "instances-phone")
+            link.click()
+            page.wait_for_url(re.compile(re.escape(task_id) + "$"))
+    finally:
+        site.run(site.manager.cancel(task_id))

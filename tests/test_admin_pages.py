@@ -14,9 +14,10 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from fastapi.testclient import TestClient
 
 from taskflow import TaskAdmin, TaskManager
-from taskflow._store.dashboard import Buckets, Cursor
+from taskflow._store.dashboard import Cursor
 from taskflow._store.migrate import resource_path
 from taskflow._store.schema import task_logs
+from taskflow._store.series import Buckets
 from taskflow.admin._charts import throughput_chart
 from taskflow.admin._query import QueryError, RunQuery
 from taskflow.admin._redact import MASK, Redactor

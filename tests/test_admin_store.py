@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from taskflow._store.dashboard import DashboardStore, LogFilter, TaskFilter
+from taskflow._store.dashboard import DashboardStore, TaskFilter
+from taskflow._store.log_queries import LogFilter
 from taskflow._store.rows import (
     NewAuditEntry,
     SessionRow,

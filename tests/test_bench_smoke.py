@@ -26,7 +26,7 @@ from bench.raw_limit import SQLiteLimit, pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
 STATUSES = {"ok", "skipped"}
-VARIANTS = {"plain", "fastapi_taskflow", "taskflow", "raw_driver"}
+VARIANTS = {"plain", "fastapi_taskflow", "taskflow", "taskflow_worker", "raw_driver"}
 THROUGHPUT = ("throughput_sqlite", "throughput_postgresql")
 
 pytestmark = pytest.mark.slow
@@ -107,7 +107,8 @@ def test_figures_are_well_formed(results: dict[str, Any]) -> None:
             continue
         for row in scenario["rows"]:
             assert set(row["values"]) == VARIANTS, name
-            assert row["values"]["taskflow"] is not None, (name, row["figure"])
+            ours = (row["values"]["taskflow"], row["values"]["taskflow_worker"])
+            assert ours != (None, None), (name, row["figure"])
             for variant, value in row["values"].items():
                 if value is None:
                     assert row["notes"][variant], (name, variant)
@@ -115,12 +116,27 @@ def test_figures_are_well_formed(results: dict[str, Any]) -> None:
                 assert isinstance(value, int | float) and math.isfinite(value), (name, value)
                 if row["unit"] == "tasks":  # tasks lost: zero is the goal
                     assert value >= 0, (name, variant, value)
+                elif "CPU" in row["figure"]:  # /proc counts 10 ms ticks: smoke runs are short
+                    assert value >= 0, (name, variant, row["figure"], value)
                 elif row["unit"] != "MB":  # memory growth may be ~0 or slightly negative
                     assert value > 0, (name, variant, row["figure"], value)
             check = row["target"]
             if check is not None:
                 assert isinstance(check["met"], bool) and isinstance(check["goal"], str)
                 assert math.isfinite(check["value"])
+
+
+@pytest.mark.timeout(300)
+def test_enqueue_overhead_is_measured_with_a_standalone_worker(results: dict[str, Any]) -> None:
+    """The worker variant stores in the web process and runs in `taskflow worker`: its
+    figures exist, and every request's task ran there (the server waited for the rows)."""
+    enqueue = results["scenarios"]["enqueue_overhead"]
+    if enqueue["status"] != "ok":
+        pytest.skip(enqueue.get("reason", "enqueue_overhead did not run"))
+    worker_rows = [row for row in enqueue["rows"] if row["values"]["taskflow_worker"]]
+    assert len(worker_rows) >= 3, [row["figure"] for row in worker_rows]
+    assert len(enqueue["data"]["worker_cpu_ms_per_task"]) == results["settings"]["enqueue_rounds"]
+    assert enqueue["data"]["non_2xx_or_errors"]["taskflow_worker"] == 0
 
 
 @pytest.mark.timeout(300)

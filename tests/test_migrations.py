@@ -256,7 +256,8 @@ def insert_searchable(conn: sa.Connection) -> None:
 
 async def search(url: str) -> tuple[int, int]:
     """How many tasks and log lines the dashboard's searches find in the rows above."""
-    from taskflow._store.dashboard import DashboardStore, LogFilter, TaskFilter
+    from taskflow._store.dashboard import DashboardStore, TaskFilter
+    from taskflow._store.log_queries import LogFilter
     from taskflow._store.sql import SQLStore
 
     store = SQLStore(url)

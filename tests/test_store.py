@@ -276,17 +276,24 @@ async def test_both_write_paths_store_the_same_values(store: Store, store_url: s
     assert isinstance(store, SQLStore)
     moment = datetime(2024, 5, 1, 14, 0, 0, tzinfo=timezone(timedelta(hours=2)))
     same = {"created_at": moment, "next_attempt_at": moment, "tags": {"a": "1", "b": "x y"}}
+    same["trace_context"] = (
+        '{"traceparent":"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}'
+    )
     by_driver, by_types = new_task(**same), new_task(**same)
     await store.insert_task(by_driver)
     await store.insert_task_now(by_types)
     tags = "tags" if store.dialect == "sqlite" else "CAST(tags AS TEXT)"
-    columns = f"created_at, next_attempt_at, {tags}, encrypted, requeue_on_interrupt, status"
+    columns = (
+        f"created_at, next_attempt_at, {tags}, encrypted, requeue_on_interrupt, status,"
+        " trace_context"
+    )
     query = sa.text(f"SELECT {columns} FROM taskflow_tasks WHERE id = :id")
     async with store.read() as conn:
         stored = [
             tuple((await conn.execute(query, {"id": i})).one()) for i in (by_driver.id, by_types.id)
         ]
     assert stored[0] == stored[1]
+    assert stored[0][-1] == same["trace_context"]
     if store.dialect == "sqlite":
         assert stored[0][0] == "2024-05-01 12:00:00.000000"
 
@@ -1361,3 +1368,21 @@ async def test_meta_values_are_set_and_replaced(store: Store) -> None:
     await store.set_meta("queues", '{"default": 8}', now=at(1))
     assert await store.get_meta("queues") == '{"default": 8}'
     assert await store.get_meta("other") is None
+
+
+# -- paused queues ---------------------------------------------------------------------------
+
+
+async def test_a_paused_queue_keeps_its_first_pause_until_resumed(
+    open_store: OpenStore,
+) -> None:
+    store, other = await open_store(), await open_store()  # two processes' views
+    assert await store.paused_queues() == []
+    first = await store.pause_queue("reports", by="alice", now=T0)
+    assert (first.queue, first.paused_at, first.paused_by) == ("reports", T0, "alice")
+    assert await other.pause_queue("reports", by="bob", now=at(5)) == first
+    await other.pause_queue("email", by="bob", now=at(6))
+    assert [p.queue for p in await store.paused_queues()] == ["email", "reports"]
+    assert await other.resume_queue("reports") is True
+    assert await store.resume_queue("reports") is False
+    assert [(p.queue, p.paused_by) for p in await store.paused_queues()] == [("email", "bob")]

@@ -1,5 +1,6 @@
-"""Text search on SQLite and PostgreSQL: tasks by error, function name and id, log lines
-by message and structured field, through the indexes of revision 0006_text_search.
+"""Text search on SQLite and PostgreSQL: tasks by error, function name, id and arguments,
+log lines by message and structured field, through the indexes of revisions
+0006_text_search and 0007_operator.
 
 Every search is compared with its documented meaning written in Python (a substring,
 ignoring case), in each shape the store can give it: few matches read through the index,
@@ -9,6 +10,7 @@ thresholds, so a handful of rows exercises both.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +18,23 @@ import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
-from taskflow._store import dashboard, search
-from taskflow._store.dashboard import DashboardStore, LogFilter, TaskFilter
-from taskflow._store.schema import LOGS_FTS, TASKS_FTS, TEXT_SEARCH_INDEXES, task_logs, tasks
+from taskflow._store import log_queries, search, task_search
+from taskflow._store.dashboard import DashboardStore, TaskFilter
+from taskflow._store.log_queries import LogFilter
+from taskflow._store.schema import (
+    ARGS_FTS,
+    ARGS_SEARCH,
+    LOGS_FTS,
+    TASKS_FTS,
+    TEXT_SEARCH_INDEXES,
+    task_logs,
+    tasks,
+)
+from taskflow.admin._redact import Redactor
 from tests.admin_support import (
     admin_fail,
     admin_ok,
+    admin_report,
     build,
     call,
     insert_rows,
@@ -76,7 +89,7 @@ async def started(manager_factory: Any) -> tuple[Any, DashboardStore]:
 def shape(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
     """Make the store pick one shape whatever the number of matches."""
     for constant, value in SHAPES[name].items():
-        module = dashboard if constant == "FEW_MATCHES" else search
+        module = task_search if constant == "FEW_MATCHES" else search
         monkeypatch.setattr(module, constant, value)
 
 
@@ -239,9 +252,16 @@ async def test_search_reads_the_text_index(manager_factory: Any) -> None:
             "SELECT id FROM taskflow_task_logs WHERE message ILIKE '%upstream said%'",
             "SELECT id FROM taskflow_task_logs WHERE extra IS NOT NULL "
             "AND CAST(extra AS TEXT) ILIKE '%c-1%'",
+            f"SELECT task_id FROM {ARGS_SEARCH} WHERE text ILIKE '%c-1%'",
         ):
             plan = await conn.execute(sa.text("EXPLAIN " + statement))
             plans.append("\n".join(str(row[0]) for row in plan))
+        # The arguments' index is on a table of its own: storing or updating a task
+        # maintains no index of its arguments.
+        indexes = await conn.scalars(
+            sa.text("SELECT indexdef FROM pg_indexes WHERE tablename = 'taskflow_tasks'")
+        )
+        assert not [index for index in indexes if "payload" in index]
     for plan, index in zip(plans, TEXT_SEARCH_INDEXES, strict=True):
         assert index in plan, plan
 
@@ -290,7 +310,7 @@ async def test_log_search_finds_messages_and_visible_fields(
     row = task_row()
     await insert_rows(manager, [row])
     ids = [await add_log(manager, row["id"], message, extra) for message, extra in LINES]
-    monkeypatch.setattr(dashboard, "FEW_LINES", 10_000 if few else 0)
+    monkeypatch.setattr(log_queries, "FEW_LINES", 10_000 if few else 0)
     hidden = ("password", "token")
     for text, want in LOG_SEARCHES.items():
         lines, _ = await queries.page_logs(LogFilter(text=text, hidden_fields=hidden))
@@ -343,16 +363,21 @@ async def test_search_without_the_text_index_reads_rows(manager_factory: Any) ->
     read rows, with the same results."""
     manager, queries = await started(manager_factory)
     rows = history()
-    await insert_rows(manager, rows)
+    arguments = argument_rows()
+    await insert_rows(manager, [*rows, *arguments.values()])
     if queries.dialect == "sqlite":
         async with manager.db.write() as conn:
             for suffix in ("insert", "update", "delete"):
                 await conn.execute(sa.text(f"DROP TRIGGER {LOGS_FTS}_{suffix}"))
-            for table in (TASKS_FTS, LOGS_FTS):
+            for table in (TASKS_FTS, LOGS_FTS, ARGS_FTS):
                 await conn.execute(sa.text(f"DROP TABLE {table}"))
         queries = DashboardStore(manager.db)
     for text in ("ConnectionResetError", "report", "er"):
         assert set(await every_page(queries, TaskFilter(search=text))) == expected(rows, text)
+    shown = DashboardStore(manager.db, search_arguments=True, hidden_keys=Redactor().keys)
+    want = {arguments[name]["id"] for name in ("plain", "memory")}
+    assert set(await every_page(shown, TaskFilter(search=ARGUMENT))) == want
+    assert await shown.count_tasks(TaskFilter(search=ARGUMENT), cap=1000) == len(want)
     await add_log(manager, rows[0]["id"], "still found", {"customer": "cust-40"})
     lines, _ = await queries.page_logs(LogFilter(text="cust-40"))
     assert len(lines) == 1
@@ -374,3 +399,132 @@ def test_logs_page_finds_fields_but_not_masked_ones(db_url: str) -> None:
         assert page.status_code == 200 and "signed in" not in page.text
         page = client.get("/tasks/dashboard/logs", params={"q": "step"})  # admin_ok's field
         assert "working" in page.text
+
+
+# -- arguments ----------------------------------------------------------------------------
+
+ARGUMENT = "invoice-7781"
+
+
+def argument_rows() -> dict[str, dict[str, Any]]:
+    """Tasks whose stored arguments hold ARGUMENT (or not), in each stored shape."""
+    shapes = {
+        "plain": '{"args":["invoice-7781"],"kwargs":{"city":"Z\\u00fcrich"}}',
+        "memory": 'memory:{"args":["<function <lambda>> for invoice-7781"],"kwargs":{}}',
+        # The stored text of an encrypted task is never searched, whatever it holds.
+        "encrypted": "gAAAAABinvoice-7781",
+        "masked": '{"args":[],"kwargs":{"api_token":"invoice-7781-live"}}',
+        # A masked key inside a dict the codec stores as pairs (it has an int key).
+        "masked_pairs": (
+            '{"args":[{"__tf__":"dict","v":[[1,"x"],["db-Password","invoice-7781"]]}],"kwargs":{}}'
+        ),
+        "other": '{"args":["invoice-9"],"kwargs":{}}',
+    }
+    rows = {}
+    for n, (name, payload) in enumerate(shapes.items()):
+        row = task_row(created_at=BASE + timedelta(seconds=n))
+        row.update(payload=payload, encrypted=name == "encrypted")
+        rows[name] = row
+    return rows
+
+
+@pytest.mark.parametrize("name", list(SHAPES))
+async def test_task_search_finds_shown_arguments_only(
+    manager_factory: Any, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """Arguments are searched when the store is asked to (the dashboard shows them),
+    never those of an encrypted task nor any holding a masked key."""
+    manager, hidden = await started(manager_factory)
+    rows = argument_rows()
+    await insert_rows(manager, list(rows.values()))
+    shape(monkeypatch, name)
+    shown = DashboardStore(manager.db, search_arguments=True, hidden_keys=Redactor().keys)
+    searches = {
+        ARGUMENT: {"plain", "memory"},
+        "INVOICE-77": {"plain", "memory"},  # case
+        "Zürich": {"plain"},  # stored as a JSON escape
+        "live": set(),  # only in a masked value
+        "nowhere at all": set(),
+    }
+    for text, want in searches.items():
+        ids = {rows[name]["id"] for name in want}
+        filters = TaskFilter(search=text)
+        assert set(await every_page(shown, filters)) == ids, text
+        assert await shown.count_tasks(filters, cap=1000) == len(ids), text
+        assert await every_page(hidden, filters) == [], text
+        assert await hidden.count_tasks(filters, cap=1000) == 0, text
+    failed = TaskFilter(search=ARGUMENT, statuses=("failed",))
+    assert await every_page(shown, failed) == []
+
+
+async def test_arguments_of_tasks_stored_after_a_search_are_found(manager_factory: Any) -> None:
+    """SQLite fills the arguments' index at search time: tasks stored after a search,
+    and one given the rowid of a deleted task, are found by the next one."""
+    manager, _ = await started(manager_factory)
+    queries = DashboardStore(manager.db, search_arguments=True)
+
+    async def stored(text: str) -> str:
+        row = task_row()
+        row["payload"] = json.dumps({"args": [text], "kwargs": {}})
+        await insert_rows(manager, [row])
+        return str(row["id"])
+
+    async def found(text: str) -> set[str]:
+        return set(await every_page(queries, TaskFilter(search=text)))
+
+    first = await stored("walrus-one")
+    assert await found("walrus") == {first}
+    second = await stored("walrus-two")
+    assert await found("walrus") == {first, second}
+    assert await manager.db.delete_task(second)  # the newest: its rowid may come back
+    third = await stored("walrus-three")
+    assert await found("walrus") == {first, third}
+    assert await found("walrus-two") == set()
+
+
+async def test_tasks_stored_with_an_earlier_creation_time_are_found(
+    manager_factory: Any,
+) -> None:
+    """The index of arguments is filled at search time, on PostgreSQL by creation time:
+    a task stored after a search with a creation time before the newest one indexed
+    (stamped by another process before its insert committed) is found by the next
+    search, as are the tasks stored later, and a deleted task is not."""
+    manager, _ = await started(manager_factory)
+    queries = DashboardStore(manager.db, search_arguments=True)
+    now = datetime.now(UTC)
+
+    async def stored(text: str, created_at: datetime) -> str:
+        row = task_row(created_at=created_at)
+        row["payload"] = json.dumps({"args": [text], "kwargs": {}})
+        await insert_rows(manager, [row])
+        return str(row["id"])
+
+    async def found(text: str) -> set[str]:
+        return set(await every_page(queries, TaskFilter(search=text)))
+
+    newest = await stored("narwhal-new", now)
+    assert await found("narwhal") == {newest}
+    late = await stored("narwhal-late", now - timedelta(seconds=5))
+    later = await stored("narwhal-later", now + timedelta(seconds=1))
+    assert await found("narwhal") == {newest, late, later}
+    assert await queries.count_tasks(TaskFilter(search="narwhal-la"), cap=1000) == 2
+    assert await manager.db.delete_task(late)
+    assert await found("narwhal") == {newest, later}
+
+
+def test_runs_page_searches_arguments_it_shows(db_url: str) -> None:
+    """Over HTTP: the Runs page finds a task by an argument with display_func_args, not
+    without it, and never by the value of a masked key (admin_ok's ``password``)."""
+    for display in (True, False):
+        built = build(db_url, display_func_args=display)
+        with TestClient(built.app) as client:
+            manager = built.manager
+            task_id = call(client, manager.enqueue, admin_ok, 7, password="pw-okapi-31")
+            report = call(client, manager.enqueue, admin_report, "team-quokka")
+            for each in (task_id, report):
+                wait_status(client, manager, each)
+            page = client.get("/tasks/dashboard/runs", params={"q": "team-quokka"})
+            assert page.status_code == 200
+            assert (report in page.text) is display
+            page = client.get("/tasks/dashboard/runs", params={"q": "okapi"})
+            assert page.status_code == 200 and task_id not in page.text

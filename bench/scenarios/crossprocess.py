@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,70 +20,18 @@ from typing import Any
 from bench import databases
 from bench.context import Context, running
 from bench.results import row, scenario, target
-from bench.server import ROOT, Server, _env
+from bench.server import Server, Worker
 from bench.stats import distribution, rounded
 
 TITLE = "Latency, enqueue → start (cross-process, PostgreSQL standalone worker)"
 GOAL_MS = 25.0
 APP = "bench.crossprocess_app:app"
 WORKER_TARGET = "bench.crossprocess_app:manager"
-READY_TIMEOUT = 30.0
 DONE_TIMEOUT = 30.0
 NOTES = {
     "plain": "n/a (tasks run in the process of the request)",
     "fastapi_taskflow": "n/a (no standalone worker: tasks run in the process that enqueued them)",
 }
-
-
-def worker_command() -> list[str]:
-    """``taskflow worker`` from this environment (the console script, else the module)."""
-    script = Path(sys.executable).parent / "taskflow"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "taskflow.cli"]
-    return [*base, "worker", WORKER_TARGET, "--queues", "remote"]
-
-
-class Worker:
-    """The standalone worker process, logging to ``log_path``."""
-
-    def __init__(self, database: str, marker: Path, log_path: Path) -> None:
-        self.env = _env({"BENCH_DB": database, "BENCH_MARKER": str(marker)})
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Worker:
-        """Spawn it and wait until it says it is ready."""
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                worker_command(), cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"taskflow worker exited early:\n{self._tail()}")
-            if "taskflow worker ready" in self._tail():
-                return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"taskflow worker not ready in {READY_TIMEOUT}s:\n{self._tail()}")
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if it does not exit in time."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.proc = None
-
-    def _tail(self) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-30:])
-        except OSError:
-            return ""
 
 
 def send(port: int, count: int, rate: float, first: int = 0) -> list[dict[str, Any]]:
@@ -176,7 +122,12 @@ def run(ctx: Context) -> dict[str, Any]:
     marker.unlink(missing_ok=True)
     env = {"BENCH_MARKER": str(marker)}
     server = Server("taskflow", ctx.pg_url, ctx.work / "cross-process-web.log", env, app=APP)
-    worker = Worker(ctx.pg_url, marker, ctx.work / "cross-process-worker.log")
+    worker = Worker(
+        WORKER_TARGET,
+        ["remote"],
+        ctx.work / "cross-process-worker.log",
+        {"BENCH_DB": ctx.pg_url, "BENCH_MARKER": str(marker)},
+    )
     warmup, count = settings.cross_process_warmup, settings.cross_process_tasks
     try:
         worker.start()

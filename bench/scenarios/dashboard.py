@@ -260,8 +260,9 @@ def _setup(
             + " (CPU of the seeding thread on SQLite, of the loading backend on PostgreSQL)"
         )
     setup["server"] = (
-        "uvicorn, 1 process, bench/dashboard_app.py: TaskAdmin(auth=…) logged in once "
-        "(session cookie kept); the app serves no queue of the dataset, so nothing changes"
+        "uvicorn, 1 process, bench/dashboard_app.py: TaskAdmin(auth=…, display_func_args=True) "
+        "logged in once (session cookie kept); the app serves no queue of the dataset, so "
+        "nothing changes"
     )
     setup["measured"] = (
         "time to the last byte of each GET on one keep-alive connection: once right after "

@@ -29,7 +29,7 @@ from taskflow._engine.runtime import Runtime
 from taskflow._engine.settings import Settings
 from taskflow._engine.submission import job_from_row
 from taskflow._store.protocol import Listening
-from taskflow._store.rows import InstanceRow
+from taskflow._store.rows import PAUSES_CHANGED, InstanceRow
 
 logger = logging.getLogger("taskflow")
 
@@ -69,6 +69,11 @@ class Coordinator:
         self._registry = registry
         self.hostname = socket.gethostname()
         self._wake = asyncio.Event()
+        # When the paused queues were last read (loop time), and whether a notification
+        # said they changed since: the poll loop reads them once per poll_interval, not
+        # on every wake-up (a notification per enqueue wakes it on PostgreSQL).
+        self._pauses_read_at = float("-inf")
+        self._pauses_changed = True
         self._loops: list[asyncio.Task[None]] = []
         self._listener: Listening | None = None
         self._guard = StepGuard("taskflow")
@@ -197,19 +202,27 @@ class Coordinator:
                     await self._wake.wait()
             self._wake.clear()
             self._intake.release_stale_holds()
+            await self._refresh_paused()
             await self._guard("claim", self.claim_now)
             await self._guard("cancel requests", self._apply_cancel_requests)
+
+    async def _refresh_paused(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self._pauses_changed or now - self._pauses_read_at >= self._settings.poll_interval:
+            self._pauses_changed, self._pauses_read_at = False, now
+            await self._guard("paused queues", self._queues.refresh_paused)
 
     async def claim_now(self) -> int:
         """Claim due tasks nobody owns, as the poll loop does; how many were claimed."""
         dispatcher = self._runtime.dispatcher
         assert dispatcher is not None
         free = min(dispatcher.free_slots(), CLAIM_BATCH)
-        if free <= 0:
+        queues = self._queues.claimable()  # never a paused queue's tasks
+        if free <= 0 or not queues:
             return 0
         rows = await self._runtime.db.claim_tasks(
             instance=self._runtime.instance_id,
-            queues=self._queues.served,
+            queues=queues,
             limit=free,
             now=utcnow(),
         )
@@ -227,6 +240,8 @@ class Coordinator:
             self._intake.cancel_running(task_id)
 
     def _notified(self, payload: str) -> None:
+        if payload in (PAUSES_CHANGED, "reconnected"):
+            self._pauses_changed = True
         self._wake.set()
 
     # -- retention -----------------------------------------------------------------------

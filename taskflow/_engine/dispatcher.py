@@ -24,7 +24,8 @@ class Dispatcher:
 
     Higher priority starts first, then first-come first-served. ``queue_limits`` caps
     the jobs of a queue running at once: a job of a queue at its cap is parked, and goes
-    back in line when a job of that queue ends.
+    back in line when a job of that queue ends. A job of a paused queue is parked until
+    the queue is resumed (:meth:`set_paused`).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class Dispatcher:
         self._queue_limits = dict(queue_limits or {})
         self._queue_busy: dict[str, int] = {}
         self._parked: dict[str, list[_Entry]] = {}
+        self._paused: frozenset[str] = frozenset()
         self._ready: dict[ExecutorKind, list[_Entry]] = {kind: [] for kind in capacity}
         self._busy: dict[ExecutorKind, int] = dict.fromkeys(capacity, 0)
         self._seq = itertools.count()
@@ -78,12 +80,21 @@ class Dispatcher:
             self._queue_limits[queue] = limit
         self._unpark(queue)
 
+    def set_paused(self, queues: frozenset[str]) -> None:
+        """Hold back the jobs of ``queues`` (paused queues; running jobs go on); the jobs
+        of a queue no longer paused go back in line."""
+        resumed, self._paused = self._paused - queues, queues
+        for queue in resumed:
+            self._unpark(queue)
+
     def free_slots(self) -> int:
-        """How many more jobs could start now (a large number when unbounded)."""
+        """How many more jobs could start now (a large number when unbounded); jobs
+        held back by a paused queue take no slot."""
         free = 0
         for kind, capacity in self._capacity.items():
             free += UNBOUNDED_SLOTS if capacity is None else max(capacity - self._busy[kind], 0)
-        return max(free - self.waiting(), 0)
+        held = sum(len(self._parked.get(queue, ())) for queue in self._paused)
+        return max(free - self.waiting() + held, 0)
 
     def _pump(self, kind: ExecutorKind) -> None:
         queue = self._ready[kind]
@@ -109,6 +120,8 @@ class Dispatcher:
         return lambda _task: self._done(job)
 
     def _queue_at_limit(self, job: Job) -> bool:
+        if job.queue in self._paused:
+            return True
         limit = self._queue_limits.get(job.queue)
         return limit is not None and self._queue_busy.get(job.queue, 0) >= limit
 

@@ -112,6 +112,7 @@ class Engine:
             intake=self.intake,
             registry=registry,
         )
+        self.queues.wake = self.coordinator.wake
 
     @property
     def masked_url(self) -> str:
@@ -154,6 +155,7 @@ class Engine:
             },
             queue_limits=concurrency_limits(self.queues.configs),
         )
+        await self.queues.refresh_paused()  # before any task of a paused queue can start
         if self._observers is not None:
             await self._observers.open()
         runtime.started = True

@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from taskflow._engine import tracing
 from taskflow._engine.bridge import running_loop
 from taskflow._engine.job import Job, JobHooks, utcnow
 from taskflow._engine.queues import Queues
@@ -111,6 +112,8 @@ class Intake:
             max_retries=config.retries,
             owner=self.owner_for(config),
         )
+        if source != "scheduled":  # a firing is not part of the code that declared it
+            task.trace_context = tracing.capture()
         job = job_from_row(task, config)
         if memory_only:
             job.memory = (args, kwargs)

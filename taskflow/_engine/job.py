@@ -69,3 +69,4 @@ class Job:
     hooks: JobHooks | None = None
     log_lines: int = 0
     attempt: int = 0  # the attempt running (1 for the first), 0 before it starts
+    trace_context: str | None = None  # the stored W3C trace context (see tracing.py)

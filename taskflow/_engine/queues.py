@@ -10,6 +10,11 @@
 ``concurrency`` limits how many tasks of the queue run at once *in each process* that
 serves it. ``max_size`` limits how many tasks may *wait* in the queue, counted in the
 database, so the limit holds across every process that enqueues to it.
+
+A queue can be *paused* (a row in the database): no process starts its tasks, whether
+claimed or enqueued by the process itself, until it is resumed. Each process reads the
+paused queues at startup, once per ``poll_interval`` in its poll loop, at once on a
+PostgreSQL notification that they changed, and when it pauses or resumes a queue itself.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import socket
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
 from taskflow._engine.job import utcnow
 from taskflow._engine.runtime import Runtime
-from taskflow._store.rows import NewTask
+from taskflow._store.rows import NewTask, QueuePause
 from taskflow.errors import ConfigurationError, QueueFullError, UnknownQueue
 from taskflow.records import QueueConfig
 
@@ -117,6 +124,75 @@ class Queues:
         self.served = served
         self.configs = configs
         self._uncommitted: dict[str, int] = {}  # rows of bounded queues not committed yet
+        self.paused: dict[str, QueuePause] = {}  # as last read from the database
+        self.wake: Callable[[], None] = _nothing  # look for claimable tasks now
+
+    def claimable(self) -> tuple[str, ...]:
+        """The served queues this process may claim tasks from: those not paused."""
+        return tuple(name for name in self.served if name not in self.paused)
+
+    async def pause(self, name: str, *, by: str | None = None) -> dict[str, Any]:
+        """Pause a queue in every process: none starts its tasks until it is resumed.
+
+        Tasks enqueued to a paused queue are stored (pending) and wait; running tasks
+        are not interrupted. This process stops at once; others within two ``poll_interval``
+        (on PostgreSQL, at once through a notification). Pausing a
+        paused queue keeps who paused it and when. The queue need not be configured
+        here: a queue served only by other processes can be paused too.
+
+        Args:
+            name: the queue.
+            by: who paused it, as the dashboard shows it (default: this process's
+                ``hostname:pid``).
+
+        Returns:
+            ``{"name", "paused_at", "paused_by"}`` of the pause.
+
+        Raises:
+            ConfigurationError: ``name`` is not a valid queue name.
+            NotStarted: the manager is not running.
+            DatabaseError: the database refused the write.
+        """
+        self._runtime.require_loop()
+        _check_name(name)
+        who = by or f"{socket.gethostname()}:{os.getpid()}"
+        pause = await self._runtime.db.pause_queue(name, by=who[:255], now=utcnow())
+        await self.refresh_paused()
+        return _pause_dict(pause)
+
+    async def resume(self, name: str) -> bool:
+        """Resume a paused queue: its waiting tasks start in this process at once, and
+        in others within two ``poll_interval`` (on PostgreSQL, at once). False when the queue was
+        not paused.
+
+        Raises:
+            NotStarted: the manager is not running.
+            DatabaseError: the database refused the write.
+        """
+        self._runtime.require_loop()
+        resumed = await self._runtime.db.resume_queue(name)
+        await self.refresh_paused()
+        self.wake()
+        return resumed
+
+    async def paused_queues(self) -> list[dict[str, Any]]:
+        """Every paused queue, read from the database, by name: a dict with ``name``,
+        ``paused_at`` and ``paused_by`` each.
+
+        Raises:
+            NotStarted: the manager is not running.
+        """
+        self._runtime.require_loop()
+        return [_pause_dict(pause) for pause in await self._runtime.db.paused_queues()]
+
+    async def refresh_paused(self) -> None:
+        """Read the paused queues from the database and hold back their tasks here (the
+        tasks of a queue no longer paused go back in line)."""
+        pauses = await self._runtime.db.paused_queues()
+        self.paused = {pause.queue: pause for pause in pauses}
+        dispatcher = self._runtime.dispatcher
+        if dispatcher is not None:
+            dispatcher.set_paused(frozenset(self.paused))
 
     def bounded(self, queue: str) -> bool:
         """True when ``queue`` has a ``max_size``."""
@@ -265,6 +341,14 @@ def _stats(name: str, config: QueueConfig, counts: dict[str, int]) -> dict[str, 
         "finished": finished,
         "rejected": counts.get("rejected", 0),
     }
+
+
+def _pause_dict(pause: QueuePause) -> dict[str, Any]:
+    return {"name": pause.queue, "paused_at": pause.paused_at, "paused_by": pause.paused_by}
+
+
+def _nothing() -> None:
+    pass
 
 
 def _report_rejected_write(future: asyncio.Future[Any]) -> None:

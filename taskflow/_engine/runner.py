@@ -11,9 +11,10 @@ import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskflow._engine import context as task_context
+from taskflow._engine import tracing
 from taskflow._engine.executors import Call, ExecutorPool
 from taskflow._engine.job import Job, JobHooks, utcnow
 from taskflow._engine.metrics import PROCESS_METRICS
@@ -35,6 +36,9 @@ from taskflow.observers import (
     lifecycle_logging_enabled,
     log_lifecycle_event,
 )
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span
 
 logger = logging.getLogger("taskflow")
 T = TypeVar("T")
@@ -101,8 +105,24 @@ class Runner:
             job.hooks.started.set()
         job.attempt = attempt
         self._lifecycle(job, "running", attempt)
-        outcome = await self._execute(job, attempt)
-        await self._settle(job, attempt, outcome, started)
+        span = tracing.start_run(job, attempt)  # None unless the app configured tracing
+        if span is None:
+            await self._settle(job, attempt, await self._execute(job, attempt), started)
+        else:
+            await self._traced(span, job, attempt, started)
+
+    async def _traced(self, span: Span, job: Job, attempt: int, started: datetime) -> None:
+        """Execute and settle with ``span`` current (spans the task opens are its
+        children), then end it with how the attempt ended."""
+        status, outcome = "interrupted", Outcome()  # unless settled: shutdown stopped it
+        try:
+            with tracing.current(span):
+                outcome = await self._execute(job, attempt)
+                status = await self._settle(job, attempt, outcome, started)
+        finally:
+            error = outcome.error
+            message = _describe(error) if error is not None else None
+            tracing.end_run(span, status=status, error=error, message=message)
 
     # -- start -----------------------------------------------------------------------
 
@@ -163,7 +183,9 @@ class Runner:
 
     # -- settle ------------------------------------------------------------------------
 
-    async def _settle(self, job: Job, attempt: int, outcome: Outcome, started: datetime) -> None:
+    async def _settle(self, job: Job, attempt: int, outcome: Outcome, started: datetime) -> str:
+        """Persist how the attempt ended and act on it; the status it ended with
+        (``retrying`` when another attempt follows)."""
         now = utcnow()
         retry_in = self._retry_delay(job, attempt, outcome)
         error = _describe(outcome.error) if outcome.error is not None else None
@@ -190,8 +212,9 @@ class Runner:
         )
         if retry_in is not None:
             self._retry_later(job, retry_in)
-        else:
-            await self._after_final(job, end.status, outcome)
+            return "retrying"
+        await self._after_final(job, end.status, outcome)
+        return end.status
 
     async def _after_final(self, job: Job, status: str, outcome: Outcome) -> None:
         hooks = job.hooks

@@ -105,4 +105,5 @@ def job_from_row(task: NewTask | TaskRow, config: TaskConfig | None) -> Job:
         queue=task.queue,
         retry_delay=task.retry_delay,
         retry_max_delay=task.retry_max_delay,
+        trace_context=task.trace_context,
     )

@@ -78,6 +78,17 @@ class RequestContext:
     async def wait(self) -> BaseException | None:
         """Wait for every queued write; the first failure, or None."""
         writes, self.writes = self.writes, []
+        if not writes:
+            return None
+        if len(writes) == 1:  # the usual request: no gather (a future and callbacks less)
+            write = writes[0]
+            try:
+                await write
+            except BaseException as exc:
+                if isinstance(exc, asyncio.CancelledError) and not write.cancelled():
+                    raise  # this request was cancelled, not its write
+                return exc
+            return None
         results = await asyncio.gather(*writes, return_exceptions=True)
         return next((r for r in results if isinstance(r, BaseException)), None)
 
@@ -324,6 +335,8 @@ class _EndpointExit:
 
     async def _start_after_route(self) -> None:
         handles, self.context.after_route = self.context.after_route, []
+        if not handles:
+            return
         for handle in handles:
             self.manager.release(handle.task_id)
         with contextlib.suppress(TimeoutError):

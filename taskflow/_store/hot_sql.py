@@ -76,13 +76,13 @@ INSERT INTO taskflow_tasks (
     id, func_name, func_path, status, payload, encrypted, attempts, max_retries, priority,
     queue, tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
     requeue_on_interrupt, cancel_requested, created_at, next_attempt_at, retry_delay,
-    retry_max_delay, error, finished_at)
+    retry_max_delay, error, finished_at, trace_context)
 """
 
 SQLITE_INSERT = (
     _INSERT_TASK
     + """\
-VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)
 """
 )
 
@@ -130,6 +130,7 @@ def sqlite_insert_values(task: NewTask) -> tuple[object, ...]:
         task.retry_max_delay,
         task.rejection,
         sqlite_text(task.created_at) if rejected else None,
+        task.trace_context,
     )
 
 
@@ -199,16 +200,17 @@ PG_INSERT = (
 SELECT id, func_name, func_path, status, payload, encrypted, 0, max_retries, priority,
     queue, tags::json, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
     requeue_on_interrupt, false, created_at, next_attempt_at, retry_delay,
-    retry_max_delay, error, finished_at
+    retry_max_delay, error, finished_at, trace_context
 FROM unnest(
     $1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bool[], $7::int[],
     $8::int[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
     $14::timestamptz[], $15::text[], $16::text[], $17::bool[], $18::timestamptz[],
-    $19::timestamptz[], $20::float8[], $21::float8[], $22::text[], $23::timestamptz[])
+    $19::timestamptz[], $20::float8[], $21::float8[], $22::text[], $23::timestamptz[],
+    $24::text[])
     AS t(id, func_name, func_path, status, payload, encrypted, max_retries, priority, queue,
          tags, idempotency_key, source, schedule_id, schedule_slot, run_key, owner,
          requeue_on_interrupt, created_at, next_attempt_at, retry_delay, retry_max_delay,
-         error, finished_at)
+         error, finished_at, trace_context)
 """
 )
 
@@ -258,6 +260,7 @@ def pg_insert_arrays(new: Sequence[NewTask]) -> tuple[list[Any], ...]:
         [task.retry_max_delay for task in new],
         [task.rejection for task in new],
         [task.created_at if task.rejection is not None else None for task in new],
+        [task.trace_context for task in new],
     )
 
 

@@ -34,6 +34,7 @@ from taskflow._store.rows import (
     NewLogLine,
     NewTask,
     Outcome,
+    QueuePause,
     RunTimes,
     ScheduleRow,
     TaskRow,
@@ -49,7 +50,7 @@ __all__ = ["MemoryStore"]
 
 T = TypeVar("T")
 Row = dict[str, Any]
-R = TypeVar("R", TaskRow, LogRow, AttemptRow, ScheduleRow, InstanceRow)
+R = TypeVar("R", TaskRow, LogRow, AttemptRow, ScheduleRow, InstanceRow, QueuePause)
 
 DISPLAY_URL = "memory://"
 
@@ -70,6 +71,7 @@ class _Tables:
     schedules: dict[str, Row] = field(default_factory=dict)
     instances: dict[str, Row] = field(default_factory=dict)
     meta: dict[str, Row] = field(default_factory=dict)
+    queue_pauses: dict[str, Row] = field(default_factory=dict)
     last_log_id: int = 0
 
     def snapshot(self) -> _Tables:
@@ -82,6 +84,7 @@ class _Tables:
             schedules=dict(self.schedules),
             instances=dict(self.instances),
             meta=dict(self.meta),
+            queue_pauses=dict(self.queue_pauses),
             last_log_id=self.last_log_id,
         )
 
@@ -383,9 +386,15 @@ class MemoryStore:
     async def copy_task(self, task_id: str, *, task: NewTask) -> str | None:
         """Insert ``task`` unless ``task_id`` is gone; the id stored, or None."""
         with self._write() as tables:
-            if _first_task(tables, task_id_forms(task_id)) is None:
+            source = _first_task(tables, task_id_forms(task_id))
+            if source is None:
                 return None
-            return _insert(tables, task)
+            stored = _insert(tables, task)
+            if stored == task.id:
+                _set(tables.tasks, stored, retry_of=source["id"])
+                resolved = _utc(task.created_at)
+                _set(tables.tasks, source["id"], resolution="retried", resolved_at=resolved)
+            return stored
 
     async def delete_task(self, task_id: str) -> bool:
         """Delete a finished task with its logs and attempts."""
@@ -667,6 +676,26 @@ class MemoryStore:
         """Insert or replace a value."""
         with self._write() as tables:
             tables.meta[key] = {"key": key, "value": value, "updated_at": _utc(now)}
+
+    # -- paused queues -------------------------------------------------------------------
+
+    async def pause_queue(self, queue: str, *, by: str, now: datetime) -> QueuePause:
+        """Pause ``queue`` (a paused queue keeps who paused it and when)."""
+        with self._write() as tables:
+            row = tables.queue_pauses.setdefault(
+                queue, {"queue": queue, "paused_at": _utc(now), "paused_by": by}
+            )
+        return _record(QueuePause, row)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Resume ``queue``; False when it was not paused."""
+        with self._write() as tables:
+            return tables.queue_pauses.pop(queue, None) is not None
+
+    async def paused_queues(self) -> list[QueuePause]:
+        """Every paused queue, by name."""
+        rows = self._require_open().queue_pauses
+        return [_record(QueuePause, rows[name]) for name in sorted(rows)]
 
 
 class _Settling:

@@ -32,6 +32,7 @@ from taskflow._store.rows import (
     NewLogLine,
     NewTask,
     Outcome,
+    QueuePause,
     RunTimes,
     ScheduleRow,
     TaskRow,
@@ -145,7 +146,9 @@ class TaskStore(Protocol):
         ...
 
     async def copy_task(self, task_id: str, *, task: NewTask) -> str | None:
-        """Insert ``task`` unless ``task_id`` is gone; the id stored, or None."""
+        """Insert ``task`` unless ``task_id`` is gone; the id stored, or None. A new
+        copy links back to ``task_id`` (``retry_of``), which is resolved as
+        ``retried``, in the same transaction."""
         ...
 
     async def delete_task(self, task_id: str) -> bool:
@@ -291,7 +294,23 @@ class MetaStore(Protocol):
         ...
 
 
-class Store(TaskStore, OnceStore, ScheduleStore, InstanceStore, MetaStore, Protocol):
+class QueueStore(Protocol):
+    """Paused queues: no process starts a task of a paused queue."""
+
+    async def pause_queue(self, queue: str, *, by: str, now: datetime) -> QueuePause:
+        """Pause ``queue`` (a paused queue keeps who paused it and when)."""
+        ...
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Resume ``queue``; False when it was not paused."""
+        ...
+
+    async def paused_queues(self) -> list[QueuePause]:
+        """Every paused queue, by name."""
+        ...
+
+
+class Store(TaskStore, OnceStore, ScheduleStore, InstanceStore, MetaStore, QueueStore, Protocol):
     """Every aggregate of the store, and its lifecycle."""
 
     @property

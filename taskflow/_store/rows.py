@@ -73,6 +73,7 @@ class NewTask:
     retry_delay: float | None = None
     retry_max_delay: float | None = None
     run_key: str | None = None
+    trace_context: str | None = None  # W3C trace context of the enqueueing code, as JSON
     promised: bool = False
     rejection: str | None = None
 
@@ -110,6 +111,7 @@ class NewTask:
             "next_attempt_at": self.next_attempt_at,
             "retry_delay": self.retry_delay,
             "retry_max_delay": self.retry_max_delay,
+            "trace_context": self.trace_context,
         }
 
 
@@ -145,6 +147,7 @@ class TaskRow(_FromColumns):
     started_at: datetime | None
     finished_at: datetime | None
     next_attempt_at: datetime
+    trace_context: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +171,37 @@ class TaskSummary(_FromColumns):
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    retry_of: str | None
+    resolution: str | None
+    resolved_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskLink(_FromColumns):
+    """A task another task's page links to: its id, status and creation time."""
+
+    id: str
+    status: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RetryLinks:
+    """How a task is tied to its retries.
+
+    Attributes:
+        retry_of: the id of the task this one runs again (None: not a retry copy).
+        original: that task, None when it was deleted (or for no ``retry_of``).
+        resolution: ``retried`` or ``discarded`` (None: unresolved).
+        resolved_at: when it was resolved.
+        retried_as: the tasks that run this one again, oldest first.
+    """
+
+    retry_of: str | None
+    original: TaskLink | None
+    resolution: str | None
+    resolved_at: datetime | None
+    retried_as: list[TaskLink]
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,6 +342,20 @@ class InstanceRow(_FromColumns):
     def columns(self) -> dict[str, object]:
         """The ``taskflow_instances`` values to insert."""
         return {name: getattr(self, name) for name in _columns(type(self))}
+
+
+# The notification (PostgreSQL) that a queue was paused or resumed: listening processes
+# read the paused queues again at once instead of at their next poll_interval.
+PAUSES_CHANGED = "taskflow:paused-queues"
+
+
+@dataclass(frozen=True, slots=True)
+class QueuePause(_FromColumns):
+    """A paused queue: no process starts its tasks until it is resumed."""
+
+    queue: str
+    paused_at: datetime
+    paused_by: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,9 @@ metadata = sa.MetaData()
 # in one of FAILED_STATUSES (spec 002: "if a non-failed task with the same key exists").
 TERMINAL_STATUSES = ("success", "failed", "cancelled", "interrupted", "rejected")
 FAILED_STATUSES = ("failed", "cancelled", "interrupted")
+# How a failed or interrupted task was dealt with (``taskflow_tasks.resolution``): run
+# again as a new task (retry or replay), or acknowledged without running it again.
+RESOLUTIONS = ("retried", "discarded")
 # A one-off firing (``schedule_once``) is pending until its first attempt starts; a
 # fired one keeps its run_key as a record, and a retry copy has another source.
 ONCE_PENDING_WHERE = (
@@ -116,6 +119,12 @@ tasks = sa.Table(
     sa.Column("started_at", UTCDateTime),
     sa.Column("finished_at", UTCDateTime),
     sa.Column("next_attempt_at", UTCDateTime, nullable=False),
+    # Revision 0007_operator: the task a retry or replay runs again; how and when a failed
+    # task was dealt with (RESOLUTIONS); the W3C trace context of the enqueueing code.
+    sa.Column("retry_of", TaskId),
+    sa.Column("resolution", sa.String(16)),
+    sa.Column("resolved_at", UTCDateTime),
+    sa.Column("trace_context", sa.Text),
     # Retry claim: pending tasks by queue, best priority first, oldest first.
     sa.Index("ix_taskflow_tasks_claim", "status", "queue", "next_attempt_at"),
     sa.Index("ix_taskflow_tasks_owner", "owner", "status"),
@@ -140,6 +149,13 @@ tasks = sa.Table(
         unique=True,
         sqlite_where=sa.text("schedule_id IS NOT NULL AND source = 'scheduled'"),
         postgresql_where=sa.text("schedule_id IS NOT NULL AND source = 'scheduled'"),
+    ),
+    # From a task to its retries (revision 0007_operator).
+    sa.Index(
+        "ix_taskflow_tasks_retry_of",
+        "retry_of",
+        sqlite_where=sa.text("retry_of IS NOT NULL"),
+        postgresql_where=sa.text("retry_of IS NOT NULL"),
     ),
     # At most one pending one-off firing per run_key (revision 0005_once_run_key).
     sa.Index(
@@ -251,7 +267,43 @@ task_aliases = sa.Table(
     sa.Index("ix_taskflow_task_aliases_task", "task_id"),
 )
 
+# A paused queue (revision 0007_operator): no process starts its tasks until it resumes.
+queue_pauses = sa.Table(
+    "taskflow_queue_pauses",
+    metadata,
+    sa.Column("queue", sa.String(100), primary_key=True),
+    sa.Column("paused_at", UTCDateTime, nullable=False),
+    sa.Column("paused_by", sa.String(255), nullable=False),
+)
+
 # -- the dashboard's tables and indexes ------------------------------------------------------
+
+# Task counts per minute for the Overview's charts (revision 0007_operator), filled from
+# the task rows once a minute is closed (taskflow._store.stats_minutes). ``queue`` and
+# ``func_name`` are "" in the rows that count every queue or every function, so any
+# filter reads one row per minute. ``wait_buckets`` is a JSON object of wait-time
+# histogram counts by bucket number.
+stats_minutes = sa.Table(
+    "taskflow_stats_minutes",
+    metadata,
+    sa.Column("queue", sa.String(100), primary_key=True),
+    sa.Column("func_name", sa.String(255), primary_key=True),
+    sa.Column("minute", UTCDateTime, primary_key=True),
+    sa.Column("enqueued", sa.Integer, nullable=False),
+    sa.Column("started", sa.Integer, nullable=False),
+    sa.Column("processed", sa.Integer, nullable=False),
+    sa.Column("failed", sa.Integer, nullable=False),
+    sa.Column("cancelled", sa.Integer, nullable=False),
+    sa.Column("interrupted", sa.Integer, nullable=False),
+    sa.Column("rejected", sa.Integer, nullable=False),
+    sa.Column("ended_unstarted", sa.Integer, nullable=False),
+    sa.Column("wait_sum", sa.Float, nullable=False),
+    sa.Column("wait_min", sa.Float),
+    sa.Column("wait_max", sa.Float),
+    sa.Column("wait_buckets", sa.Text, nullable=False),
+    sa.Index("ix_taskflow_stats_minutes_minute", "minute"),
+)
+
 
 audit = sa.Table(
     "taskflow_admin_audit",
@@ -314,11 +366,23 @@ TASKS_FTS = "taskflow_tasks_fts"
 ERRORS_INDEXED_UNTIL = "text_search_errors_until"
 # SQLite FTS5 (trigram, contentless): log message and fields, rowid = the line's id.
 LOGS_FTS = "taskflow_task_logs_fts"
-# PostgreSQL: trigram GIN indexes on error, message and the JSON text of extra.
+# SQLite FTS5 (trigram, contentless, revision 0007_operator): the stored arguments of
+# tasks that are not encrypted, rowid = task rowid, filled by the searches that look at
+# arguments (no trigger); the taskflow_meta key ARGS_INDEXED_UNTIL holds how far.
+ARGS_FTS = "taskflow_task_args_fts"
+ARGS_INDEXED_UNTIL = "text_search_args_until"
+# PostgreSQL (revision 0007_operator): the stored arguments of tasks that are not
+# encrypted, one row per task (task_id, a foreign key ON DELETE CASCADE, and text), filled
+# by the searches that look at arguments (no trigger, no index on the task table); the
+# taskflow_meta key ARGS_INDEXED_UNTIL holds the creation time reached.
+ARGS_SEARCH = "taskflow_task_args_search"
+# PostgreSQL: trigram GIN indexes on error, message and the JSON text of extra, and
+# (revision 0007_operator) on the text of ARGS_SEARCH.
 TEXT_SEARCH_INDEXES = (
     "ix_taskflow_tasks_error_trgm",
     "ix_taskflow_task_logs_message_trgm",
     "ix_taskflow_task_logs_fields_trgm",
+    "ix_taskflow_task_args_search_trgm",
 )
 
 
@@ -327,4 +391,6 @@ def is_text_search_object(name: str | None) -> bool:
     virtual table's data in tables named after it (``<name>_data``, ``_idx``, ...)."""
     if name is None:
         return False
-    return name in TEXT_SEARCH_INDEXES or name.startswith((TASKS_FTS, LOGS_FTS))
+    if name in TEXT_SEARCH_INDEXES or name == ARGS_SEARCH:
+        return True
+    return name.startswith((TASKS_FTS, LOGS_FTS, ARGS_FTS))

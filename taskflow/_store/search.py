@@ -1,5 +1,5 @@
-"""Text search for the dashboard: tasks by id, function name or error, log lines by
-message or structured field.
+"""Text search for the dashboard: tasks by id, function name, error or arguments, log
+lines by message or structured field.
 
 What a search finds: the text anywhere inside (a substring), ignoring case (ASCII
 letters on SQLite, every letter on PostgreSQL), with ``%``, ``_`` and ``\\`` taken
@@ -10,13 +10,18 @@ or in the key or the value of one of its structured fields (``cust-40`` finds
 ``task_log("charged", customer="cust-40")``): top-level fields whose value is a string,
 number or boolean, except those whose key contains one of ``hidden_fields`` (the
 dashboard passes its ``redact_keys``, so a search cannot find text the page masks).
+When the dashboard shows arguments, a task also matches when the text is in its stored
+arguments (:func:`argument_match`: the JSON text, never that of an encrypted task, nor
+any that holds a masked key).
 
 How: revision ``0006_text_search`` indexes the trigrams (three consecutive characters)
-of the error text and of the log lines' message and fields: FTS5 tables on SQLite,
-``pg_trgm`` GIN indexes on PostgreSQL. An index finds the rows that may match and the
-condition above is checked on them, so an index never changes a result, only how many
-rows are read. Text shorter than three characters has no trigram: it is searched by
-reading rows in page order, as is everything on a SQLite without FTS5 trigrams.
+of the error text and of the log lines' message and fields, and ``0007_operator`` those
+of the arguments: FTS5 tables on SQLite, ``pg_trgm`` GIN indexes on PostgreSQL (the
+arguments' on a table of their own, :data:`args_search`, which the searches fill, so
+the task table carries no index of them). An index finds the rows that may match and
+the condition above is checked on them, so an index never changes a result, only how
+many rows are read. Text shorter than three characters has no trigram: it is searched
+by reading rows in page order, as is everything on a SQLite without FTS5 trigrams.
 Function names are few: the distinct names are read from an index (one probe per name)
 and the matching ones looked up by name.
 
@@ -38,7 +43,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from taskflow._store.ids import dashed, hex_prefix, task_id_forms
-from taskflow._store.schema import LOGS_FTS, TASKS_FTS, task_logs, tasks
+from taskflow._store.schema import (
+    ARGS_FTS,
+    ARGS_SEARCH,
+    LOGS_FTS,
+    TASKS_FTS,
+    TaskId,
+    task_logs,
+    tasks,
+)
 
 # A condition of a WHERE clause.
 Condition = sa.ColumnElement[bool]
@@ -79,8 +92,16 @@ DISTINCT_FUNCTIONS = sa.text(
 )
 # SQLite: which of the FTS5 tables exist (none on a SQLite without FTS5 trigrams).
 FTS_TABLES = sa.text(
-    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (:tasks, :logs)"
-).bindparams(tasks=TASKS_FTS, logs=LOGS_FTS)
+    "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (:tasks, :logs, :args)"
+).bindparams(tasks=TASKS_FTS, logs=LOGS_FTS, args=ARGS_FTS)
+# PostgreSQL: the arguments' search table, if it exists (not without pg_trgm).
+PG_ARGS_TABLE = sa.text(
+    "SELECT CAST(to_regclass(:args) AS text) WHERE to_regclass(:args) IS NOT NULL"
+).bindparams(args=ARGS_SEARCH)
+# PostgreSQL (revision 0007_operator): the stored arguments of each task that is not
+# encrypted, with a trigram GIN index on ``text``; filled by the searches (see
+# search_index.index_new_pg_arguments), emptied of deleted tasks by ON DELETE CASCADE.
+args_search = sa.table(ARGS_SEARCH, sa.column("task_id", TaskId), sa.column("text", sa.Text))
 
 
 def contains(column: sa.ColumnElement[str], text: str) -> Condition:
@@ -117,7 +138,7 @@ class Candidates:
 
 
 async def fts_candidates(
-    conn: AsyncConnection, table: str, text: str, *, rare: int, cap: int
+    conn: AsyncConnection, table: str, text: str, *, rare: int, cap: int, exact: bool = False
 ) -> Candidates:
     """SQLite: the rows of FTS5 ``table`` (trigram, ``detail=none``) that may hold
     ``text`` (:data:`MIN_INDEXED` characters or more), found through its rarest
@@ -129,7 +150,11 @@ async def fts_candidates(
     5,000,000 log lines) and narrows little, so each trigram is first counted up to
     ``rare`` (one statement), and when some are found at most ``rare`` times, the
     rarest of them are required. When every trigram is common the text usually is too;
-    all of them are then required, and counted up to ``cap``."""
+    all of them are then required, and counted up to ``cap``.
+
+    ``exact``: rows holding all the rarest trigrams are counted too (up to ``cap``: one
+    more statement, reading their short lists), not only the rarest one: trigrams of
+    digits are each in thousands of rows while the text is in one."""
     grams = _trigrams(text)
     counted = [
         sa.select(sa.func.count())
@@ -141,7 +166,13 @@ async def fts_candidates(
     found = sorted((int(count), gram) for count, gram in zip(counts, grams, strict=True))
     rarest = [(count, gram) for count, gram in found if count <= rare][:_RARE_TERMS]
     if rarest:
-        return Candidates(rarest[0][0], " AND ".join(_term(gram) for _, gram in rarest))
+        query = " AND ".join(_term(gram) for _, gram in rarest)
+        if not exact or len(rarest) == 1:
+            return Candidates(rarest[0][0], query)
+        both = fts_match(table, query).limit(cap + 1).subquery()
+        return Candidates(
+            int(await conn.scalar(sa.select(sa.func.count()).select_from(both)) or 0), query
+        )
     query = " AND ".join(_term(gram) for gram in grams)
     every = fts_match(table, query).limit(cap + 1).subquery()
     count = await conn.scalar(sa.select(sa.func.count()).select_from(every))
@@ -154,6 +185,90 @@ async def pg_error_candidates(conn: AsyncConnection, text: str, *, cap: int) -> 
     found = sa.select(sa.literal(1)).where(contains(tasks.c.error, text)).limit(cap + 1)
     count = await conn.scalar(sa.select(sa.func.count()).select_from(found.subquery()))
     return Candidates(int(count or 0))
+
+
+async def fts_either(
+    conn: AsyncConnection, table: str, forms: Iterable[str], *, rare: int, cap: int
+) -> Candidates:
+    """SQLite: :func:`fts_candidates` for each of ``forms`` (ways the same text may be
+    stored), joined: rows found for any of them (counts added up)."""
+    found = [
+        await fts_candidates(conn, table, form, rare=rare, cap=cap, exact=True) for form in forms
+    ]
+    if len(found) == 1:
+        return found[0]
+    query = " OR ".join(f"({one.query})" for one in found)
+    return Candidates(sum(one.count for one in found), query)
+
+
+async def pg_argument_candidates(
+    conn: AsyncConnection, text: str, hidden: tuple[str, ...], *, cap: int
+) -> Candidates:
+    """PostgreSQL: the tasks whose arguments hold ``text`` (:func:`argument_match`),
+    counted up to ``cap + 1`` through the trigram index of :data:`args_search`."""
+    found = sa.select(sa.literal(1)).where(_stored_match(text, hidden)).limit(cap + 1)
+    count = await conn.scalar(sa.select(sa.func.count()).select_from(found.subquery()))
+    return Candidates(int(count or 0))
+
+
+def stored_forms(text: str) -> tuple[str, ...]:
+    """How ``text`` may appear in the stored JSON of arguments: as written, and as JSON
+    writes it inside a string (non-ASCII as ``\\uXXXX``, ``"`` and ``\\`` escaped)."""
+    return tuple(dict.fromkeys((text, json.dumps(text)[1:-1])))
+
+
+def argument_match(
+    text: str, hidden: tuple[str, ...], *, walk: bool = False, indexed: bool = False
+) -> Condition:
+    """The task's arguments hold ``text``: the stored text of a task that is not
+    encrypted (the JSON of its arguments, or of their descriptions for a memory-only
+    task) holds it in one of :func:`stored_forms`, and holds none of the ``hidden`` key
+    fragments (compared as the dashboard's redaction compares keys: lower case, without
+    ``-``, ``_`` or spaces), so no value the dashboard masks can be found.
+
+    ``walk``: PostgreSQL, for rows read in page order: a form no index serves (see
+    :meth:`TaskSearch.walk`). ``indexed``: PostgreSQL, the tasks found in
+    :data:`args_search` (its trigram index), whose text is the stored text of the task."""
+    payload = tasks.c.payload
+    if indexed:
+        found_ids = sa.select(args_search.c.task_id).where(_stored_match(text, hidden))
+        return sa.and_(sa.not_(tasks.c.encrypted), tasks.c.id.in_(found_ids))
+    if walk:
+        lowered = sa.func.lower(payload)
+        found = sa.or_(*(sa.func.strpos(lowered, form.lower()) > 0 for form in stored_forms(text)))
+    else:
+        found = sa.or_(*(contains(payload, form) for form in stored_forms(text)))
+    return sa.and_(sa.not_(tasks.c.encrypted), found, *_without_hidden(payload, hidden))
+
+
+def _stored_match(text: str, hidden: tuple[str, ...]) -> Condition:
+    """PostgreSQL: the row of :data:`args_search` holds ``text`` as
+    :func:`argument_match` looks for it (the table holds no encrypted task)."""
+    stored = args_search.c.text
+    found = sa.or_(*(contains(stored, form) for form in stored_forms(text)))
+    return sa.and_(found, *_without_hidden(stored, hidden))
+
+
+def _without_hidden(payload: sa.ColumnElement[str], hidden: tuple[str, ...]) -> list[Condition]:
+    """Conditions that the stored text holds none of the ``hidden`` key fragments
+    (already normalized: lower case, without ``-``, ``_`` or spaces), whatever its
+    structure: a key anywhere, in any of the codec's shapes, is somewhere in the text.
+    JSON writes letters outside ASCII as ``\\uXXXX`` escapes, whose case differs from
+    the fragment's: when a fragment has such letters, no text with an escape is
+    searched."""
+    if not hidden:
+        return []
+    normal = sa.func.lower(
+        sa.func.replace(sa.func.replace(sa.func.replace(payload, "-", ""), "_", ""), " ", "")
+    )
+    conditions = [
+        ~normal.contains(form, autoescape=True)
+        for fragment in hidden
+        for form in stored_forms(fragment)
+    ]
+    if any(not fragment.isascii() for fragment in hidden):
+        conditions.append(~payload.contains("\\u", autoescape=True))
+    return conditions
 
 
 def _trigrams(text: str) -> list[str]:
@@ -182,9 +297,14 @@ class TaskSearch:
         func_names: the stored function names that contain the text.
         error: look in the error (false for text that looks like a task id).
         indexed: every part has an index: ids, function names and, with text of
-            :data:`MIN_INDEXED` characters or more, the error's trigram index.
+            :data:`MIN_INDEXED` characters or more, the trigram indexes of the error
+            and (when searched) of the arguments.
         found: the errors the trigram index finds (None: not looked up).
         dialect: ``"sqlite"`` or ``"postgresql"``.
+        arguments: look in the arguments (:func:`argument_match`); false for text
+            that looks like a task id.
+        hidden: the key fragments whose arguments are not searched.
+        args_found: the arguments the trigram index finds (None: not looked up).
     """
 
     text: str
@@ -194,6 +314,9 @@ class TaskSearch:
     indexed: bool
     found: Candidates | None
     dialect: str
+    arguments: bool = False
+    hidden: tuple[str, ...] = ()
+    args_found: Candidates | None = None
 
     @staticmethod
     def is_id(text: str) -> bool:
@@ -208,10 +331,19 @@ class TaskSearch:
 
     @classmethod
     def of(
-        cls, text: str, names: Iterable[str], *, dialect: str, found: Candidates | None = None
+        cls,
+        text: str,
+        names: Iterable[str],
+        *,
+        dialect: str,
+        found: Candidates | None = None,
+        hidden: tuple[str, ...] | None = None,
+        args_found: Candidates | None = None,
     ) -> TaskSearch:
         """The search for ``text`` among tasks of functions ``names``; ``found``: what
-        the error's index found (SQLite: None when it has no FTS5 table)."""
+        the error's index found (SQLite: None when it has no FTS5 table). ``hidden``:
+        None to leave arguments out, else the key fragments whose arguments are not
+        searched; ``args_found``: what the arguments' index found."""
         text = text.strip()
         digits = hex_prefix(text.lower())
         if digits is not None and _ID_LIKE.fullmatch(digits):
@@ -220,8 +352,14 @@ class TaskSearch:
         ids = None if digits is None else _id_starts_with(digits)
         lowered = text.lower()
         matching = tuple(name for name in names if lowered in name.lower())
-        indexed = len(text) >= MIN_INDEXED and (dialect == "postgresql" or found is not None)
-        return cls(text, ids, matching, True, indexed, found, dialect)
+        arguments = hidden is not None
+        indexed = len(text) >= MIN_INDEXED and (
+            dialect == "postgresql"
+            or (found is not None and (not arguments or args_found is not None))
+        )
+        return cls(
+            text, ids, matching, True, indexed, found, dialect, arguments, hidden or (), args_found
+        )
 
     @property
     def few(self) -> bool:
@@ -229,10 +367,30 @@ class TaskSearch:
         rowids make a list worth building; with more, matches are common."""
         return self.found is not None and self.found.count <= MANY_MATCHES
 
+    @property
+    def few_args(self) -> bool:
+        """:attr:`few` for the arguments' FTS5 table."""
+        return self.args_found is not None and self.args_found.count <= MANY_MATCHES
+
+    @property
+    def found_count(self) -> int | None:
+        """The candidates the text indexes found, errors and arguments (None: not
+        looked up)."""
+        if self.found is None:
+            return None
+        if not self.arguments:
+            return self.found.count
+        return None if self.args_found is None else self.found.count + self.args_found.count
+
+    @property
+    def texts(self) -> int:
+        """How many of :meth:`parts` look for text (they come first)."""
+        return int(self.error) + int(self.arguments)
+
     def matches(self) -> Condition:
         """The tasks this search finds, checked in each row read (on PostgreSQL in a
         form its trigram index serves)."""
-        return sa.or_(*self._terms(contains(tasks.c.error, self.text)))
+        return sa.or_(*self._terms(contains(tasks.c.error, self.text), self._args()))
 
     def walk(self) -> Condition:
         """:meth:`matches` for rows read in page order. SQLite first looks a row up in
@@ -243,21 +401,29 @@ class TaskSearch:
         it estimates common text as rare and reads every match first."""
         if self.dialect == "postgresql":
             error = sa.func.lower(sa.func.coalesce(tasks.c.error, ""))
-            return sa.or_(*self._terms(sa.func.strpos(error, self.text.lower()) > 0))
-        if not self.few:
-            return self.matches()
-        found = sa.and_(self._fts_rowids(plus=True), contains(tasks.c.error, self.text))
-        return sa.or_(*self._terms(found))
+            args = self._args(walk=True)
+            return sa.or_(*self._terms(sa.func.strpos(error, self.text.lower()) > 0, args))
+        found: Condition = contains(tasks.c.error, self.text)
+        if self.few:
+            found = sa.and_(self._fts_rowids(TASKS_FTS, self.found, plus=True), found)
+        args = self._args()
+        if args is not None and self.few_args:
+            args = sa.and_(self._fts_rowids(ARGS_FTS, self.args_found, plus=True), args)
+        return sa.or_(*self._terms(found, args))
 
     def parts(self) -> list[Condition]:
         """Conditions whose union is :meth:`matches`, each served by an index when
-        :attr:`indexed`: the error first (the FTS5 rowids, or the trigram index), then
-        the id (primary key) and the function names (an index that leads with
-        ``func_name``)."""
+        :attr:`indexed`: the error first and the arguments (the FTS5 rowids, or the
+        trigram index of :data:`args_search`), then the id (primary key) and the
+        function names (an index that leads with ``func_name``)."""
         error = contains(tasks.c.error, self.text)
+        # PostgreSQL: through the arguments' table when it exists (args_found counted it).
+        args = self._args(indexed=self.dialect == "postgresql" and self.args_found is not None)
         if self.dialect == "sqlite" and self.few:
-            error = sa.and_(self._fts_rowids(plus=False), error)
-        return self._terms(error)
+            error = sa.and_(self._fts_rowids(TASKS_FTS, self.found, plus=False), error)
+        if self.dialect == "sqlite" and args is not None and self.few_args:
+            args = sa.and_(self._fts_rowids(ARGS_FTS, self.args_found, plus=False), args)
+        return self._terms(error, args)
 
     def candidates(self) -> sa.CompoundSelect[Any]:
         """The tasks that may match, each part through its index: rowids on SQLite
@@ -266,24 +432,38 @@ class TaskSearch:
         if self.dialect == "postgresql":
             return sa.union(*(sa.select(tasks.c.id).where(part) for part in self.parts()))
         assert self.found is not None and self.found.query is not None
-        selects = [sa.select(_ROWID).where(term) for term in self._terms(None)]
+        selects: list[sa.Select[Any]] = [
+            sa.select(_ROWID).where(term) for term in self._terms(None, None)
+        ]
+        if self.arguments:
+            assert self.args_found is not None and self.args_found.query is not None
+            selects.append(fts_match(ARGS_FTS, self.args_found.query))
         return sa.union(*selects, fts_match(TASKS_FTS, self.found.query))
 
-    def _fts_rowids(self, *, plus: bool) -> Condition:
-        """The task's rowid is in the FTS5 table's list (built once: as a join, SQLite
-        could probe the FTS5 table once per task row instead). ``plus``: not usable as
-        an index (SQLite's unary ``+``), so the planner walks the index of the page's
-        order and checks the list there."""
-        assert self.found is not None and self.found.query is not None
-        rowid = sa.literal_column(f"+{tasks.name}.rowid") if plus else _ROWID
-        return rowid.in_(fts_match(TASKS_FTS, self.found.query))
+    def _args(self, *, walk: bool = False, indexed: bool = False) -> Condition | None:
+        """The argument part of :meth:`matches` (None when arguments are not searched)."""
+        if not self.arguments:
+            return None
+        return argument_match(self.text, self.hidden, walk=walk, indexed=indexed)
 
-    def _terms(self, error: Condition | None) -> list[Condition]:
-        """``error`` (when the search looks at errors and it is given), then the id and
-        function name terms."""
+    @staticmethod
+    def _fts_rowids(table: str, found: Candidates | None, *, plus: bool) -> Condition:
+        """The task's rowid is in the list of FTS5 ``table`` (built once: as a join,
+        SQLite could probe the FTS5 table once per task row instead). ``plus``: not
+        usable as an index (SQLite's unary ``+``), so the planner walks the index of the
+        page's order and checks the list there."""
+        assert found is not None and found.query is not None
+        rowid = sa.literal_column(f"+{tasks.name}.rowid") if plus else _ROWID
+        return rowid.in_(fts_match(table, found.query))
+
+    def _terms(self, error: Condition | None, args: Condition | None) -> list[Condition]:
+        """``error`` (when the search looks at errors and it is given), ``args`` (when
+        given), then the id and function name terms."""
         terms: list[Condition] = []
         if self.error and error is not None:
             terms.append(error)
+        if args is not None:
+            terms.append(args)
         if self.ids is not None:
             terms.append(self.ids)
         if self.func_names:

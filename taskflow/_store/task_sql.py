@@ -458,9 +458,11 @@ class TaskSQL(Database):
         The tasks stay ``pending`` until they really start (``start_task``), so a claimed
         task that is still waiting for a free slot when its instance stops or dies is
         simply released again, never marked interrupted. PostgreSQL locks candidates with
-        ``FOR UPDATE SKIP LOCKED`` so concurrent claimers never wait on or take the same
-        row; SQLite's ``BEGIN IMMEDIATE`` makes the single ``UPDATE ... RETURNING``
-        exclusive.
+        ``FOR NO KEY UPDATE SKIP LOCKED`` so concurrent claimers never wait on or take the
+        same row (the weaker lock does not conflict with the key-share locks that inserts
+        referencing a task take, such as log lines and the argument search's side table,
+        so those never hide a task from claimers); SQLite's ``BEGIN IMMEDIATE`` makes the
+        single ``UPDATE ... RETURNING`` exclusive.
 
         On PostgreSQL the candidates are a ``MATERIALIZED`` CTE: selected once. Under
         ``WHERE id IN (subquery)`` the planner may rescan the subquery for each row it
@@ -479,7 +481,7 @@ class TaskSQL(Database):
             .limit(limit)
         )
         if self.dialect == "postgresql":
-            claim = candidates.with_for_update(skip_locked=True).cte("claim")
+            claim = candidates.with_for_update(skip_locked=True, key_share=True).cte("claim")
             chosen = tasks.c.id == claim.prefix_with("MATERIALIZED").c.id
         else:
             chosen = tasks.c.id.in_(candidates.scalar_subquery())
@@ -495,16 +497,28 @@ class TaskSQL(Database):
     async def copy_task(self, task_id: str, *, task: NewTask) -> str | None:
         """Insert ``task`` (a new task built from ``task_id``) unless the source is gone.
 
-        Returns the new id (or the id of a live task holding the same idempotency key),
-        or None if ``task_id`` does not exist.
+        In the same transaction the copy records ``retry_of`` (the source's id) and the
+        source is resolved as ``retried`` at ``task.created_at``. Returns the new id (or
+        the id of a live task holding the same idempotency key, and then nothing is
+        linked), or None if ``task_id`` does not exist.
         """
         async with self.write() as conn:
-            exists = await conn.scalar(
+            source = await conn.scalar(
                 sa.select(tasks.c.id).where(tasks.c.id.in_(task_id_forms(task_id)))
             )
-            if exists is None:
+            if source is None:
                 return None
-            return await self._insert(conn, task)
+            stored = await self._insert(conn, task)
+            if stored == task.id:
+                await conn.execute(
+                    tasks.update().where(tasks.c.id == stored).values(retry_of=source)
+                )
+                await conn.execute(
+                    tasks.update()
+                    .where(tasks.c.id == source)
+                    .values(resolution="retried", resolved_at=task.created_at)
+                )
+            return stored
 
     async def delete_task(self, task_id: str) -> bool:
         """Delete a finished task with its logs and attempts; False if absent or not final."""

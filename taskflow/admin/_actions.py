@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import RedirectResponse, Response
@@ -21,6 +22,7 @@ from taskflow.admin._query import QueryError, RunQuery
 from taskflow.admin._rendering import LINK_MARK
 from taskflow.admin._schedule_form import ScheduleForm, form_values, read_schedule_form
 from taskflow.admin._service import ActionError, Actor, ReplayResult
+from taskflow.admin._util import utcnow
 
 FAILURE_STATUSES = ("failed", "interrupted")
 # What a schedule action says when done: the text, and a link in it (or None).
@@ -96,6 +98,17 @@ def _add_task_actions(router: APIRouter, admin: AdminContext, actor: ActorGuard)
             )
         return await go(admin, request, url(request, "runs"), f"Deleted task {task_id}.")
 
+    @router.post("/dashboard/runs/{task_id}/discard", name=name("task_discard"))
+    async def discard(request: Request, task_id: str, who: Actor = Depends(actor)) -> Response:
+        # From a Failures row the form says where to go back to; else the task page.
+        given = (await read_form(request)).get("next")
+        back = safe_next(admin, request, given) if given else url(request, "task", task_id=task_id)
+        try:
+            await admin.service.discard(task_id, who)
+        except ActionError as exc:
+            return await go(admin, request, back, exc.message, "error")
+        return await go(admin, request, back, "Discarded: it no longer shows under Failures.")
+
 
 def _add_replay(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
     url = admin.renderer.url
@@ -104,6 +117,7 @@ def _add_replay(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> No
     async def replay(request: Request, who: Actor = Depends(actor)) -> Response:
         form = await read_form(request)
         back = safe_next(admin, request, str(form.get("next") or url(request, "failures")))
+        started = utcnow()
         try:
             outcome = await _replay(admin, form, who)
         except QueryError as exc:
@@ -111,9 +125,17 @@ def _add_replay(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> No
         if outcome is None:
             return await go(admin, request, back, "Select the tasks to replay first.", "error")
         text = f"Replayed {outcome.dispatched} task(s)"
+        link = None
+        if outcome.dispatched == 1:
+            text += f" as {LINK_MARK}"
+            link = (url(request, "task", task_id=outcome.new_ids[0]), outcome.new_ids[0])
+        elif outcome.dispatched:
+            text += f"; see {LINK_MARK}"
+            query = urlencode({"source": "retry", "since": started.isoformat()})
+            link = (url(request, "runs", query=query), "the new tasks")
         if outcome.skipped:
             text += f"; skipped {outcome.skipped} (not failed or interrupted)"
-        return await go(admin, request, back, text + ".")
+        return await go(admin, request, back, text + ".", link=link)
 
 
 async def _replay(admin: AdminContext, form: FormValues, who: Actor) -> ReplayResult | None:

@@ -41,7 +41,9 @@ from taskflow.admin._models import (
     task_out_from_row,
 )
 from taskflow.admin._query import QueryError, RunQuery
+from taskflow.admin._queue_routes import add_queue_api
 from taskflow.admin._service import REPLAYABLE, ActionError, Actor, NewSchedule, ReplayResult
+from taskflow.admin._trends import SeriesOut, read_chart_query, trends
 from taskflow.admin._util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
 from taskflow.errors import ConfigurationError
 
@@ -66,6 +68,7 @@ def build_api_router(admin: AdminContext, extra: Sequence[params.Depends]) -> AP
     _add_bulk(router, admin, actor)
     _add_schedules(router, admin, actor)
     _add_queues(router, admin, actor)
+    add_queue_api(router, admin, actor)
     _add_task(router, admin, actor)
     return router
 
@@ -118,6 +121,7 @@ def _add_lists(router: APIRouter, admin: AdminContext) -> None:
         since: str | None = Query(None, description="ISO time or window (15m, 6h, 7d)"),
         until: str | None = Query(None, description="ISO time or window"),
         q: str | None = Query(None, description="task id, or text in function name or error"),
+        owner: str | None = Query(None, description="id of the instance that holds the task"),
         sort: str = Query("created", description="created, started, finished or duration"),
         after: str | None = Query(None, description="X-Next-Cursor of the previous page"),
         before: str | None = Query(None, description="X-Prev-Cursor of the next page"),
@@ -154,6 +158,19 @@ def _add_lists(router: APIRouter, admin: AdminContext) -> None:
         counts = await admin.queries.exact_status_counts(_views.STATUSES)
         stats = await admin.cache.get("overview", lambda: _views.overview(admin.queries))
         return MetricsOut.build(counts, stats, cap=admin.count_cap)
+
+    @router.get("/stats/series", response_model=SeriesOut, summary="The Overview's chart numbers")
+    async def stats_series(request: Request) -> SeriesOut:
+        """Per bucket of a window (``window``: ``1h`` per minute, ``24h`` per hour;
+        ``end``, an ISO time in the last bucket, default now), of one
+        ``queue`` and one ``func`` when given: tasks enqueued, processed, started,
+        succeeded and failed, the backlog at each bucket's end, and the median and 95th
+        percentile of the wait from creation to start."""
+        query, problem = read_chart_query(request.query_params, now=utcnow())
+        if problem:
+            raise HTTPException(422, detail=problem)
+        found = await admin.cache.get(query.key, lambda: trends(admin.queries, query, now=utcnow()))
+        return SeriesOut.of(found)
 
     @router.get("/audit", response_model=list[AuditOut], summary="Audit log of actions")
     async def audit(
@@ -309,7 +326,8 @@ def _add_task(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None
         record = await admin.manager.get_task(task_id)
         if record is None:
             raise HTTPException(404, detail="Task not found")
-        return task_out_from_record(record, admin.display_func_args, admin.redactor)
+        links = await admin.queries.retry_links(record.task_id)
+        return task_out_from_record(record, admin.display_func_args, admin.redactor, links)
 
     @router.get("/{task_id}", response_model=TaskOut, summary="One task")
     async def get_task(task_id: str) -> TaskOut:
@@ -324,6 +342,17 @@ def _add_task(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None
         except ActionError as exc:
             raise _found(exc) from exc
         return RetryOut(task_id=new_id, task=await task_out(new_id))
+
+    @router.post("/{task_id}/discard", response_model=TaskOut, summary="Discard a failure")
+    async def discard(task_id: str, who: Actor = Depends(actor)) -> TaskOut:
+        """Acknowledge a failed or interrupted task without running it again
+        (``resolution="discarded"``): it leaves the Failures list. 400 when it is not
+        failed or interrupted, or was retried or discarded already."""
+        try:
+            await admin.service.discard(task_id, who)
+        except ActionError as exc:
+            raise _found(exc) from exc
+        return await task_out(task_id)
 
     @router.post("/{task_id}/cancel", response_model=CancelOut, summary="Cancel a task")
     async def cancel(task_id: str, who: Actor = Depends(actor)) -> CancelOut:

@@ -27,8 +27,16 @@ LABELS = {
     "dispatched": "replayed",
     "func_name": "function",
     "max_size": "max size",
+    "runs_filter": "filter",
 }
 SCHEDULE_ACTIONS = ("run_now", "pause", "resume", "create_schedule", "delete_schedule")
+QUEUE_ACTIONS = ("pause_queue", "resume_queue")
+# Actions whose stored name does not read as words.
+ACTION_WORDS = {"pause_queue": "pause queue", "resume_queue": "resume queue"}
+# Bulk actions of the Runs and Failures pages: one entry for many tasks.
+ACTION_WORDS |= {
+    f"bulk_{verb}": f"{verb} (bulk)" for verb in ("cancel", "delete", "retry", "discard")
+}
 _TASK_ID = re.compile(r"^[0-9a-fA-F]{32}$|^[0-9a-fA-F]{8}(-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}$")
 
 
@@ -70,7 +78,14 @@ def audit_target(entry: AuditRow) -> AuditValue:
         return AuditValue(target, route="runs", query=query, title="runs of this schedule")
     if entry.action == "update_queue":
         return AuditValue(target, route="runs", query=urlencode({"queue": target}))
+    if entry.action in QUEUE_ACTIONS:
+        return AuditValue(target, route="queues", title="the Queues page")
     return AuditValue(target)
+
+
+def audit_action(entry: AuditRow) -> str:
+    """The action in words (``pause queue``)."""
+    return ACTION_WORDS.get(entry.action, entry.action)
 
 
 def _values(key: str, value: Any) -> list[AuditValue]:
@@ -79,6 +94,8 @@ def _values(key: str, value: Any) -> list[AuditValue]:
         return [_task(item) if _is_task_id(item) else _plain(item) for item in items]
     if key == "filter" and isinstance(value, str) and value != "all failures":
         return [AuditValue(value, route="failures", query=value)]
+    if key == "runs_filter" and isinstance(value, str) and value != "all runs":
+        return [AuditValue(value, route="runs", query=value)]
     if key in ("function", "func_name") and isinstance(value, str) and value:
         return [AuditValue(value, route="runs", query=urlencode({"func": value}))]
     if not items:

@@ -6,10 +6,11 @@ No JavaScript and no inline styles (the Content-Security-Policy forbids them): b
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from taskflow._store.dashboard import Buckets
+from taskflow._store.series import Buckets
 
 WIDTH = 600
 HEIGHT = 140
@@ -95,21 +96,137 @@ def _sum_rows(buckets: Buckets, statuses: tuple[str, ...]) -> list[int]:
 
 
 def _axis(buckets: Buckets, slot: float) -> list[tuple[float, str, str]]:
+    return axis_marks(buckets.start, buckets.size, buckets.count, slot)
+
+
+def axis_marks(first: datetime, size: int, count: int, slot: float) -> list[tuple[float, str, str]]:
     """Four evenly spaced time labels under the bars: ``(x, text, anchor)``; the outer
     ones are anchored at the chart's edges so they are never cut off."""
-    last = buckets.count - 1
+    last = count - 1
     marks = []
-    for index in (0, buckets.count // 3, 2 * buckets.count // 3, last):
-        start = buckets.start + timedelta(seconds=index * buckets.size)
+    for index in sorted({0, count // 3, 2 * count // 3, last}):
+        start = first + timedelta(seconds=index * size)
         if index == 0:
             x, anchor = 0.0, "start"
         elif index == last:
             x, anchor = float(WIDTH), "end"
         else:
             x, anchor = round(index * slot + slot / 2, 2), "middle"
-        marks.append((x, _clock(start, buckets.size), anchor))
+        marks.append((x, _clock(start, size), anchor))
     return marks
+
+
+def clock(moment: datetime, size: int) -> str:
+    """A bucket's start as its axis label: ``"14:05"``, or ``"Dec 07"`` for days."""
+    return _clock(moment, size)
 
 
 def _clock(moment: datetime, size: int) -> str:
     return moment.astimezone(UTC).strftime("%H:%M" if size < 86400 else "%b %d")
+
+
+# -- line charts -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Line:
+    """One series of a line chart: its name, CSS class, and the polylines that draw it
+    (a bucket without a value breaks the line)."""
+
+    name: str
+    css: str
+    segments: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Column:
+    """The hover target of one bucket: its place and the numbers of its tooltip."""
+
+    x: float
+    width: float
+    label: str
+
+
+@dataclass(slots=True)
+class LineChart:
+    """A line chart of a few series over the same buckets, with a table of its numbers
+    (the fallback of the picture)."""
+
+    title: str
+    summary: str
+    lines: list[Line] = field(default_factory=list)
+    columns: list[Column] = field(default_factory=list)
+    peak_label: str = ""
+    axis: list[tuple[float, str, str]] = field(default_factory=list)
+    headers: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    width: int = WIDTH
+    height: int = HEIGHT
+    plot_bottom: int = PLOT_BOTTOM
+    plot_top: int = PLOT_TOP
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesSpec:
+    """A series to draw: name, CSS class (``flow-in``, ``flow-out``, ...), values."""
+
+    name: str
+    css: str
+    values: list[float | None]
+
+
+def line_chart(
+    *,
+    title: str,
+    summary: str,
+    first: datetime,
+    size: int,
+    series: list[SeriesSpec],
+    text: Callable[[float | None], str],
+    peak_text: Callable[[float], str],
+) -> LineChart:
+    """A chart of ``series`` (one value per ``size``-second bucket from ``first``);
+    ``text`` writes a value in tooltips and the table, ``peak_text`` the top gridline's
+    label."""
+    count = len(series[0].values) if series else 0
+    peak = max((value for spec in series for value in spec.values if value), default=0.0)
+    chart = LineChart(title=title, summary=summary)
+    chart.peak_label = peak_text(peak) if peak else ""
+    slot = WIDTH / max(count, 1)
+    scale = (PLOT_BOTTOM - PLOT_TOP) / peak if peak else 0.0
+    for spec in series:
+        line = Line(name=spec.name, css=spec.css)
+        points: list[str] = []
+        for index, value in enumerate(spec.values):
+            if value is None:
+                _close(line, points)
+                points = []
+                continue
+            x, y = round(index * slot + slot / 2, 2), round(PLOT_BOTTOM - value * scale, 2)
+            points.append(f"{x},{y}")
+        _close(line, points)
+        chart.lines.append(line)
+    chart.headers = ["Time", *(spec.name for spec in series)]
+    for index in range(count):
+        start = first + timedelta(seconds=index * size)
+        values = [text(spec.values[index]) for spec in series]
+        chart.rows.append([_clock(start, size), *values])
+        label = ", ".join(
+            f"{spec.name} {value}" for spec, value in zip(series, values, strict=True)
+        )
+        chart.columns.append(
+            Column(
+                x=round(index * slot, 2),
+                width=round(slot, 2),
+                label=f"{_clock(start, size)}: {label}",
+            )
+        )
+    chart.axis = axis_marks(first, size, count, slot) if count else []
+    return chart
+
+
+def _close(line: Line, points: list[str]) -> None:
+    if len(points) == 1:  # a lone point: a zero-length segment shows as a dot
+        points = [points[0], points[0]]
+    if points:
+        line.segments.append(" ".join(points))

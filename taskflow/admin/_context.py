@@ -127,7 +127,14 @@ class AdminContext:
         if not isinstance(db, SQLStore):
             raise ConfigurationError("the dashboard reads a SQLite or PostgreSQL task store")
         if self._queries is None or self._queries._store is not db:
-            self._queries = DashboardStore(db)
+            # Searches look in the arguments only where the pages show them, and never
+            # in those holding a masked key.
+            self._queries = DashboardStore(
+                db,
+                search_arguments=self.display_func_args,
+                hidden_keys=self.redactor.keys,
+                retention_days=lambda: self.manager.retention_days,
+            )
         return self._queries
 
     @property

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from taskflow._engine.reader import decode_values
 from taskflow._payloads.payloads import Payloads
-from taskflow._store.rows import AuditRow, TaskSummary, TaskSummaryWithPayload
+from taskflow._store.rows import AuditRow, RetryLinks, TaskSummary, TaskSummaryWithPayload
 from taskflow.admin._redact import Redactor
 from taskflow.admin._util import jsonable, seconds_between
 from taskflow.records import TaskRecord
@@ -23,7 +23,10 @@ class TaskOut(BaseModel):  # type: ignore[no-redef]  # the mypy plugin's **kwarg
 
     ``args``/``kwargs`` are null unless the dashboard was created with
     ``display_func_args=True``, and so is the ``result`` of an ``encrypted`` task;
-    sensitive keys are masked in them and in ``result``.
+    sensitive keys are masked in them and in ``result``. ``retry_of`` is the task this
+    one runs again; ``resolution`` (``retried`` or ``discarded``) and ``resolved_at``
+    say how and when a failure was dealt with; ``retried_as`` (one task only, not in
+    lists) holds the ids of the tasks that run it again.
     """
 
     task_id: str
@@ -49,11 +52,22 @@ class TaskOut(BaseModel):  # type: ignore[no-redef]  # the mypy plugin's **kwarg
     schedule_id: str | None = None
     encrypted: bool = False
     logs: list[str] = Field(default_factory=list)
+    retry_of: str | None = None
+    resolution: str | None = None
+    resolved_at: str | None = None
+    retried_as: list[str] | None = None
 
 
-def task_out_from_record(record: TaskRecord, display_args: bool, redactor: Redactor) -> TaskOut:
-    """A :class:`TaskOut` of a full record (with logs)."""
+def task_out_from_record(
+    record: TaskRecord, display_args: bool, redactor: Redactor, links: RetryLinks | None = None
+) -> TaskOut:
+    """A :class:`TaskOut` of a full record (with logs), and its retry ``links``."""
     data = record.to_dict()
+    if links is not None:
+        data["retry_of"] = links.retry_of
+        data["resolution"] = links.resolution
+        data["resolved_at"] = _iso(links.resolved_at)
+        data["retried_as"] = [copy.id for copy in links.retried_as]
     if display_args:
         data["args"] = redactor.redact(data["args"]) if data["args"] is not None else None
         data["kwargs"] = redactor.redact(data["kwargs"]) if data["kwargs"] is not None else None
@@ -94,6 +108,9 @@ def task_out_from_row(row: TaskSummary, payloads: Payloads | None, redactor: Red
         source=row.source,
         schedule_id=row.schedule_id,
         encrypted=row.encrypted,
+        retry_of=row.retry_of,
+        resolution=row.resolution,
+        resolved_at=_iso(row.resolved_at),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mimetypes
 from collections.abc import Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -19,15 +19,17 @@ from fastapi.responses import FileResponse, RedirectResponse
 from markupsafe import Markup
 from starlette.responses import Response
 
-from taskflow._store.dashboard import LogFilter
 from taskflow._store.ids import task_id_forms
+from taskflow._store.log_queries import LogFilter
 from taskflow._store.rows import LogRow, TaskSummary
-from taskflow.admin import _views
+from taskflow.admin import _trends, _views
 from taskflow.admin._actions import add_action_routes
+from taskflow.admin._bulk import PAGE_ACTIONS, add_bulk_routes
 from taskflow.admin._compress import accepts_gzip
 from taskflow.admin._context import AdminContext, ViewerGuard
 from taskflow.admin._login import add_login_routes, add_logout_routes
 from taskflow.admin._query import SOURCES, STATUSES, QueryError, RunQuery
+from taskflow.admin._queue_routes import add_queue_pages
 from taskflow.admin._security import Principal
 from taskflow.admin._util import (
     MAX_ROW_ID,
@@ -90,8 +92,10 @@ def build_page_router(admin: AdminContext, extra: Sequence[params.Depends]) -> A
     _add_logs(router, admin, viewer)
     _add_functions(router, admin, viewer)
     _add_instances(router, admin, viewer)
+    add_queue_pages(router, admin, viewer, actor)
     _add_audit(router, admin, viewer)
     add_action_routes(router, admin, actor)
+    add_bulk_routes(router, admin, actor)
     add_logout_routes(router, admin, viewer)
     _add_not_found(router, admin, viewer)  # last: it answers every other dashboard path
     return router
@@ -107,18 +111,24 @@ def _add_overview(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -
     async def part(request: Request, principal: Principal) -> dict[str, Any]:
         counts = await admin.queries.status_counts(_views.STATUSES, cap=admin.count_cap)
         stats = await admin.cache.get("overview", lambda: _views.overview(admin.queries))
+        query, _ = _trends.read_chart_query(request.query_params, now=utcnow())
+        found = await admin.cache.get(
+            query.key, lambda: _trends.trends(admin.queries, query, now=utcnow())
+        )
         return {
             "template": "taskflow/_overview.html",
             "element_id": "overview-live",
-            "refresh_url": renderer.url(request, "overview_live"),
+            "refresh_url": renderer.url(request, "overview_live", query=query.query_string()),
             "counts": counts,
             "stats": stats,
+            "trends": found,
         }
 
     @router.get("/dashboard", name=name("overview"))
     async def overview(request: Request, principal: Principal = Depends(viewer)) -> Response:
         live, _ = await renderer.live(request, principal, **await part(request, principal))
         recent, _ = await admin.queries.page_audit(limit=8)
+        chart_query, problem = _trends.read_chart_query(request.query_params, now=utcnow())
         return await renderer.page(
             request,
             principal,
@@ -126,6 +136,11 @@ def _add_overview(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -
             active="overview",
             live=live,
             recent_audit=recent,
+            chart_query=chart_query,
+            chart_problem=problem,
+            chart_windows=_trends.WINDOWS,
+            functions=admin.manager.registry.names(),
+            queues=sorted({config.queue for config in admin.manager.registry} | {"default"}),
         )
 
     @router.get("/dashboard/_/overview", name=name("overview_live"))
@@ -175,8 +190,10 @@ async def runs_table(
     live_route: str,
     statuses: tuple[str, ...] = (),
     selectable: bool = False,
+    unresolved: bool = False,
 ) -> dict[str, Any]:
-    """Arguments of :meth:`Renderer.live` for a run table (runs or failures page)."""
+    """Arguments of :meth:`Renderer.live` for a run table (runs or failures page);
+    ``unresolved``: only tasks not yet retried or discarded."""
     context: dict[str, Any] = {
         "template": "taskflow/_runs_table.html",
         "element_id": f"{page}-table",
@@ -194,6 +211,7 @@ async def runs_table(
     if error is not None:
         return context
     filters = query.task_filter(statuses=statuses or query.statuses())
+    filters = replace(filters, unresolved=unresolved)
     after, before = query.cursors()
     cap = admin.queries.count_cap(filters, admin.count_cap)
     result = await admin.queries.page_tasks(
@@ -229,7 +247,7 @@ def _filter_choices(admin: AdminContext) -> dict[str, Any]:
 
 
 def _add_runs(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> None:
-    _add_run_page(router, admin, viewer, "runs", (), False, "Runs")
+    _add_run_page(router, admin, viewer, "runs", (), True, "Runs")
     _add_run_page(router, admin, viewer, "failures", FAILURE_STATUSES, True, "Failures")
 
 
@@ -261,6 +279,7 @@ def _add_run_page(
             live_route=f"{page}_live",
             statuses=narrowed,
             selectable=selectable,
+            unresolved=bool(statuses) and not query.show_resolved,
         )
         return query, context
 
@@ -277,6 +296,7 @@ def _add_run_page(
             live=live,
             count=context["count"],
             count_cap=context["count_cap"],
+            bulk_actions=PAGE_ACTIONS[page],
             **_filter_choices(admin),
         )
 

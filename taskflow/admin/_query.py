@@ -36,7 +36,7 @@ class RunQuery:
     ``status`` may list several statuses separated by commas; ``tag`` is ``key=value``
     (or ``key:value``); ``window`` is a span back from now (``15m``, ``6h``, ``7d``);
     ``since``/``until`` are ISO times or windows; ``q`` searches ids, function names
-    and errors.
+    and errors; ``owner`` is the id of the instance that holds the tasks.
     """
 
     status: str = ""
@@ -48,6 +48,8 @@ class RunQuery:
     since: str = ""
     until: str = ""
     q: str = ""
+    owner: str = ""
+    resolved: str = ""
     sort: str = "created"
     after: str = ""
     before: str = ""
@@ -117,7 +119,14 @@ class RunQuery:
             since=since,
             until=until,
             search=self.q or None,
+            owner=self.owner or None,
         )
+
+    @property
+    def show_resolved(self) -> bool:
+        """True when the Failures list also shows failures retried or discarded
+        already (``resolved=1``)."""
+        return self.resolved.lower() in ("1", "true", "yes", "on")
 
     def _default_window(self) -> str:
         return DURATION_WINDOW if self.sort == "duration" and not self.until else ""
@@ -161,7 +170,14 @@ class RunQuery:
         """True when any filter is set."""
         return any(
             (self.status, self.func, self.queue, self.tag, self.source, self.window, self.since)
-        ) or bool(self.until or self.q)
+        ) or bool(self.until or self.q or self.owner)
+
+    @property
+    def active_filters(self) -> int:
+        """How many filters are set (a window counts once, however it is given)."""
+        window = self.window or self.since or self.until
+        parts = (self.status, self.func, self.queue, self.tag, self.source, window, self.q)
+        return sum(1 for part in (*parts, self.owner) if part)
 
     def with_page(self, *, after: str | None = None, before: str | None = None) -> RunQuery:
         """The same filters at another page."""

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, Response
 
 from taskflow._store.migrate import resource_path
 from taskflow.admin import _util
-from taskflow.admin._audit_view import audit_details, audit_target
+from taskflow.admin._audit_view import audit_action, audit_details, audit_target
 from taskflow.admin._compress import StaticGzip, compress_response
 from taskflow.admin._security import CSRF_FIELD, FLASH_COOKIE, Principal, clear_cookie
 from taskflow.admin._tracebacks import error_head, fold_traceback
@@ -51,6 +51,7 @@ NAV = (
     ("overview", "Overview"),
     ("runs", "Runs"),
     ("failures", "Failures"),
+    ("queues", "Queues"),
     ("schedules", "Schedules"),
     ("logs", "Logs"),
     ("functions", "Functions"),
@@ -170,6 +171,7 @@ class Renderer:
         self.env.globals.update(
             audit_details=audit_details,
             audit_target=audit_target,
+            audit_action=audit_action,
             error_head=error_head,
             fold_traceback=fold_traceback,
         )

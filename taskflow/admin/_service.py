@@ -8,7 +8,7 @@ answer. Errors are :class:`ActionError` with the HTTP status that fits.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -33,9 +33,25 @@ RETRYABLE = ("failed", "interrupted", "cancelled", "rejected")
 REPLAYABLE = ("failed", "interrupted")
 CANCELLABLE = ("pending", "running")
 FINAL = ("success", "failed", "cancelled", "interrupted", "rejected")
+DISCARDABLE = ("failed", "interrupted")
 REPLAY_BATCH = 100
 AUDITED_IDS = 20  # task ids an audit entry of a replay keeps (it counts them all)
 HISTORY_BATCH = 500
+# What each bulk action applies to, and the word that says it was done.
+BULK_STATUSES = {
+    "cancel": CANCELLABLE,
+    "delete": FINAL,
+    "retry": RETRYABLE,
+    "discard": DISCARDABLE,
+}
+BULK_DONE = {
+    "cancel": "cancelled",
+    "delete": "deleted",
+    "retry": "retried",
+    "discard": "discarded",
+}
+# Retrying or discarding "everything matching" leaves resolved failures alone.
+UNRESOLVED_ONLY = ("retry", "discard")
 
 
 class ActionError(Exception):
@@ -72,6 +88,38 @@ class ReplayResult:
     def new_ids(self) -> list[str]:
         """The ids of the tasks the replay created, in the same order."""
         return [item["new_task_id"] for item in self.results]
+
+
+@dataclass(slots=True)
+class BulkResult:
+    """Outcome of a bulk action: how many tasks it was done to, how many were
+    skipped (not in a status it applies to, or changed meanwhile), the first ids done
+    and, for a retry, the first new ids. ``started_at`` is when it began: tasks created
+    after it were left alone, and the tasks a retry created are the ``retry`` tasks
+    created since."""
+
+    action: str
+    started_at: datetime
+    done: int = 0
+    skipped: int = 0
+    task_ids: list[str] = field(default_factory=list)
+    new_task_ids: list[str] = field(default_factory=list)
+
+    def note(self, task_id: str, new_id: str | None = None) -> None:
+        """Count ``task_id`` as done (a retry's copy is ``new_id``)."""
+        self.done += 1
+        if len(self.task_ids) < AUDITED_IDS:
+            self.task_ids.append(task_id)
+        if new_id is not None and len(self.new_task_ids) < AUDITED_IDS:
+            self.new_task_ids.append(new_id)
+
+    def audit_detail(self) -> dict[str, Any]:
+        """What the audit entry keeps: the counts and the first ids."""
+        detail: dict[str, Any] = {BULK_DONE[self.action]: self.done, "skipped": self.skipped}
+        detail["task_ids"] = self.task_ids
+        if self.action == "retry":
+            detail["new_task_ids"] = self.new_task_ids
+        return detail
 
 
 @dataclass(slots=True)
@@ -167,6 +215,22 @@ class AdminService:
             raise ActionError(400, f"only finished tasks can be deleted; this one is {status}")
         await self.audit(actor, "delete", task_id, {"status": status})
 
+    async def discard(self, task_id: str, actor: Actor) -> None:
+        """Acknowledge a failed or interrupted task without running it again: it leaves
+        the Failures list (``resolution="discarded"``).
+
+        Raises:
+            ActionError: 404 unknown task, 400 not failed or interrupted, or resolved.
+        """
+        task_id, status = await self._stored(task_id)
+        if status not in DISCARDABLE:
+            raise ActionError(
+                400, f"only failed or interrupted tasks can be discarded; this one is {status}"
+            )
+        if not await self.queries.discard_tasks([task_id], statuses=DISCARDABLE, now=utcnow()):
+            raise ActionError(400, "this task was already retried or discarded")
+        await self.audit(actor, "discard", task_id, {"status": status})
+
     async def replay(self, task_ids: Sequence[str], actor: Actor) -> ReplayResult:
         """Retry each failed or interrupted task of ``task_ids``; others are skipped."""
         outcome = ReplayResult()
@@ -202,15 +266,11 @@ class AdminService:
         """
         outcome = ReplayResult()
         until = min(filters.until or utcnow(), utcnow())
-        scope = TaskFilter(
+        scope = replace(
+            filters,
             statuses=tuple(s for s in (filters.statuses or REPLAYABLE) if s in REPLAYABLE),
-            func_name=filters.func_name,
-            queue=filters.queue,
-            source=filters.source,
-            tag=filters.tag,
-            since=filters.since,
             until=until,
-            search=filters.search,
+            unresolved=True,  # a failure retried or discarded already is dealt with
         )
         cursor: Cursor | None = None
         while True:
@@ -247,6 +307,107 @@ class AdminService:
             return
         outcome.dispatched += 1
         outcome.results.append({"original_task_id": task_id, "new_task_id": new_id})
+
+    # -- bulk actions ------------------------------------------------------------------
+
+    def bulk_scope(self, action: str, filters: TaskFilter) -> TaskFilter | None:
+        """The tasks ``action`` applies to among those ``filters`` match, created up to
+        now (None: none can match, such as cancelling failures)."""
+        allowed = BULK_STATUSES[action]
+        statuses = tuple(s for s in (filters.statuses or allowed) if s in allowed)
+        if not statuses:
+            return None
+        now = utcnow()
+        return replace(
+            filters,
+            statuses=statuses,
+            until=min(filters.until or now, now),
+            unresolved=filters.unresolved or action in UNRESOLVED_ONLY,
+        )
+
+    async def count_matching(self, action: str, filters: TaskFilter, *, cap: int) -> int:
+        """How many of the tasks ``filters`` match ``action`` would act on now,
+        counted up to ``cap + 1``."""
+        scope = self.bulk_scope(action, filters)
+        if scope is None:
+            return 0
+        return await self.queries.count_tasks(scope, cap=cap)
+
+    async def bulk(self, action: str, task_ids: Sequence[str], actor: Actor) -> BulkResult:
+        """Do ``action`` (cancel, delete, retry, discard) to each of ``task_ids`` it
+        applies to; the others are skipped. One audit entry."""
+        outcome = BulkResult(action, started_at=utcnow())
+        wanted = [task_id for task_id in dict.fromkeys(task_ids) if "\x00" not in task_id]
+        statuses = await self.queries.statuses_of(
+            [form for task_id in wanted for form in task_id_forms(task_id)]
+        )
+        stored = [
+            next((form for form in task_id_forms(task_id) if form in statuses), task_id)
+            for task_id in wanted
+        ]
+        rows = [(task_id, statuses.get(task_id)) for task_id in stored]
+        await self._bulk_batch(action, rows, outcome, actor)
+        outcome.skipped += len(task_ids) - len(stored)  # repeated or impossible ids
+        await self.audit(actor, f"bulk_{action}", "selection", outcome.audit_detail())
+        return outcome
+
+    async def bulk_matching(
+        self, action: str, filters: TaskFilter, actor: Actor, *, description: dict[str, Any]
+    ) -> BulkResult:
+        """Do ``action`` to every task matching ``filters`` that it applies to, in
+        keyset pages of :data:`REPLAY_BATCH`, and only to tasks created before the
+        call. One audit entry with the counts and the first ids."""
+        outcome = BulkResult(action, started_at=utcnow())
+        scope = self.bulk_scope(action, filters)
+        cursor: Cursor | None = None
+        while scope is not None:
+            page = await self.queries.page_tasks(scope, after=cursor, limit=REPLAY_BATCH)
+            rows = [(row.id, row.status) for row in page.rows]
+            await self._bulk_batch(action, rows, outcome, actor)
+            if page.older is None:
+                break
+            cursor = page.older
+        detail = {**description, **outcome.audit_detail()}
+        await self.audit(actor, f"bulk_{action}", "filter", detail)
+        return outcome
+
+    async def _bulk_batch(
+        self,
+        action: str,
+        rows: Sequence[tuple[str, str | None]],
+        outcome: BulkResult,
+        actor: Actor,
+    ) -> None:
+        """Act on one batch: set-based for delete and discard, one task at a time for
+        cancel (a running task is stopped wherever it runs) and retry."""
+        allowed = BULK_STATUSES[action]
+        ids = [task_id for task_id, status in rows if status in allowed]
+        outcome.skipped += len(rows) - len(ids)
+        if action == "delete":
+            done: Sequence[tuple[str, str | None]] = [
+                (task_id, None) for task_id in await self.queries.delete_final_tasks(ids)
+            ]
+        elif action == "discard":
+            discarded = await self.queries.discard_tasks(ids, statuses=allowed, now=utcnow())
+            done = [(task_id, None) for task_id in discarded]
+        else:
+            done = [item for item in [await self._act_one(action, i, actor) for i in ids] if item]
+        for task_id, new_id in done:
+            outcome.note(task_id, new_id)
+        outcome.skipped += len(ids) - len(done)
+
+    async def _act_one(
+        self, action: str, task_id: str, actor: Actor
+    ) -> tuple[str, str | None] | None:
+        """Cancel or retry one task: ``(task_id, new id)``, or None if it could not be."""
+        if action == "cancel":
+            reason = f"cancelled from the dashboard by {actor.username}"
+            return (task_id, None) if await self._manager.cancel(task_id, reason=reason) else None
+        try:
+            new_id = await self._manager.retry(task_id)
+        except TaskNotRerunnable:
+            return None  # ran from memory only: nothing stored to run again
+        return None if new_id is None else (task_id, new_id)
 
     async def delete_history(self, before: datetime, actor: Actor, *, label: str) -> int:
         """Delete final tasks that finished before ``before``, in batches; returns how many."""

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskflow._engine.registry import TaskConfig
 from taskflow._schedules.triggers import Trigger
 from taskflow._store.dashboard import DashboardStore
-from taskflow._store.rows import FinishedRun, LogRow, LogSearchRow
+from taskflow._store.rows import FinishedRun, LogRow, LogSearchRow, RetryLinks
 from taskflow._store.rows import InstanceRow as StoredInstance
 from taskflow.admin._charts import Chart, throughput_chart
+from taskflow.admin._queues import WaitReason, wait_reason
 from taskflow.admin._redact import Redactor
 from taskflow.admin._util import jsonable, percentile, pretty_json, seconds_between, utcnow
 from taskflow.records import TaskRecord
@@ -159,6 +160,8 @@ class TaskDetail:
     schedule_name: str | None
     owner: StoredInstance | None
     timeline: list[TimelineEvent] = field(default_factory=list)
+    links: RetryLinks | None = None  # the task it retries, its retries, its resolution
+    waiting: WaitReason | None = None  # why a pending task has not started
 
     @property
     def live(self) -> bool:
@@ -187,11 +190,12 @@ async def task_detail(
     if record is None:
         return None
     names = await queries.schedule_names([record.schedule_id or ""])
-    owner = None
-    if record.owner:
-        owner = next(
-            (found for found in await queries.instances() if found.id == record.owner), None
-        )
+    pending = record.status.value == "pending"
+    found_instances = await queries.instances() if record.owner or pending else []
+    owner = next((found for found in found_instances if found.id == record.owner), None)
+    waiting = await wait_reason(
+        record, store=manager.db, instances=found_instances, stale_after=manager.instance_timeout
+    )
     return TaskDetail(
         record=record,
         args_visible=display_args,
@@ -200,6 +204,8 @@ async def task_detail(
         schedule_name=names.get(record.schedule_id or ""),
         owner=owner,
         timeline=timeline(record),
+        links=await queries.retry_links(record.task_id),
+        waiting=waiting,
     )
 
 
@@ -462,6 +468,9 @@ def function_row(config: TaskConfig, sample: list[FinishedRun]) -> FunctionRow:
 
 # -- instances -----------------------------------------------------------------------------
 
+# Running tasks listed under each instance; the rest are a link to the Runs page.
+RUNNING_SHOWN = 10
+
 
 @dataclass(slots=True)
 class InstanceRow:
@@ -478,15 +487,33 @@ class InstanceRow:
     info: dict[str, Any]
     owned_pending: int
     owned_running: int
+    running: list[RunningTask]
+
+    @property
+    def more_running(self) -> int:
+        """Running tasks of this instance beyond the ones listed."""
+        return max(self.owned_running - len(self.running), 0)
+
+
+@dataclass(slots=True)
+class RunningTask:
+    """A task an instance is running now, and for how many seconds it has run."""
+
+    id: str
+    func_name: str
+    elapsed: float
 
 
 async def instance_rows(
-    queries: DashboardStore, *, stale_after: float, cap: int
+    queries: DashboardStore, *, stale_after: float, cap: int, running_shown: int = RUNNING_SHOWN
 ) -> list[InstanceRow]:
-    """Every instance with its heartbeat age and the tasks it owns."""
+    """Every instance with its heartbeat age, the tasks it owns and the first
+    ``running_shown`` tasks it is running (longest running first)."""
     now = utcnow()
     instances = await queries.instances()
-    owned = await queries.owned_counts([instance.id for instance in instances], cap=cap)
+    ids = [instance.id for instance in instances]
+    owned = await queries.owned_counts(ids, cap=cap)
+    running = await queries.running_tasks(ids, limit=running_shown)
     rows = []
     for instance in instances:
         age = (now - instance.heartbeat_at).total_seconds()
@@ -503,6 +530,14 @@ async def instance_rows(
                 info=dict(instance.info or {}),
                 owned_pending=owned.get((instance.id, "pending"), 0),
                 owned_running=owned.get((instance.id, "running"), 0),
+                running=[
+                    RunningTask(
+                        id=task.id,
+                        func_name=task.func_name,
+                        elapsed=seconds_between(task.started_at, now) or 0.0,
+                    )
+                    for task in running.get(instance.id, [])
+                ],
             )
         )
     return rows
