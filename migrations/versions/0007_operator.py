@@ -9,7 +9,9 @@ Create Date: 2026-12-07
   the other (indexed for the way back).
 * ``taskflow_tasks.resolution`` and ``resolved_at``: how and when a failed or interrupted
   task was dealt with (``retried`` or ``discarded``); the Failures list shows the
-  unresolved ones, and history keeps them all.
+  unresolved ones, and history keeps them all. A partial index holds the unresolved
+  failures only, so the Failures page counts and pages them from the index alone
+  (without it PostgreSQL reads each row to check ``resolution``).
 * ``taskflow_tasks.trace_context``: the W3C trace context of the code that enqueued the
   task (with the OpenTelemetry extra), so its run joins the same trace.
 * ``taskflow_queue_pauses``: one row per paused queue; every process reads it before it
@@ -43,6 +45,9 @@ from alembic import op
 
 from taskflow._store.schema import TaskId, UTCDateTime
 
+# The same text as taskflow._store.schema.UNRESOLVED_FAILURE_WHERE, frozen at this revision.
+UNRESOLVED_FAILURE_WHERE = "resolution IS NULL AND status IN ('failed', 'interrupted')"
+
 revision: str = "0007_operator"
 down_revision: str | Sequence[str] | None = "0006_text_search"
 branch_labels: str | Sequence[str] | None = None
@@ -59,7 +64,8 @@ ARGS_SEARCH_INDEX = "ix_taskflow_task_args_search_trgm"
 
 
 def upgrade() -> None:
-    """Add the four task columns, the retry index and the paused-queue table."""
+    """Add the four task columns, the retry and unresolved-failure indexes, the
+    paused-queue and per-minute tables and the argument search."""
     op.add_column("taskflow_tasks", sa.Column("retry_of", TaskId, nullable=True))
     op.add_column("taskflow_tasks", sa.Column("resolution", sa.String(16), nullable=True))
     op.add_column("taskflow_tasks", sa.Column("resolved_at", UTCDateTime, nullable=True))
@@ -70,6 +76,13 @@ def upgrade() -> None:
         ["retry_of"],
         sqlite_where=sa.text("retry_of IS NOT NULL"),
         postgresql_where=sa.text("retry_of IS NOT NULL"),
+    )
+    op.create_index(
+        "ix_taskflow_tasks_unresolved_failures",
+        "taskflow_tasks",
+        ["status", "created_at", "id"],
+        sqlite_where=sa.text(UNRESOLVED_FAILURE_WHERE),
+        postgresql_where=sa.text(UNRESOLVED_FAILURE_WHERE),
     )
     op.create_table(
         "taskflow_queue_pauses",
@@ -87,6 +100,7 @@ def downgrade() -> None:
     op.drop_index("ix_taskflow_stats_minutes_minute", table_name="taskflow_stats_minutes")
     op.drop_table("taskflow_stats_minutes")
     op.drop_table("taskflow_queue_pauses")
+    op.drop_index("ix_taskflow_tasks_unresolved_failures", table_name="taskflow_tasks")
     op.drop_index("ix_taskflow_tasks_retry_of", table_name="taskflow_tasks")
     for column in ("trace_context", "resolved_at", "resolution", "retry_of"):
         op.drop_column("taskflow_tasks", column)

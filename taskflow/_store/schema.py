@@ -32,6 +32,8 @@ metadata = sa.MetaData()
 # in one of FAILED_STATUSES (spec 002: "if a non-failed task with the same key exists").
 TERMINAL_STATUSES = ("success", "failed", "cancelled", "interrupted", "rejected")
 FAILED_STATUSES = ("failed", "cancelled", "interrupted")
+# Failed and interrupted tasks nobody has retried or discarded yet: the Failures list.
+UNRESOLVED_FAILURE_WHERE = "resolution IS NULL AND status IN ('failed', 'interrupted')"
 # How a failed or interrupted task was dealt with (``taskflow_tasks.resolution``): run
 # again as a new task (retry or replay), or acknowledged without running it again.
 RESOLUTIONS = ("retried", "discarded")
@@ -156,6 +158,15 @@ tasks = sa.Table(
         "retry_of",
         sqlite_where=sa.text("retry_of IS NOT NULL"),
         postgresql_where=sa.text("retry_of IS NOT NULL"),
+    ),
+    # The Failures list's pages and counts, from the index alone (revision 0007_operator).
+    sa.Index(
+        "ix_taskflow_tasks_unresolved_failures",
+        "status",
+        "created_at",
+        "id",
+        sqlite_where=sa.text(UNRESOLVED_FAILURE_WHERE),
+        postgresql_where=sa.text(UNRESOLVED_FAILURE_WHERE),
     ),
     # At most one pending one-off firing per run_key (revision 0005_once_run_key).
     sa.Index(
