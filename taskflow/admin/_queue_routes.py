@@ -98,23 +98,23 @@ def add_queue_pages(
     async def queues_live(request: Request, principal: Principal = Depends(viewer)) -> Response:
         return await renderer.live_response(request, principal, **await part(request))
 
-    @router.post("/dashboard/queues/{queue:path}/pause", name=name("queue_pause"))
-    async def pause(request: Request, queue: str, who: Actor = Depends(actor)) -> Response:
+    async def act(request: Request, queue: str, who: Actor, action: Any, said: str) -> Response:
+        """Run a pause or resume; back to the Queues page with what happened."""
         back = renderer.url(request, "queues")
         try:
-            await _queues.pause_queue(admin.service, admin.manager, queue, who)
+            await action(admin.service, admin.manager, queue, who)
         except ActionError as exc:
             return await go(admin, request, back, exc.message, "error")
-        return await go(admin, request, back, f"Paused queue {queue}: no task of it starts.")
+        return await go(admin, request, back, said)
+
+    @router.post("/dashboard/queues/{queue:path}/pause", name=name("queue_pause"))
+    async def pause(request: Request, queue: str, who: Actor = Depends(actor)) -> Response:
+        said = f"Paused queue {queue}: no task of it starts."
+        return await act(request, queue, who, _queues.pause_queue, said)
 
     @router.post("/dashboard/queues/{queue:path}/resume", name=name("queue_resume"))
     async def resume(request: Request, queue: str, who: Actor = Depends(actor)) -> Response:
-        back = renderer.url(request, "queues")
-        try:
-            await _queues.resume_queue(admin.service, admin.manager, queue, who)
-        except ActionError as exc:
-            return await go(admin, request, back, exc.message, "error")
-        return await go(admin, request, back, f"Resumed queue {queue}.")
+        return await act(request, queue, who, _queues.resume_queue, f"Resumed queue {queue}.")
 
 
 def add_queue_api(router: APIRouter, admin: AdminContext, actor: ActorGuard) -> None:
