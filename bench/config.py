@@ -61,6 +61,10 @@ class Settings:
     cross_process_tasks: int
     cross_process_rate: float
     cross_process_warmup: int
+    # features when used (in process): tasks per workload, chain steps, wait() samples
+    feature_tasks: int
+    feature_steps: int
+    feature_samples: int
 
 
 FULL = Settings(
@@ -95,6 +99,9 @@ FULL = Settings(
     cross_process_tasks=300,
     cross_process_rate=20.0,
     cross_process_warmup=20,
+    feature_tasks=2000,
+    feature_steps=200,
+    feature_samples=200,
 )
 
 QUICK = Settings(
@@ -129,6 +136,9 @@ QUICK = Settings(
     cross_process_tasks=100,
     cross_process_rate=20.0,
     cross_process_warmup=10,
+    feature_tasks=500,
+    feature_steps=50,
+    feature_samples=50,
 )
 
 SMOKE = Settings(
@@ -163,6 +173,9 @@ SMOKE = Settings(
     cross_process_tasks=20,
     cross_process_rate=20.0,
     cross_process_warmup=3,
+    feature_tasks=40,
+    feature_steps=5,
+    feature_samples=5,
 )
 
 MODES = {settings.mode: settings for settings in (FULL, QUICK, SMOKE)}

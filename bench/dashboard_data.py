@@ -50,7 +50,19 @@ MODULE = "bench.dashboard_app"
 # The dataset is loaded at this revision; the next one (0006_text_search) indexes it.
 BEFORE_TEXT_SEARCH = "0005_once_run_key"
 # Task columns of later revisions: absent while the dataset is loaded.
-LATER_COLUMNS = frozenset({"retry_of", "resolution", "resolved_at", "trace_context"})
+LATER_COLUMNS = frozenset(
+    {
+        "retry_of",
+        "resolution",
+        "resolved_at",
+        "trace_context",
+        "progress",
+        "unique_key",
+        "workflow_id",
+        "on_dependency_failure",
+        "limit_key",
+    }
+)
 TASKS_TABLE = "taskflow_tasks"
 LOGS_TABLE = "taskflow_task_logs"
 RARE_PHRASE = "quota exceeded"  # in about 0.2 % of the log lines

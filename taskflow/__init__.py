@@ -16,8 +16,9 @@ Everything a user needs is importable from here. The layout (docs/architecture.m
 """
 
 from taskflow._compat.config import Config
-from taskflow._engine.context import TaskContext, get_task_context, task_log
+from taskflow._engine.context import TaskContext, get_task_context, task_log, task_progress
 from taskflow._engine.registry import TaskConfig, TaskRegistry
+from taskflow._engine.workflows import Step, step
 from taskflow._fastapi.background import ManagedBackgroundTasks
 from taskflow._fastapi.tasks_api import Tasks
 from taskflow._fastapi.timing import Task, TaskErrorHandler, TaskOptions
@@ -64,8 +65,10 @@ from taskflow.records import (
     QueueConfig,
     ScheduledOnce,
     ScheduledTask,
+    TaskProgress,
     TaskRecord,
     TaskStatus,
+    Workflow,
 )
 from taskflow.schema.health import HealthResponse
 from taskflow.tasks import add_tasks
@@ -108,6 +111,7 @@ __all__ = [
     "SqliteBackend",
     "StaticScheduleError",
     "StdoutLogger",
+    "Step",
     "Task",
     "TaskAdmin",
     "TaskArgumentError",
@@ -121,6 +125,7 @@ __all__ = [
     "TaskNotRerunnable",
     "TaskObserver",
     "TaskOptions",
+    "TaskProgress",
     "TaskRecord",
     "TaskRegistry",
     "TaskStatus",
@@ -129,8 +134,11 @@ __all__ = [
     "Tasks",
     "UnknownQueue",
     "UnknownTaskFunction",
+    "Workflow",
     "add_tasks",
     "get_task_context",
+    "step",
     "task_log",
+    "task_progress",
     "__version__",
 ]

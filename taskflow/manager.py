@@ -23,6 +23,8 @@ from taskflow._engine.reader import TaskReader
 from taskflow._engine.registry import TaskRegistry
 from taskflow._engine.runtime import Runtime
 from taskflow._engine.settings import RetryDefaults, Settings, choose_url
+from taskflow._engine.waiting import Waiters
+from taskflow._engine.workflows import Workflows
 from taskflow._facade import Setting, forward
 from taskflow._fastapi import background
 from taskflow._fastapi.timing import TaskOptions
@@ -209,6 +211,8 @@ class TaskManager:
         self.schedules, self._one_offs = parts.schedules, parts.one_offs
         self._runtime, self._intake, self._reader = engine.runtime, engine.intake, engine.reader
         self._actions, self._queues = engine.actions, engine.queues
+        self._workflows = engine.workflows
+        self._waiters = engine.waiters
         self.store = TaskStore(engine.reader)
         self._run_scheduler = True  # False under taskflow.testing: advance() fires slots
         self._compat_config = config
@@ -377,15 +381,23 @@ class TaskManager:
     submit = forward("_intake", Intake.submit)
     enqueue = forward("_intake", Intake.enqueue)
     add_task = forward("_intake", Intake.enqueue)  # fastapi-taskflow's production guide
+    enqueue_sync = forward("_intake", Intake.enqueue_sync)
     release = forward("_intake", Intake.release)
     held_ids = forward("_intake", Intake.held_ids)
     new_event = forward("_intake", Intake.new_event)
     attach_done = forward("_intake", Intake.attach_done)
     get_task = forward("_reader", TaskReader.get_task)
+    wait = forward("_waiters", Waiters.wait)
     list_tasks = forward("_reader", TaskReader.list_tasks)
     cancel = forward("_actions", TaskActions.cancel)
     retry = forward("_actions", TaskActions.retry)
     delete = forward("_actions", TaskActions.delete)
+    chain = forward("_workflows", Workflows.chain)
+    group = forward("_workflows", Workflows.group)
+    get_workflow = forward("_workflows", Workflows.get_workflow)
+    list_workflows = forward("_workflows", Workflows.list_workflows)
+    cancel_workflow = forward("_workflows", Workflows.cancel_workflow)
+    retry_workflow = forward("_workflows", Workflows.retry_workflow)
 
     async def merged_list(self, *, limit: int | None = None) -> list[Any]:
         """Every task of every instance, newest first (without logs): fastapi-taskflow's

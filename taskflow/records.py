@@ -4,6 +4,7 @@ pending one-off firing and an audit entry. Plain data, shared by every layer."""
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,8 @@ if TYPE_CHECKING:
 class TaskStatus(enum.StrEnum):
     """Lifecycle states of a task.
 
-    ``pending`` waits to run (first time or before a retry), ``running`` is executing,
+    ``pending`` waits to run (first time or before a retry), ``blocked`` waits for the
+    tasks it depends on to end (``depends_on``, workflows), ``running`` is executing,
     and the rest are final. ``interrupted`` means the process running it died or shut
     down and the function is not declared safe to re-run (``requeue_on_interrupt``).
     ``rejected`` means its queue was at its ``max_size`` when it was enqueued: it never
@@ -32,11 +34,12 @@ class TaskStatus(enum.StrEnum):
     CANCELLED = "cancelled"
     INTERRUPTED = "interrupted"
     REJECTED = "rejected"
+    BLOCKED = "blocked"  # after fastapi-taskflow's own statuses, which keep their order
 
     @property
     def is_final(self) -> bool:
         """True for statuses a task never leaves."""
-        return self not in (TaskStatus.PENDING, TaskStatus.RUNNING)
+        return self not in (TaskStatus.PENDING, TaskStatus.BLOCKED, TaskStatus.RUNNING)
 
 
 @dataclass(slots=True)
@@ -62,6 +65,58 @@ class Attempt:
     instance: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class TaskProgress:
+    """The latest ``task_progress()`` report of a task.
+
+    Attributes:
+        done: units done when it was reported.
+        total: units in all (None: unknown).
+        message: what the task said it was doing, or None.
+        at: when it was reported (UTC).
+    """
+
+    done: float
+    total: float | None
+    message: str | None
+    at: datetime
+
+    @property
+    def fraction(self) -> float | None:
+        """``done / total`` capped at 1.0, or None when the total is unknown."""
+        if self.total is None:
+            return None
+        return min(self.done / self.total, 1.0)
+
+    @classmethod
+    def from_json(cls, text: str | None) -> TaskProgress | None:
+        """The report stored as JSON text, or None (nothing stored, or unreadable)."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            done, total, message = data["done"], data.get("total"), data.get("message")
+            if not isinstance(done, int | float) or not isinstance(total, int | float | None):
+                return None
+            return cls(
+                done=done,
+                total=total,
+                message=message if isinstance(message, str) else None,
+                at=datetime.fromisoformat(data["at"]),
+            )
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None
+
+    def to_dict(self) -> dict[str, JSONValue]:
+        """JSON-ready fields (``at`` as ISO 8601)."""
+        return {
+            "done": self.done,
+            "total": self.total,
+            "message": self.message,
+            "at": self.at.isoformat(),
+        }
+
+
 @dataclass(slots=True)
 class TaskRecord:
     """A task as stored in the database.
@@ -74,7 +129,9 @@ class TaskRecord:
     is derived from ``attempts`` unless given; ``encrypted_payload`` holds the stored
     ciphertext of an encrypted task (never in :meth:`to_dict`); ``executor`` is the
     registered function's executor when this process knows it; ``logs`` holds
-    :class:`LogLine` objects (``to_dict()`` gives strings).
+    :class:`LogLine` objects (``to_dict()`` gives strings); ``progress`` is the latest
+    ``task_progress()`` report (None when the task never reported any);
+    ``workflow_id`` the workflow the task belongs to (``TaskManager.chain``, ``group``).
     """
 
     task_id: str
@@ -108,6 +165,8 @@ class TaskRecord:
     next_attempt_at: datetime | None = None
     cancel_requested: bool = False
     history: list[Attempt] = field(default_factory=list)
+    progress: TaskProgress | None = None
+    workflow_id: str | None = None
 
     def __post_init__(self) -> None:
         if self.retries_used is None:  # attempts made after the first one
@@ -147,6 +206,8 @@ class TaskRecord:
             "schedule_id": self.schedule_id,
             "encrypted": self.encrypted,
             "logs": [f"{line.at.isoformat()} [{line.level}] {line.message}" for line in self.logs],
+            "progress": self.progress.to_dict() if self.progress is not None else None,
+            "workflow_id": self.workflow_id,
         }
 
 
@@ -360,4 +421,67 @@ class ScheduledOnce:
             "tags": dict(self.tags),
             "created_at": self.created_at.isoformat(),
             "task_id": self.task_id,
+        }
+
+
+_ENDED_STATUSES = ("success", "failed", "cancelled", "interrupted", "rejected")
+
+
+@dataclass(frozen=True, slots=True)
+class Workflow:
+    """A workflow: tasks stored together that wait for one another (a chain, or a group
+    with its callback), as ``TaskManager.chain``, ``group`` and ``get_workflow``
+    return it.
+
+    Attributes:
+        id: the workflow's id (each of its tasks carries it as ``workflow_id``).
+        name: its name (the function of its first task when none was given).
+        kind: ``chain`` or ``group``.
+        created_at: when it was stored (UTC).
+        task_ids: its tasks in the order they were given (a group's callback last).
+        counts: how many of its tasks are in each status.
+    """
+
+    id: str
+    name: str
+    kind: str
+    created_at: datetime
+    task_ids: tuple[str, ...]
+    counts: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def last_id(self) -> str:
+        """The task that ends the workflow: a chain's last step, a group's callback."""
+        return self.task_ids[-1]
+
+    @property
+    def total(self) -> int:
+        """How many tasks it has."""
+        return sum(self.counts.values())
+
+    @property
+    def ended(self) -> int:
+        """How many of them have ended."""
+        return sum(n for status, n in self.counts.items() if status in _ENDED_STATUSES)
+
+    @property
+    def status(self) -> str:
+        """``running`` until every task has ended; then ``success`` when all succeeded,
+        else ``failed``."""
+        if self.ended < self.total:
+            return "running"
+        return "success" if self.counts.get("success", 0) == self.total else "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready view."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "created_at": self.created_at.isoformat(),
+            "task_ids": list(self.task_ids),
+            "counts": dict(self.counts),
+            "total": self.total,
+            "ended": self.ended,
+            "status": self.status,
         }

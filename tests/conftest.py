@@ -22,6 +22,9 @@ from taskflow import TaskManager
 from taskflow._store import migrate
 from taskflow._store.schema import metadata
 
+# The store fixtures (``store_url``, ``open_store``, ``store``: SQLite, PostgreSQL, memory).
+pytest_plugins = ("tests.store_support",)
+
 PG_URL = os.environ.get("TASKFLOW_TEST_DATABASE_URL")
 IN_CI = os.environ.get("CI") == "true"
 PG_SKIP_REASON = (

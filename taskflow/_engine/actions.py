@@ -3,6 +3,7 @@ it."""
 
 from __future__ import annotations
 
+from taskflow._engine.dependencies import Dependencies
 from taskflow._engine.intake import Intake
 from taskflow._engine.job import utcnow
 from taskflow._engine.runtime import Runtime
@@ -16,16 +17,20 @@ class TaskActions:
     Args:
         runtime: the manager's running state.
         intake: what this process holds of the task, and how to start a copy.
+        dependencies: releases the tasks that waited for a cancelled one.
     """
 
-    def __init__(self, runtime: Runtime, intake: Intake) -> None:
+    def __init__(self, runtime: Runtime, intake: Intake, dependencies: Dependencies) -> None:
         self._runtime = runtime
         self._intake = intake
+        self._dependencies = dependencies
 
     async def cancel(self, task_id: str, *, reason: str | None = None) -> bool:
-        """Cancel a task. A pending task never runs; a running async task is cancelled;
-        a running thread or process task is flagged (``get_task_context().is_cancelled()``)
-        and ends ``cancelled``. Returns False when the task is already final or unknown.
+        """Cancel a task. A pending or blocked task never runs (the tasks that depend
+        on it are cancelled too, unless they say ``on_dependency_failure="run"``); a
+        running async task is cancelled; a running thread or process task is flagged
+        (``get_task_context().is_cancelled()``) and ends ``cancelled``. Returns False
+        when the task is already final or unknown.
 
         Raises:
             NotStarted: the manager is not running.
@@ -34,7 +39,9 @@ class TaskActions:
         await self._intake.forget(task_id)
         previous = await self._runtime.db.cancel_task(task_id, now=utcnow(), reason=reason)
         self._intake.stop_local(task_id, running=previous == "running")
-        return previous in ("pending", "running")
+        if previous in ("pending", "blocked"):  # ended now: its dependents may go on
+            await self._dependencies.release([task_id])
+        return previous in ("pending", "running", "blocked")
 
     async def retry(self, task_id: str) -> str | None:
         """Run a task again as a new task (``source="retry"``) with the same function,

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -49,6 +49,9 @@ class Coordinator:
         executors: reported with the instance's heartbeat.
         intake: what this process holds, and how to stop a task running here.
         registry: the config of claimed tasks' functions.
+        waiters: hears every notification first; True when it was about ended tasks
+            (nothing to claim then).
+        sweep: starts blocked tasks whose dependencies have ended.
     """
 
     def __init__(
@@ -60,6 +63,8 @@ class Coordinator:
         executors: ExecutorPool,
         intake: Intake,
         registry: TaskRegistry,
+        waiters: Callable[[str], bool] | None = None,
+        sweep: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
         self._runtime = runtime
         self._settings = settings
@@ -67,6 +72,9 @@ class Coordinator:
         self._executors = executors
         self._intake = intake
         self._registry = registry
+        self._waiters = waiters
+        self._sweep = sweep
+        self._swept_at = float("-inf")  # loop time of the last sweep of blocked tasks
         self.hostname = socket.gethostname()
         self._wake = asyncio.Event()
         # When the paused queues were last read (loop time), and whether a notification
@@ -203,8 +211,17 @@ class Coordinator:
             self._wake.clear()
             self._intake.release_stale_holds()
             await self._refresh_paused()
+            await self._sweep_blocked()
             await self._guard("claim", self.claim_now)
             await self._guard("cancel requests", self._apply_cancel_requests)
+
+    async def _sweep_blocked(self) -> None:
+        """Once per poll interval: start blocked tasks whose dependencies have ended
+        (elsewhere, or before a crash); one indexed read when none are blocked."""
+        now = asyncio.get_running_loop().time()
+        if self._sweep is not None and now - self._swept_at >= self._settings.poll_interval:
+            self._swept_at = now
+            await self._guard("dependencies", self._sweep)
 
     async def _refresh_paused(self) -> None:
         now = asyncio.get_running_loop().time()
@@ -240,6 +257,8 @@ class Coordinator:
             self._intake.cancel_running(task_id)
 
     def _notified(self, payload: str) -> None:
+        if self._waiters is not None and self._waiters(payload):
+            return  # tasks ended: nothing became claimable
         if payload in (PAUSES_CHANGED, "reconnected"):
             self._pauses_changed = True
         self._wake.set()

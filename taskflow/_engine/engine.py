@@ -19,10 +19,12 @@ from typing import Any
 from taskflow._engine.actions import TaskActions
 from taskflow._engine.bridge import SyncBridge
 from taskflow._engine.coordination import Coordinator
+from taskflow._engine.dependencies import Dependencies
 from taskflow._engine.dispatcher import Dispatcher
 from taskflow._engine.executors import ExecutorPool
 from taskflow._engine.intake import Intake
 from taskflow._engine.job import utcnow
+from taskflow._engine.progress import ProgressWriter
 from taskflow._engine.queues import Queues, concurrency_limits
 from taskflow._engine.reader import TaskReader
 from taskflow._engine.registry import TaskRegistry
@@ -30,6 +32,8 @@ from taskflow._engine.runner import Runner
 from taskflow._engine.runtime import Runtime
 from taskflow._engine.settings import Settings
 from taskflow._engine.tasklog import TaskLog
+from taskflow._engine.waiting import Waiters
+from taskflow._engine.workflows import Workflows
 from taskflow._payloads.limits import Limits
 from taskflow._payloads.payloads import Payloads
 from taskflow._store.engine import mask
@@ -84,13 +88,18 @@ class Engine:
         self._observers = observers
         self.runtime = runtime = Runtime(new_hex_id())
         self.queues = Queues(runtime, *queues)
-        self.intake = Intake(runtime, registry, payloads, limits, self.queues)
+        self.dependencies = Dependencies(runtime, registry, self.queues)
+        self.intake = Intake(runtime, registry, payloads, limits, self.queues, self.dependencies)
         self.tasklog = TaskLog(runtime, limits, observers)
+        self.progress = ProgressWriter(runtime)
+        self.reader = TaskReader(runtime, payloads, registry)
+        self.waiters = Waiters(self.reader)
         self.executors = ExecutorPool(
             max_sync_threads=max_sync_threads,
             max_process_workers=max_process_workers,
             process_shutdown_timeout=process_shutdown_timeout,
             route_log=self.tasklog.write,
+            route_progress=self.progress.report,
         )
         self.runner = Runner(
             runtime,
@@ -100,10 +109,14 @@ class Engine:
             registry=registry,
             observers=observers,
             log_sink=self.tasklog.sink,
+            progress=self.progress,
             retry_later=self.intake.retry_later,
+            ended=self.waiters.ended,
+            on_final=self.dependencies.ended,
+            poll_interval=settings.poll_interval,
         )
-        self.reader = TaskReader(runtime, payloads, registry)
-        self.actions = TaskActions(runtime, self.intake)
+        self.actions = TaskActions(runtime, self.intake, self.dependencies)
+        self.workflows = Workflows(runtime, self.intake, self.dependencies, self.actions.cancel)
         self.coordinator = Coordinator(
             runtime,
             settings=settings,
@@ -111,6 +124,8 @@ class Engine:
             executors=self.executors,
             intake=self.intake,
             registry=registry,
+            waiters=self.waiters.notified,
+            sweep=self.dependencies.sweep,
         )
         self.queues.wake = self.coordinator.wake
 
@@ -144,6 +159,8 @@ class Engine:
         )
         await store.open(auto_upgrade=self.url.startswith("sqlite") if auto is None else auto)
         runtime.store = store
+        # An application's session may share a database the user chose, never ours.
+        self.intake.shared_url = None if self.configured_url is None else self.url
         await self.queues.restore()
         runtime.bridge = SyncBridge(functools.partial(_second_store, self.url))
         runtime.dispatcher = Dispatcher(
@@ -179,6 +196,7 @@ class Engine:
         await self.intake.close()
         await self._drain()
         await self.executors.shutdown()
+        self.progress.close()
         runtime.giving_up_writes = True
         try:
             await runtime.db.settle_instance(

@@ -27,6 +27,7 @@ import os
 import queue
 import signal
 import threading
+import time
 from collections.abc import Callable, MutableMapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.context import SpawnContext
 from multiprocessing.managers import DictProxy
 from multiprocessing.process import BaseProcess
-from typing import Any
+from typing import Any, NamedTuple
 
 from taskflow._engine import context as task_context
 from taskflow._engine.registry import ExecutorKind, resolve
@@ -45,6 +46,26 @@ logger = logging.getLogger("taskflow._engine.executors")
 
 LogRoute = Callable[[str, str, str, dict[str, Any]], None]  # task_id, level, message, extra
 LogItem = tuple[str, str, str, dict[str, Any]]  # a LogRoute call, sent home by a worker
+ProgressRoute = Callable[[str, task_context.ProgressReport], None]  # task_id, report
+
+
+class ProgressItem(NamedTuple):
+    """A ``task_progress`` report sent home by a worker, on the channel of log lines."""
+
+    task_id: str
+    report: task_context.ProgressReport
+
+
+class _Returned(NamedTuple):
+    """What a worker returns: the function's value and its last progress report (it
+    travels with the value, so it is stored before the task's end)."""
+
+    value: object
+    progress: task_context.ProgressReport | None
+
+
+# Seconds between two progress reports a worker sends home (the parent coalesces too).
+CHILD_PROGRESS_INTERVAL = 0.1
 
 # Seconds a task that overran its timeout (or was cancelled) gets to stop by itself
 # before it is abandoned (async, thread) or its worker process is killed.
@@ -71,6 +92,7 @@ class ExecutorPool:
         max_process_workers: size of the process pool (default: number of CPUs).
         process_shutdown_timeout: seconds to let process tasks finish at shutdown.
         route_log: receives ``task_log`` lines written inside process tasks.
+        route_progress: receives ``task_progress`` reports made inside process tasks.
 
     Raises:
         ConfigurationError: a pool size is given as 0 or less.
@@ -83,12 +105,14 @@ class ExecutorPool:
         max_process_workers: int | None,
         process_shutdown_timeout: float,
         route_log: LogRoute,
+        route_progress: ProgressRoute,
     ) -> None:
         check_positive(max_sync_threads=max_sync_threads, max_process_workers=max_process_workers)
         self.thread_workers = max_sync_threads or min(32, (os.cpu_count() or 1) + 4)
         self.process_workers = max_process_workers or os.cpu_count() or 1
         self._process_shutdown_timeout = process_shutdown_timeout
         self._route_log = route_log
+        self._route_progress = route_progress
         self._threads: ThreadPool | None = None
         self._processes: ProcessPool | None = None
         self._abandoned: set[asyncio.Task[object]] = set()
@@ -166,7 +190,9 @@ class ExecutorPool:
 
     async def _run_process(self, call: Call) -> object:
         if self._processes is None:
-            self._processes = ProcessPool(self.process_workers, self._route_log)
+            self._processes = ProcessPool(
+                self.process_workers, self._route_log, self._route_progress
+            )
         return await self._processes.run(call)
 
     def shutdown_threads(self) -> None:
@@ -372,8 +398,8 @@ class _Lane:
 
 class ProcessPool:
     """Spawned worker processes, one task at a time each, plus the channels a child
-    needs: a queue carrying its ``task_log`` lines home and a shared dict of cancelled
-    task ids.
+    needs: a queue carrying its ``task_log`` lines and ``task_progress`` reports home and
+    a shared dict of cancelled task ids.
 
     A task that overruns its timeout and does not stop within :data:`OVERRUN_GRACE`
     has its worker killed (``SIGKILL``); a worker that dies (``os._exit``, a segfault,
@@ -381,10 +407,10 @@ class ProcessPool:
     worker is replaced and no other task is affected.
     """
 
-    def __init__(self, workers: int, route_log: LogRoute) -> None:
+    def __init__(self, workers: int, route_log: LogRoute, route_progress: ProgressRoute) -> None:
         ctx = multiprocessing.get_context("spawn")
         self._manager = ctx.Manager()
-        self.logs: queue.Queue[LogItem | None] = self._manager.Queue()
+        self.logs: queue.Queue[LogItem | ProgressItem | None] = self._manager.Queue()
         self.cancelled: DictProxy[str, bool] = self._manager.dict()
         self._ctx = ctx
         self._workers = workers  # the dispatcher runs at most this many calls at once
@@ -392,6 +418,10 @@ class ProcessPool:
         self._busy: dict[asyncio.Future[object], _Lane] = {}
         self._closing = False
         self._route_log = route_log
+        self._route_progress = route_progress
+        # Tasks running in a worker now: a report that arrives after its task's end
+        # (the channel and the result travel apart) is older than the one returned.
+        self._running_ids: set[str] = set()
         self._drain = threading.Thread(
             target=self._drain_logs,
             args=(asyncio.get_running_loop(),),
@@ -418,6 +448,7 @@ class ProcessPool:
             ctx.max_retries,
             ctx.tags,
             ctx.source,
+            dict(ctx.dependency_results),
         )
         lane = self._idle.pop() if self._idle else _Lane(self._ctx)
         try:
@@ -427,6 +458,7 @@ class ProcessPool:
             lane = _Lane(self._ctx)
             running = lane.submit(_child_run, spec, self.logs, self.cancelled)
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(ctx))
+        self._running_ids.add(ctx.task_id)
         try:
             future = asyncio.wrap_future(running)
             self._busy[future] = lane
@@ -434,13 +466,18 @@ class ProcessPool:
             if not await _finished_within(future, call.timeout):
                 ctx._cancelled.set()
                 raise _timeout_error(call, await self._stop(future, lane))
-            return future.result()
+            returned = future.result()
+            assert isinstance(returned, _Returned)
+            if returned.progress is not None:
+                self._route_progress(ctx.task_id, returned.progress)
+            return returned.value
         except BrokenProcessPool as exc:
             status = await lane.exit_status()
             raise TaskflowError(f"the worker process running this task died ({status})") from exc
         finally:
             watcher.cancel()
             self.cancelled.pop(ctx.task_id, None)
+            self._running_ids.discard(ctx.task_id)
 
     async def _stop(self, future: asyncio.Future[object], lane: _Lane) -> str:
         """Give an overrunning task the grace period, then kill its worker; a note for
@@ -476,7 +513,14 @@ class ProcessPool:
             if item is None:
                 return
             with contextlib.suppress(RuntimeError):  # the loop closed under us
-                loop.call_soon_threadsafe(self._route_log, *item)
+                if isinstance(item, ProgressItem):
+                    loop.call_soon_threadsafe(self._route_running, item)
+                else:
+                    loop.call_soon_threadsafe(self._route_log, *item)
+
+    def _route_running(self, item: ProgressItem) -> None:
+        if item.task_id in self._running_ids:
+            self._route_progress(item.task_id, item.report)
 
     async def shutdown(self, timeout: float) -> None:
         """Let running calls finish for ``timeout`` seconds, then kill their workers."""
@@ -500,8 +544,10 @@ class ProcessPool:
 
 
 # What a worker process needs to run a call: path, args, kwargs, then the task context's
-# task_id, func_name, attempt, max_retries, tags and source.
-_Spec = tuple[str, tuple[Any, ...], dict[str, Any], str, str, int, int, dict[str, str], str]
+# task_id, func_name, attempt, max_retries, tags, source and dependency_results.
+_Spec = tuple[
+    str, tuple[Any, ...], dict[str, Any], str, str, int, int, dict[str, str], str, dict[str, Any]
+]
 
 
 class _RemoteFlag:
@@ -521,13 +567,45 @@ class _RemoteFlag:
         self._cancelled[self._task_id] = True
 
 
+class _ChildProgress:
+    """The progress reports of a task in a worker: sent home at most every
+    :data:`CHILD_PROGRESS_INTERVAL` seconds (each send is a round trip to the manager
+    process); the last one is returned with the value (see :class:`_Returned`)."""
+
+    def __init__(self, logs: queue.Queue[LogItem | ProgressItem | None], task_id: str) -> None:
+        self._logs = logs
+        self._task_id = task_id
+        self._sent_at = float("-inf")
+        self.last: task_context.ProgressReport | None = None
+        self._unsent = False
+
+    def report(self, report: task_context.ProgressReport) -> None:
+        self.last = report
+        now = time.monotonic()
+        if now - self._sent_at < CHILD_PROGRESS_INTERVAL:
+            self._unsent = True
+            return
+        self._sent_at, self._unsent = now, False
+        self._logs.put(ProgressItem(self._task_id, report))
+
+    def send_unsent(self) -> None:
+        """Send the last report if it was held back (the task raised: no value)."""
+        if self._unsent and self.last is not None:
+            self._logs.put(ProgressItem(self._task_id, self.last))
+            self._unsent = False
+
+
 def _child_run(
-    spec: _Spec, logs: queue.Queue[LogItem | None], cancelled: MutableMapping[str, bool]
-) -> object:
-    path, args, kwargs, task_id, func_name, attempt, max_retries, tags, source = spec
+    spec: _Spec,
+    logs: queue.Queue[LogItem | ProgressItem | None],
+    cancelled: MutableMapping[str, bool],
+) -> _Returned:
+    path, args, kwargs, task_id, func_name, attempt, max_retries, tags, source, upstream = spec
 
     def sink(level: str, message: str, extra: dict[str, Any]) -> None:
         logs.put((task_id, level, message, extra))
+
+    progress = _ChildProgress(logs, task_id)
 
     ctx = task_context.TaskContext(
         task_id=task_id,
@@ -538,6 +616,8 @@ def _child_run(
         source=source,
         _sink=sink,
         _cancelled=_RemoteFlag(cancelled, task_id),
+        _progress=progress.report,
+        dependency_results=upstream,
     )
     func = resolve(path)
     token = task_context.bind(ctx)
@@ -545,6 +625,9 @@ def _child_run(
         result: object = func(*args, **kwargs)
         if asyncio.iscoroutine(result):
             result = asyncio.run(result)
-        return result
+    except BaseException:
+        progress.send_unsent()
+        raise
     finally:
         task_context.unbind(token)
+    return _Returned(result, progress.last)

@@ -70,3 +70,5 @@ class Job:
     log_lines: int = 0
     attempt: int = 0  # the attempt running (1 for the first), 0 before it starts
     trace_context: str | None = None  # the stored W3C trace context (see tracing.py)
+    has_dependencies: bool = False  # its dependencies' results are read before it runs
+    limit_key: str | None = None  # the concurrency or rate limit its starts count against

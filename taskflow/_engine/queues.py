@@ -32,6 +32,7 @@ from typing import Any
 from taskflow._engine.bridge import SYNC_TIMEOUT, running_loop
 from taskflow._engine.job import utcnow
 from taskflow._engine.runtime import Runtime
+from taskflow._engine.unique import Uniqueness
 from taskflow._store.rows import NewTask, QueuePause
 from taskflow.errors import ConfigurationError, QueueFullError, UnknownQueue
 from taskflow.records import QueueConfig
@@ -269,9 +270,12 @@ class Queues:
             except (ValueError, TypeError) as exc:
                 logger.warning("ignoring the stored config of queue %r: %s", name, exc)
 
-    def write_task(self, task: NewTask) -> asyncio.Future[str]:
+    def write_task(self, task: NewTask, unique: Uniqueness | None = None) -> asyncio.Future[str]:
         """Queue a new task row for the group commit, after its queue's ``max_size``
         check (none, and no query, for a queue without one). Call on the loop thread.
+
+        A ``unique`` task is written in its own transaction instead, which returns the
+        id of a matching task rather than inserting (see ``unique_sql.py``).
 
         Raises:
             QueueFullError: the queue is full; a ``rejected`` record is queued instead.
@@ -279,13 +283,19 @@ class Queues:
         db = self._runtime.db
         config = self.configs.get(task.queue)
         if config is None or config.max_size is None:
-            return db.insert_task(task)
+            return db.insert_task(task) if unique is None else self._write_unique(task, unique)
         queue = task.queue
         self._check_room(task, config.max_size)
-        write = db.insert_task(task)
+        write = db.insert_task(task) if unique is None else self._write_unique(task, unique)
         self._uncommitted[queue] = self._uncommitted.get(queue, 0) + 1
         write.add_done_callback(lambda _f: self._committed(queue))
         return write
+
+    def _write_unique(self, task: NewTask, unique: Uniqueness) -> asyncio.Future[str]:
+        write = self._runtime.db.insert_unique_task(
+            task, window=unique.window, states=unique.states
+        )
+        return asyncio.ensure_future(write)
 
     async def admit_scheduled(self, task: NewTask) -> NewTask:
         """A schedule slot's task, or its ``rejected`` record when its queue is full

@@ -14,7 +14,7 @@ from taskflow._payloads.payloads import Payloads
 from taskflow._store.protocol import Store
 from taskflow._store.rows import AttemptRow, LogRow, TaskRow
 from taskflow.errors import DecryptionError, TaskArgumentError
-from taskflow.records import Attempt, LogLine, TaskRecord, TaskStatus
+from taskflow.records import Attempt, LogLine, TaskProgress, TaskRecord, TaskStatus
 
 
 class TaskReader:
@@ -42,6 +42,16 @@ class TaskReader:
         """
         self._runtime.require_loop()
         return await self._read(self._runtime.db, task_id, logs=logs)
+
+    async def status(self, task_id: str) -> tuple[str, str] | None:
+        """The stored id and status of a task (one row read, nothing decoded), or None.
+
+        Raises:
+            NotStarted: the manager is not running.
+        """
+        self._runtime.require_loop()
+        row = await self._runtime.db.get_task(task_id)
+        return None if row is None else (row.id, row.status)
 
     async def list_tasks(
         self, *, status: str | None = None, func_name: str | None = None, limit: int | None = 100
@@ -130,6 +140,8 @@ def record_from_row(
         encrypted_payload=str(row.payload).encode() if row.encrypted else None,
         next_attempt_at=row.next_attempt_at,
         cancel_requested=bool(row.cancel_requested),
+        progress=TaskProgress.from_json(row.progress),
+        workflow_id=row.workflow_id,
         logs=[
             LogLine(
                 at=line.at,

@@ -7,10 +7,13 @@ import importlib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal, TypeVar
 
 from taskflow._engine.retry import validate as validate_retry
 from taskflow._engine.settings import RetryDefaults
+from taskflow._engine.throttle import check_concurrency, check_limit_key, check_rate
+from taskflow._engine.unique import check_states, check_window
 from taskflow.errors import ConfigurationError, DuplicateTaskName, UnknownTaskFunction
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -52,6 +55,11 @@ class TaskConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     shield: bool | None = None
     on_error: Callable[..., Any] | None = None
+    unique_for: timedelta | None = None
+    unique_states: tuple[str, ...] | None = None
+    concurrency: int | None = None
+    rate_limit: str | None = None
+    limit_key: Callable[..., Any] | None = None
 
     @property
     def shielded(self) -> bool:
@@ -135,6 +143,11 @@ AUTO_OPTIONS: dict[str, Any] = {
     "eager": False,
     "priority": None,
     "queue": "default",
+    "unique_for": None,
+    "unique_states": None,
+    "concurrency": None,
+    "rate_limit": None,
+    "limit_key": None,
 }
 
 
@@ -178,6 +191,17 @@ class TaskRegistry:
         )
         if options["timeout"] is not None and options["timeout"] <= 0:
             raise ConfigurationError(f"timeout must be > 0, got {options['timeout']}")
+        options["unique_for"] = check_window(options["unique_for"])
+        options["unique_states"] = check_states(options["unique_states"])
+        if options["unique_states"] is not None and options["unique_for"] is None:
+            raise ConfigurationError("unique_states needs unique_for", field="unique_states")
+        options["concurrency"] = check_concurrency(options["concurrency"])
+        options["rate_limit"] = check_rate(options["rate_limit"])
+        options["limit_key"] = check_limit_key(
+            options["limit_key"],
+            concurrency=options["concurrency"],
+            rate_limit=options["rate_limit"],
+        )
         retry_on = options.pop("retry_on")
         options["retry_on"] = retry_on if isinstance(retry_on, tuple) else (retry_on,)
         kind = detect_executor(func, executor)
@@ -203,6 +227,11 @@ class TaskRegistry:
         jitter: float = 0.0,
         retry_on: tuple[type[BaseException], ...] | type[BaseException] = (Exception,),
         queue: str = "default",
+        unique_for: float | timedelta | None = None,
+        unique_states: tuple[str, ...] | None = None,
+        concurrency: int | None = None,
+        rate_limit: str | None = None,
+        limit_key: Callable[..., Any] | None = None,
     ) -> Callable[[F], F]:
         """Register a function as a task; the function is returned unchanged.
 
@@ -223,9 +252,26 @@ class TaskRegistry:
             max_delay: cap of the retry delay; jitter: random extra delay (0..1 × delay).
             retry_on: exception types worth a retry (others fail at once).
             queue: the queue the task runs on.
+            unique_for: seconds (or a ``timedelta``): while a task of this function
+                with equal arguments (or the same ``idempotency_key``) created that
+                recently is in one of ``unique_states``, enqueueing it again returns
+                that task's id and stores nothing. Enforced by the database, across
+                processes. ``enqueue`` and ``add_task`` may override it per call.
+            unique_states: the statuses of an earlier task that block a new one
+                (default ``("pending", "running", "success")``: a failed, cancelled,
+                interrupted or rejected task does not).
+            concurrency: at most this many attempts of the function run at once, across
+                every process sharing the database (see ``docs/limits.md``).
+            rate_limit: at most N starts per second, minute or hour, across every
+                process: ``"N/s"``, ``"N/m"`` or ``"N/h"``. Retries count as starts.
+            limit_key: a callable of the task's arguments: the limits then apply per
+                key (``str()`` of what it returns when the task is enqueued), e.g.
+                one running task per tenant.
 
         Raises:
-            ValueError: incompatible executor, or invalid retry settings.
+            ValueError: incompatible executor, invalid retry settings, an invalid
+                ``unique_for`` or ``unique_states``, ``concurrency`` or ``rate_limit``,
+                or a ``limit_key`` without a limit (``ConfigurationError``).
             DuplicateTaskName: another function already has this name.
         """
 
@@ -247,6 +293,11 @@ class TaskRegistry:
                     eager=eager,
                     priority=priority,
                     queue=queue,
+                    unique_for=unique_for,
+                    unique_states=unique_states,
+                    concurrency=concurrency,
+                    rate_limit=rate_limit,
+                    limit_key=limit_key,
                 )
             )
             return func

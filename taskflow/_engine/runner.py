@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskflow._engine import context as task_context
-from taskflow._engine import tracing
+from taskflow._engine import throttle, tracing
 from taskflow._engine.executors import Call, ExecutorPool
 from taskflow._engine.job import Job, JobHooks, utcnow
 from taskflow._engine.metrics import PROCESS_METRICS
+from taskflow._engine.progress import ProgressWriter
 from taskflow._engine.registry import TaskConfig, TaskRegistry
 from taskflow._engine.retry import RetryPolicy
 from taskflow._engine.runtime import Runtime
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("taskflow")
 T = TypeVar("T")
+MIN_LIMIT_WAIT = 0.05  # a held job never asks again sooner: no spinning on a full limit
 
 
 @dataclass(slots=True)
@@ -69,7 +71,12 @@ class Runner:
         registry: the config of a job's function.
         observers: who hears lifecycle transitions (None: nobody).
         log_sink: the ``task_log`` target of a job.
+        progress: keeps and writes the ``task_progress`` reports of jobs.
         retry_later: start a job again after a delay in seconds.
+        on_final: told of each job whose task ended here (its dependents may start).
+        ended: told the id of a task once its final status is committed.
+        poll_interval: how long a job held by its function's concurrency limit waits
+            before it asks again (a slot freed in another process is seen then).
     """
 
     def __init__(
@@ -82,7 +89,11 @@ class Runner:
         registry: TaskRegistry,
         observers: LoggerChain | None,
         log_sink: Callable[[Job], Callable[[str, str, dict[str, Any]], None]],
+        progress: ProgressWriter,
         retry_later: Callable[[Job, float], None],
+        ended: Callable[[str], None],
+        on_final: Callable[[Job], None] | None = None,
+        poll_interval: float = 1.0,
     ) -> None:
         self._runtime = runtime
         self._executors = executors
@@ -91,11 +102,21 @@ class Runner:
         self._registry = registry
         self._observers = observers
         self._log_sink = log_sink
+        self._progress = progress
         self._retry_later = retry_later
+        self._on_final = on_final
+        self._ended = ended
+        self._poll_interval = poll_interval
 
     async def run(self, job: Job) -> None:
         """Run one attempt of ``job`` and persist its outcome."""
-        attempt = await self._start(job)
+        if job.limit_key is None:
+            attempt = await self._start(job)
+        else:
+            limited = await self._start_limited(job, job.limit_key)
+            if isinstance(limited, rows.LimitHold):
+                return  # it waits in the dispatcher, still pending
+            attempt = limited
         if attempt is None:  # cancelled, or taken by another process
             if job.hooks is not None and job.hooks.done is not None and not job.hooks.done.done():
                 job.hooks.done.set_result("not started")
@@ -132,11 +153,42 @@ class Runner:
             lambda: db.start_task(job.task_id, instance=instance, now=utcnow())
         )
 
+    async def _start_limited(self, job: Job, limit_key: str) -> int | rows.LimitHold | None:
+        """Start ``job`` if its function's limit allows (counted by the store across
+        processes); when it does not, the dispatcher holds the job until a job of the
+        key ends here or the wait the limit implies is over."""
+        config = job.config or self._registry.config_or_none(job.func_name, job.func_path)
+        limit = throttle.limit_for(config, limit_key) if config is not None else None
+        db, instance = self._runtime.db, self._runtime.instance_id
+        started: int | rows.LimitHold | None
+        if limit is None:  # no limit known here: it starts as any task does
+            started = await self._start(job)
+        else:
+            started = await self._durably(
+                lambda: db.start_limited(job.task_id, instance=instance, limit=limit, now=utcnow())
+            )
+        dispatcher = self._runtime.dispatcher
+        assert dispatcher is not None
+        if isinstance(started, rows.LimitHold):
+            dispatcher.limit_held(job, self._limit_wait(started))
+        elif started is not None:
+            dispatcher.limit_started(job)
+        return started
+
+    def _limit_wait(self, hold: rows.LimitHold) -> float:
+        """Seconds until a held job asks again: the poll interval for a full
+        concurrency limit (slots freed in other processes), the moment the rate window
+        allows the next start for a rate limit."""
+        if hold.retry_at is None:
+            return self._poll_interval
+        return max((hold.retry_at - utcnow()).total_seconds(), MIN_LIMIT_WAIT)
+
     # -- execute -----------------------------------------------------------------------
 
     async def _execute(self, job: Job, attempt: int) -> Outcome:
         try:
-            call, config = self._prepare(job, attempt)
+            upstream = await self._dependency_results(job) if job.has_dependencies else {}
+            call, config = self._prepare(job, attempt, upstream)
             value = await self._executors.run(job.executor, call)
             encoded = self._payloads.encode_result(value)
             if encoded is not None:
@@ -151,7 +203,15 @@ class Runner:
                 logger.warning("task %s raised %s", job.task_id, type(exc).__name__)
             return Outcome(error=exc, traceback=_format(exc))
 
-    def _prepare(self, job: Job, attempt: int) -> tuple[Call, TaskConfig]:
+    async def _dependency_results(self, job: Job) -> dict[str, Any]:
+        """The decoded results of ``job``'s dependencies, by id in ``depends_on`` order."""
+        stored = await self._runtime.db.dependency_results(job.task_id)
+        return {
+            dep: None if text is None else self._payloads.decode_result(text, encrypted=encrypted)
+            for dep, text, encrypted in stored
+        }
+
+    def _prepare(self, job: Job, attempt: int, upstream: dict[str, Any]) -> tuple[Call, TaskConfig]:
         config = self._config(job)
         if job.memory is not None:
             args, kwargs = job.memory
@@ -168,6 +228,8 @@ class Runner:
             source=job.source,
             _sink=self._log_sink(job),
             _cancelled=job.cancel,
+            _progress=self._progress.sink(job),
+            dependency_results=upstream,
         )
         if config.func is None:
             raise UnknownTaskFunction(f"task function {job.func_name!r} has no callable")
@@ -201,7 +263,10 @@ class Runner:
             next_attempt_at=now + timedelta(seconds=retry_in) if retry_in is not None else None,
         )
         db = self._runtime.db
+        self._progress.flush(job.task_id)  # the last report commits before the end
         await self._durably(lambda: db.finish_task(end))
+        if retry_in is None:
+            self._ended(job.task_id)
         self._lifecycle(
             job,
             "retrying" if retry_in is not None else end.status,
@@ -213,6 +278,8 @@ class Runner:
         if retry_in is not None:
             self._retry_later(job, retry_in)
             return "retrying"
+        if self._on_final is not None:
+            self._on_final(job)
         await self._after_final(job, end.status, outcome)
         return end.status
 

@@ -106,4 +106,6 @@ def job_from_row(task: NewTask | TaskRow, config: TaskConfig | None) -> Job:
         retry_delay=task.retry_delay,
         retry_max_delay=task.retry_max_delay,
         trace_context=task.trace_context,
+        has_dependencies=task.on_dependency_failure is not None,
+        limit_key=task.limit_key,
     )

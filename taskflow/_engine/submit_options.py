@@ -4,6 +4,7 @@ signature is written once (the FastAPI integration's structural type names it to
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from taskflow._engine.job import JobHooks
@@ -25,6 +26,10 @@ class SubmitOptions:
         in_memory: a callable that cannot be imported back, or arguments the codec
             refuses, run from memory in this process instead of raising.
         task_id: the id to store the task under (one promised before startup).
+        unique_for: seconds (or a ``timedelta``) during which an equal call returns
+            this task's id instead of storing another (None: the function's setting).
+        unique_states: the statuses of an earlier task that block a new one (None:
+            the function's setting, else ``("pending", "running", "success")``).
     """
 
     idempotency_key: str | None = None
@@ -36,6 +41,8 @@ class SubmitOptions:
     queue: str | None = None
     in_memory: bool = False
     task_id: str | None = None
+    unique_for: float | timedelta | None = None
+    unique_states: tuple[str, ...] | None = None
 
 
 DEFAULT_SUBMIT = SubmitOptions()  # shared: the options are frozen

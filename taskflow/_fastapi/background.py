@@ -24,6 +24,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import BackgroundTasks as FastAPIBackgroundTasks
@@ -33,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from taskflow._engine.job import JobHooks
 from taskflow._engine.registry import TaskConfig, detect_executor
 from taskflow._engine.submit_options import SubmitOptions
+from taskflow._engine.unique import check_states, check_window
 from taskflow._fastapi.timing import (
     ConfiguredScheduler,
     Task,
@@ -157,17 +159,23 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
         priority: int | None = None,
         eager: bool | None = None,
         queue: str | None = None,
+        unique_for: float | timedelta | None = None,
+        unique_states: tuple[str, ...] | None = None,
         **kwargs: Any,
     ) -> str | None:
         """Store a task calling ``func(*args, **kwargs)``; returns its id.
 
         With ``idempotency_key``, a task with the same key that has not failed is reused
-        and its id returned. ``tags`` label the task; ``priority`` orders waiting tasks;
-        ``eager`` starts it before the response is sent; ``queue`` overrides the
-        function's queue. Callables that cannot be imported back (lambdas, closures)
-        and arguments the codec cannot store (locks, open connections) run from memory
-        in this process: the task is stored and visible, but if the process dies first
-        it ends ``interrupted`` instead of running again, and it cannot be retried.
+        and its id returned. With ``unique_for`` (seconds or a ``timedelta``; default:
+        the function's), a task of the same function with equal arguments (or the same
+        key) created that recently, whose status is one of ``unique_states`` (default
+        ``("pending", "running", "success")``), is reused the same way. ``tags`` label
+        the task; ``priority`` orders waiting tasks; ``eager`` starts it before the
+        response is sent; ``queue`` overrides the function's queue. Callables that
+        cannot be imported back (lambdas, closures) and arguments the codec cannot
+        store (locks, open connections) run from memory in this process: the task is
+        stored and visible, but if the process dies first it ends ``interrupted``
+        instead of running again, and it cannot be retried.
 
         Raises:
             TaskArgumentError: an argument cannot be stored faithfully and the function
@@ -175,6 +183,7 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
             NotStarted: the TaskManager is not running.
             QueueFullError: the queue is at its ``max_size``; the task is stored as
                 ``rejected`` and does not run.
+            ConfigurationError: ``unique_for`` or ``unique_states`` is invalid.
         """
         if not self._wired:  # an app without taskflow: FastAPI's own behaviour
             super().add_task(func, *args, **kwargs)
@@ -191,6 +200,8 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
                     priority=priority,
                     queue=queue,
                     in_memory=True,
+                    unique_for=check_window(unique_for),
+                    unique_states=check_states(unique_states),
                 ),
             )
             return self._add_before_start(early)
@@ -203,6 +214,8 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
                 config=config,
                 queue=queue,
                 in_memory=True,
+                unique_for=unique_for,
+                unique_states=unique_states,
             )
             task_id, write, created = manager.submit(func, args, kwargs, options)
         except QueueFullError as exc:

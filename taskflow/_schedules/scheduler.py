@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -22,6 +22,7 @@ from taskflow._engine.job import utcnow
 from taskflow._engine.registry import TaskConfig, TaskRegistry
 from taskflow._engine.runtime import Runtime
 from taskflow._engine.submission import build_row, job_from_row, new_task_id
+from taskflow._engine.throttle import is_limited, limit_name
 from taskflow._payloads.payloads import Payloads
 from taskflow._schedules.triggers import Trigger
 from taskflow._store.ids import new_hex_id
@@ -291,7 +292,7 @@ class Scheduler:
         if row.group_name:
             tags["group"] = row.group_name
         retries = options.retries if options.retries is not None else config.retries
-        return build_row(
+        task = build_row(
             config,
             task_id=new_task_id(),
             payload=row.payload,
@@ -308,6 +309,29 @@ class Scheduler:
             retry_delay=options.retry_delay,
             retry_max_delay=options.retry_max_delay,
         )
+        if is_limited(config):
+            task.limit_key = self._limit_name(row, config)
+        return task
+
+    def _limit_name(self, row: ScheduleRow, config: TaskConfig) -> str | None:
+        """The limit a firing counts against; when the function's ``limit_key`` cannot
+        be computed from the schedule's arguments, the function's limit as a whole
+        (stricter, never looser)."""
+        try:
+            args: tuple[Any, ...] = ()
+            kwargs: dict[str, Any] = {}
+            if config.limit_key is not None:
+                encrypted = self._payloads.encrypted
+                args, kwargs = self._payloads.decode_call(row.payload, encrypted=encrypted)
+            return limit_name(config, args, kwargs)
+        except Exception as exc:  # noqa: BLE001 - a bad key must not stop the scheduler
+            logger.warning(
+                "schedule %s: limit_key failed (%s); using the limit of %s as a whole",
+                row.name,
+                exc,
+                row.func_name,
+            )
+            return limit_name(replace(config, limit_key=None), (), {})
 
     def _config(self, row: ScheduleRow) -> TaskConfig | None:
         return self._registry.get(row.func_name)

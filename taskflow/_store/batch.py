@@ -12,8 +12,9 @@ With ``lanes=2`` (PostgreSQL) a second batch may start while one is in flight, s
 application and the database stop taking turns. Log lines and finishes are *ordered*
 kinds: only one batch holding them is in flight at a time, so log ids grow in commit
 order (a live tail reading ``id > last`` never skips a line) and a task's finish never
-commits before its earlier log lines. Inserts and starts need no such care: a task's
-start is queued only after its insert has committed, and its finish after its start.
+commits before its earlier log lines and progress reports. Inserts and starts need no
+such care: a task's start is queued only after its insert has committed, and its finish
+after its start.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ D = TypeVar("D")
 MAX_BATCH = 1000
 # Failures of the database as a whole, not of one operation: a batch is not split on them.
 WHOLE_DATABASE_ERRORS = (DatabaseUnavailable, DatabaseFull, DatabaseReadOnly)
-ORDERED_KINDS = frozenset({"log", "finish"})
+ORDERED_KINDS = frozenset({"log", "progress", "finish"})
 
 
 @dataclass(slots=True)

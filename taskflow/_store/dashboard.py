@@ -70,6 +70,7 @@ _LIST_COLUMNS = (
     tasks.c.retry_of,
     tasks.c.resolution,
     tasks.c.resolved_at,
+    tasks.c.progress,
 )
 # Tasks the task page lists as the retries of one task.
 RETRIES_SHOWN = 20

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from taskflow._store.batch import Op
-from taskflow._store.rows import NewLogLine, NewTask, Outcome
+from taskflow._store.rows import NewLogLine, NewTask, Outcome, ProgressUpdate
 from taskflow._store.schema import sqlite_text
 
 
@@ -33,7 +33,7 @@ class Start:
 
 
 #: What group commit carries: one record per kind of write.
-Write = NewTask | Start | NewLogLine | Outcome
+Write = NewTask | Start | NewLogLine | Outcome | ProgressUpdate
 
 # The predicate of the partial unique index on idempotency keys: queries that spell it
 # literally (not with bound parameters) can use that index.
@@ -172,6 +172,23 @@ ON CONFLICT (task_id, attempt) DO UPDATE SET
     finished_at = excluded.finished_at, status = excluded.status, error = excluded.error,
     traceback = excluded.traceback
 """
+
+
+SQLITE_PROGRESS = "UPDATE taskflow_tasks SET progress = ? WHERE id = ?"
+
+# The limit of tasks of limited functions (``concurrency=``, ``rate_limit=``), set in the
+# insert's transaction: the inserts above stay as they are for every other task.
+SQLITE_SET_LIMIT_KEY = "UPDATE taskflow_tasks SET limit_key = ? WHERE id = ?"
+PG_SET_LIMIT_KEYS = """
+UPDATE taskflow_tasks AS t SET limit_key = u.limit_key
+FROM unnest($1::text[], $2::text[]) AS u(id, limit_key)
+WHERE t.id = u.id
+"""
+
+
+def limit_keys(new: Sequence[NewTask]) -> list[tuple[str, str]]:
+    """``(limit_key, id)`` of the tasks of ``new`` that count against a limit."""
+    return [(task.limit_key, task.id) for task in new if task.limit_key is not None]
 
 
 def sqlite_log_values(line: NewLogLine) -> tuple[object, ...]:

@@ -22,26 +22,35 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from taskflow._payloads.payloads import MEMORY_ONLY, MEMORY_ONLY_LOST
+from taskflow._store.dependencies import RETRIED_STATUSES, SWEEP_BATCH, dependency_verdict
 from taskflow._store.ids import task_id_forms
 from taskflow._store.rows import (
     AttemptRow,
+    Dependency,
+    DependencyLink,
     InstanceRow,
+    Limit,
+    LimitHold,
+    LimitUsage,
     LogRow,
     NewLogLine,
     NewTask,
+    NewWorkflow,
     Outcome,
+    ProgressUpdate,
     QueuePause,
     RunTimes,
     ScheduleRow,
     TaskRow,
+    WorkflowRow,
     attempt_history,
 )
 from taskflow._store.schema import FAILED_STATUSES, TERMINAL_STATUSES
-from taskflow.errors import DatabaseError, NotStarted
+from taskflow.errors import DatabaseError, NotStarted, TaskNotFound
 
 if TYPE_CHECKING:
     from taskflow._store.protocol import KeyReader, Store
@@ -72,6 +81,8 @@ class _Tables:
     instances: dict[str, Row] = field(default_factory=dict)
     meta: dict[str, Row] = field(default_factory=dict)
     queue_pauses: dict[str, Row] = field(default_factory=dict)
+    deps: dict[tuple[str, str], Row] = field(default_factory=dict)  # (task, dependency)
+    workflows: dict[str, Row] = field(default_factory=dict)
     last_log_id: int = 0
 
     def snapshot(self) -> _Tables:
@@ -85,6 +96,8 @@ class _Tables:
             instances=dict(self.instances),
             meta=dict(self.meta),
             queue_pauses=dict(self.queue_pauses),
+            deps=dict(self.deps),
+            workflows=dict(self.workflows),
             last_log_id=self.last_log_id,
         )
 
@@ -170,6 +183,10 @@ class MemoryStore:
         """Store one log line."""
         return self._committed(lambda: self._log(line))
 
+    def set_progress(self, update: ProgressUpdate) -> asyncio.Future[None]:
+        """Store a task's latest progress report (a task that is gone: nothing)."""
+        return self._committed(lambda: self._progress(update))
+
     def _insert_now(self, task: NewTask) -> str:
         with self._write() as tables:
             return _insert(tables, task)
@@ -211,6 +228,11 @@ class MemoryStore:
                 finished_at=None if retry else finished,
                 next_attempt_at=_utc(outcome.next_attempt_at or finished),
             )
+
+    def _progress(self, update: ProgressUpdate) -> None:
+        with self._write() as tables:
+            if update.task_id in tables.tasks:
+                _set(tables.tasks, update.task_id, progress=update.report)
 
     def _log(self, line: NewLogLine) -> None:
         with self._write() as tables:
@@ -341,6 +363,61 @@ class MemoryStore:
         """Insert one task now; the id stored."""
         return self._insert_now(task)
 
+    async def insert_unique_task(
+        self, task: NewTask, *, window: timedelta, states: Sequence[str]
+    ) -> str:
+        """Insert ``task`` unless a task with its ``unique_key`` created in the window is
+        in one of ``states``; the id stored, or that task's id (a ``promised`` id then
+        becomes an alias of it)."""
+        assert task.unique_key is not None
+        with self._write() as tables:
+            since = _utc(task.created_at) - window
+            holder = _unique_holder(tables, task.unique_key, since=since, states=states)
+            if holder is None:
+                return _insert(tables, task)
+            if task.promised:
+                _unique(tables.aliases, task.id, "taskflow_task_aliases")
+                tables.aliases[task.id] = holder
+            return holder
+
+    async def find_unique_task(
+        self, unique_key: str, *, since: datetime, states: Sequence[str]
+    ) -> str | None:
+        """Id of a task with ``unique_key`` created at or after ``since`` whose status
+        is one of ``states``, or None."""
+        tables = self._require_open()
+        return _unique_holder(tables, unique_key, since=_utc(since), states=states)
+
+    async def start_limited(
+        self, task_id: str, *, instance: str, limit: Limit, now: datetime
+    ) -> int | LimitHold | None:
+        """pending → running if ``limit`` allows one more start now: the attempt number;
+        why not (the task stays pending); or None if the task is not pending."""
+        tables = self._require_open()
+        row = tables.tasks.get(task_id)
+        if row is None or row["status"] != "pending":
+            return None
+        moment = _utc(now)
+        if limit.concurrency is not None:
+            running = _limit_running(tables, limit.key)
+            if running >= limit.concurrency:
+                return LimitHold(reason="concurrency", count=running)
+        if limit.rate is not None and limit.period is not None:
+            period = timedelta(seconds=limit.period)
+            starts = _limit_starts(tables, limit.key, since=moment - period)
+            if len(starts) >= limit.rate:
+                return LimitHold(reason="rate", count=len(starts), retry_at=starts[0] + period)
+        return self._start(task_id, instance, now)
+
+    async def limit_usage(self, limit_key: str, *, since: datetime | None) -> LimitUsage:
+        """Tasks with ``limit_key`` running and (``since`` given) their starts since."""
+        tables = self._require_open()
+        running = _limit_running(tables, limit_key)
+        starts = [] if since is None else _limit_starts(tables, limit_key, since=_utc(since))
+        return LimitUsage(
+            running=running, starts=len(starts), oldest_start=min(starts, default=None)
+        )
+
     async def cancel_task(
         self, task_id: str, *, now: datetime, reason: str | None = None
     ) -> str | None:
@@ -350,7 +427,7 @@ class MemoryStore:
             if row is None:
                 return None
             status: str = row["status"]
-            if status == "pending":
+            if status in ("pending", "blocked"):
                 _set(
                     tables.tasks,
                     row["id"],
@@ -697,6 +774,159 @@ class MemoryStore:
         rows = self._require_open().queue_pauses
         return [_record(QueuePause, rows[name]) for name in sorted(rows)]
 
+    # -- dependencies and workflows ------------------------------------------------------
+
+    async def insert_dependent(
+        self,
+        new: Sequence[NewTask],
+        edges: Sequence[Dependency],
+        *,
+        workflow: NewWorkflow | None,
+        instance: str,
+        queues: Sequence[str],
+        now: datetime,
+        retried: Mapping[str, str] | None = None,
+    ) -> list[TaskRow]:
+        """Insert tasks, their dependencies and their workflow at once, then release the
+        blocked ones whose dependencies have ended; the released tasks owned by
+        ``instance``. ``retried``: copy → original, linked and resolved as a retry.
+        Raises TaskNotFound (writing nothing) for an unknown dependency."""
+        with self._write() as tables:
+            inside = {task.id for task in new}
+            resolved: list[Dependency] = []
+            for edge in edges:
+                target = edge.depends_on
+                if target not in inside:
+                    row = _first_task(tables, task_id_forms(target))
+                    if row is None:
+                        raise TaskNotFound(f"depends_on names no stored task: {target}")
+                    target = row["id"]
+                resolved.append(Dependency(edge.task_id, target, edge.position))
+            if workflow is not None:
+                _unique(tables.workflows, workflow.id, "taskflow_workflows")
+                tables.workflows[workflow.id] = {
+                    "id": workflow.id,
+                    "name": workflow.name,
+                    "kind": workflow.kind,
+                    "created_at": _utc(workflow.created_at),
+                }
+            for task in new:
+                _add_task(tables, task)
+            for edge in resolved:
+                key = (edge.task_id, edge.depends_on)
+                _unique(tables.deps, key, "taskflow_task_deps")
+                tables.deps[key] = {
+                    "task_id": edge.task_id,
+                    "depends_on": edge.depends_on,
+                    "position": edge.position,
+                }
+            for copy, original in (retried or {}).items():
+                _set(tables.tasks, copy, retry_of=original)
+                row = tables.tasks.get(original)
+                if row and not row.get("resolution") and row["status"] in RETRIED_STATUSES:
+                    _set(tables.tasks, original, resolution="retried", resolved_at=_utc(now))
+            blocked = [task.id for task in new if task.blocked]
+            return _release(tables, blocked, instance=instance, queues=queues, now=_utc(now))
+
+    async def release_dependents(
+        self,
+        ended: Sequence[str] | None,
+        *,
+        instance: str,
+        queues: Sequence[str],
+        now: datetime,
+    ) -> list[TaskRow]:
+        """Release the blocked dependents of ``ended`` (None: any blocked task whose
+        dependencies have ended); the released tasks owned by ``instance``."""
+        with self._write() as tables:
+            if ended is None:
+                candidates = [
+                    row["id"]
+                    for row in sorted(tables.tasks.values(), key=lambda row: row["created_at"])
+                    if row["status"] == "blocked"
+                    and _dependency_verdict(tables, row["id"]) is not None
+                ][:SWEEP_BATCH]
+            else:
+                forms = [form for task_id in ended for form in task_id_forms(task_id)]
+                candidates = _blocked_dependents(tables, forms)
+            return _release(tables, candidates, instance=instance, queues=queues, now=_utc(now))
+
+    async def dependency_results(self, task_id: str) -> list[tuple[str, str | None, bool]]:
+        """Id, stored result and encryption of each dependency, in order."""
+        tables = self._require_open()
+        found: list[tuple[str, str | None, bool]] = []
+        for row in _edges_of(tables, task_id_forms(task_id)):
+            dep = tables.tasks.get(row["depends_on"])
+            if dep is None:
+                found.append((row["depends_on"], None, False))
+            else:
+                found.append((dep["id"], dep["result"], bool(dep["encrypted"])))
+        return found
+
+    async def dependency_links(
+        self, task_id: str
+    ) -> tuple[list[DependencyLink], list[DependencyLink]]:
+        """What a task waits for, and what waits for it."""
+        tables = self._require_open()
+        forms = set(task_id_forms(task_id))
+        upstream = []
+        for row in _edges_of(tables, forms):
+            dep = tables.tasks.get(row["depends_on"])
+            upstream.append(
+                DependencyLink(
+                    id=row["depends_on"],
+                    func_name=dep["func_name"] if dep else None,
+                    status=dep["status"] if dep else None,
+                    position=row["position"],
+                )
+            )
+        down = [
+            (tables.tasks[row["task_id"]], row["position"])
+            for row in tables.deps.values()
+            if row["depends_on"] in forms
+        ]
+        down.sort(key=lambda pair: (pair[0]["created_at"], pair[0]["id"]))
+        downstream = [
+            DependencyLink(
+                id=task["id"], func_name=task["func_name"], status=task["status"], position=position
+            )
+            for task, position in down
+        ]
+        return upstream, downstream
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
+        """A workflow with its task counts by status."""
+        tables = self._require_open()
+        row = tables.workflows.get(workflow_id)
+        return None if row is None else _workflow(tables, row)
+
+    async def list_workflows(
+        self, *, limit: int = 50, before: datetime | None = None
+    ) -> list[WorkflowRow]:
+        """Workflows, newest first."""
+        tables = self._require_open()
+        rows = sorted(tables.workflows.values(), key=lambda row: row["created_at"], reverse=True)
+        if before is not None:
+            rows = [row for row in rows if row["created_at"] < _utc(before)]
+        return [_workflow(tables, row) for row in rows[:limit]]
+
+    async def workflow_edges(self, workflow_id: str) -> list[Dependency]:
+        """The dependencies of a workflow's tasks."""
+        tables = self._require_open()
+        edges = [
+            Dependency(row["task_id"], row["depends_on"], row["position"])
+            for row in tables.deps.values()
+            if tables.tasks[row["task_id"]]["workflow_id"] == workflow_id
+        ]
+        return sorted(edges, key=lambda edge: (edge.task_id, edge.position))
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRow]:
+        """A workflow's tasks, oldest first."""
+        tables = self._require_open()
+        rows = [row for row in tables.tasks.values() if row["workflow_id"] == workflow_id]
+        rows.sort(key=lambda row: (row["created_at"], row["id"]))
+        return [_record(TaskRow, row) for row in rows]
+
 
 class _Settling:
     """The steps of :meth:`MemoryStore.settle_instance`, in the SQL store's order."""
@@ -872,6 +1102,19 @@ def _first_task(tables: _Tables, forms: Iterable[str]) -> Row | None:
     return next((tables.tasks[form] for form in forms if form in tables.tasks), None)
 
 
+def _unique_holder(
+    tables: _Tables, key: str, *, since: datetime, states: Sequence[str]
+) -> str | None:
+    """The earliest task with ``unique_key`` ``key`` created at or after ``since`` and
+    in one of ``states``."""
+    found = [
+        row
+        for row in tables.tasks.values()
+        if row["unique_key"] == key and row["created_at"] >= since and row["status"] in states
+    ]
+    return min(found, key=lambda row: row["created_at"])["id"] if found else None
+
+
 def _key_holder(tables: _Tables, key: str) -> str | None:
     return next(
         (
@@ -881,6 +1124,27 @@ def _key_holder(tables: _Tables, key: str) -> str | None:
         ),
         None,
     )
+
+
+def _limit_running(tables: _Tables, key: str) -> int:
+    rows = tables.tasks.values()
+    return sum(1 for row in rows if row.get("limit_key") == key and row["status"] == "running")
+
+
+def _limit_starts(tables: _Tables, key: str, *, since: datetime) -> list[datetime]:
+    """The starts of ``key``'s tasks at or after ``since``, oldest first: each task's
+    latest start and its earlier attempts (a retry counts as a new start)."""
+    starts: list[datetime] = []
+    for row in tables.tasks.values():
+        latest = row["started_at"]
+        if row.get("limit_key") != key or latest is None or latest < since:
+            continue
+        starts.append(latest)
+        for attempt in range(1, row["attempts"] + 1):
+            earlier = tables.attempts.get((row["id"], attempt))
+            if earlier is not None and since <= earlier["started_at"] < latest:
+                starts.append(earlier["started_at"])
+    return sorted(starts)
 
 
 def _insert(tables: _Tables, task: NewTask) -> str:
@@ -899,7 +1163,14 @@ def _insert(tables: _Tables, task: NewTask) -> str:
 
 def _add_task(tables: _Tables, task: NewTask) -> None:
     """Insert ``task`` as given; a broken unique index raises."""
-    columns = {**task.columns(), "result": None, "traceback": None, "started_at": None}
+    columns = {
+        **task.columns(),
+        "result": None,
+        "traceback": None,
+        "started_at": None,
+        "progress": None,
+        "resolution": None,
+    }
     row = _stored(columns, times=_TASK_TIMES, json_columns=("tags",))
     _unique(tables.tasks, row["id"], "taskflow_tasks")
     for other in tables.tasks.values():
@@ -944,6 +1215,7 @@ def _delete_tasks(tables: _Tables, ids: Iterable[str]) -> None:
     tables.logs = {key: row for key, row in tables.logs.items() if row["task_id"] not in gone}
     tables.attempts = {key: row for key, row in tables.attempts.items() if key[0] not in gone}
     tables.aliases = {alias: task for alias, task in tables.aliases.items() if task not in gone}
+    tables.deps = {key: row for key, row in tables.deps.items() if key[0] not in gone}
 
 
 def _pending_once_ids(tables: _Tables, run_key: str) -> list[str]:
@@ -1003,3 +1275,77 @@ def _has_active_run(tables: _Tables, schedule_id: str) -> bool:
 
 if TYPE_CHECKING:  # the type checker holds the memory store to the whole protocol
     _STORE: Store = MemoryStore()
+
+
+# -- dependencies ------------------------------------------------------------------------
+
+
+def _edges_of(tables: _Tables, forms: Iterable[str]) -> list[Row]:
+    wanted = set(forms)
+    edges = [row for row in tables.deps.values() if row["task_id"] in wanted]
+    return sorted(edges, key=lambda row: row["position"])
+
+
+def _dependency_verdict(tables: _Tables, task_id: str) -> str | None:
+    """As :func:`~taskflow._store.workflow_sql.dependency_verdict`, for a stored task."""
+    statuses = []
+    for row in _edges_of(tables, [task_id]):
+        dep = tables.tasks.get(row["depends_on"])
+        statuses.append((row["depends_on"], dep["status"] if dep else None))
+    return dependency_verdict(statuses, tables.tasks[task_id]["on_dependency_failure"])
+
+
+def _blocked_dependents(tables: _Tables, ids: Iterable[str]) -> list[str]:
+    ended = set(ids)
+    found = {
+        row["task_id"]
+        for row in tables.deps.values()
+        if row["depends_on"] in ended and tables.tasks[row["task_id"]]["status"] == "blocked"
+    }
+    return sorted(found)
+
+
+def _release(
+    tables: _Tables,
+    candidates: Sequence[str],
+    *,
+    instance: str,
+    queues: Sequence[str],
+    now: datetime,
+) -> list[TaskRow]:
+    """Release what can be released among ``candidates`` (and the dependents of those
+    cancelled); the released tasks owned by ``instance``."""
+    mine: list[TaskRow] = []
+    while candidates:
+        cancelled = []
+        for task_id in candidates:
+            if tables.tasks[task_id]["status"] != "blocked":
+                continue
+            verdict = _dependency_verdict(tables, task_id)
+            if verdict == "":
+                row = tables.tasks[task_id]
+                owner = instance if row["queue"] in queues else None
+                row = _set(
+                    tables.tasks, task_id, status="pending", next_attempt_at=now, owner=owner
+                )
+                if owner == instance:
+                    mine.append(_record(TaskRow, row))
+            elif verdict is not None:
+                _set(tables.tasks, task_id, status="cancelled", finished_at=now, error=verdict)
+                cancelled.append(task_id)
+        candidates = _blocked_dependents(tables, cancelled)
+    return mine
+
+
+def _workflow(tables: _Tables, row: Row) -> WorkflowRow:
+    counts: dict[str, int] = {}
+    for task in tables.tasks.values():
+        if task["workflow_id"] == row["id"] and task.get("resolution") != "retried":
+            counts[task["status"]] = counts.get(task["status"], 0) + 1
+    return WorkflowRow(
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        created_at=row["created_at"],
+        counts=counts,
+    )

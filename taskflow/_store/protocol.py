@@ -11,6 +11,9 @@ Contracts every implementation keeps (the store tests check each one):
 * a task id may be given in either stored shape (UUID string or 32 hex digits);
 * an idempotency key is held by at most one live task (not failed, cancelled or
   interrupted): inserting another task with the key returns the holder's id;
+* a unique key is held by at most one task per window: of concurrent
+  :meth:`TaskStore.insert_unique_task` calls for one key, one inserts and the others
+  return its id;
 * a claimed task is owned by one instance only, and claims take the best priority, then
   the earliest due task;
 * a schedule slot fires once, whoever asks: :meth:`ScheduleStore.fire_schedule` advances
@@ -22,20 +25,28 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from taskflow._store.rows import (
     AttemptRow,
+    Dependency,
+    DependencyLink,
     InstanceRow,
+    Limit,
+    LimitHold,
+    LimitUsage,
     LogRow,
     NewLogLine,
     NewTask,
+    NewWorkflow,
     Outcome,
+    ProgressUpdate,
     QueuePause,
     RunTimes,
     ScheduleRow,
     TaskRow,
+    WorkflowRow,
 )
 
 #: ``reader(key)``: the id of the live task holding idempotency key ``key``, or None.
@@ -70,6 +81,11 @@ class TaskStore(Protocol):
 
     def append_log(self, line: NewLogLine) -> asyncio.Future[None]:
         """Queue one log line."""
+        ...
+
+    def set_progress(self, update: ProgressUpdate) -> asyncio.Future[None]:
+        """Queue a task's latest progress report (committed before a finish queued
+        after it)."""
         ...
 
     # Reads.
@@ -131,6 +147,34 @@ class TaskStore(Protocol):
 
     async def insert_task_now(self, task: NewTask) -> str:
         """Insert one task now (bypassing group commit); the id stored."""
+        ...
+
+    async def insert_unique_task(
+        self, task: NewTask, *, window: timedelta, states: Sequence[str]
+    ) -> str:
+        """Insert ``task`` (which has a ``unique_key``) unless a task with that key,
+        created at or after ``task.created_at - window``, is in one of ``states``; the
+        id stored, or that task's id. Concurrent calls for one key, from any process,
+        insert at most one task."""
+        ...
+
+    async def find_unique_task(
+        self, unique_key: str, *, since: datetime, states: Sequence[str]
+    ) -> str | None:
+        """Id of a task with ``unique_key`` created at or after ``since`` whose status
+        is one of ``states``, or None."""
+        ...
+
+    async def start_limited(
+        self, task_id: str, *, instance: str, limit: Limit, now: datetime
+    ) -> int | LimitHold | None:
+        """pending → running if ``limit`` allows one more start now, counted against
+        every process: the attempt number; why not (the task stays pending); or None
+        if the task is not pending."""
+        ...
+
+    async def limit_usage(self, limit_key: str, *, since: datetime | None) -> LimitUsage:
+        """Tasks with ``limit_key`` running and (``since`` given) their starts since."""
         ...
 
     async def cancel_task(
@@ -310,7 +354,78 @@ class QueueStore(Protocol):
         ...
 
 
-class Store(TaskStore, OnceStore, ScheduleStore, InstanceStore, MetaStore, QueueStore, Protocol):
+class WorkflowStore(Protocol):
+    """Tasks that wait for other tasks (``blocked`` until their dependencies end), and
+    workflows."""
+
+    async def insert_dependent(
+        self,
+        new: Sequence[NewTask],
+        edges: Sequence[Dependency],
+        *,
+        workflow: NewWorkflow | None,
+        instance: str,
+        queues: Sequence[str],
+        now: datetime,
+        retried: Mapping[str, str] | None = None,
+    ) -> list[TaskRow]:
+        """Insert tasks, their dependencies and their workflow at once, then release the
+        blocked ones whose dependencies have ended; the released tasks owned by
+        ``instance``. ``retried``: copy → original, linked and resolved as a retry.
+        Raises TaskNotFound (writing nothing) for an unknown dependency."""
+        ...
+
+    async def release_dependents(
+        self,
+        ended: Sequence[str] | None,
+        *,
+        instance: str,
+        queues: Sequence[str],
+        now: datetime,
+    ) -> list[TaskRow]:
+        """Release the blocked dependents of ``ended`` (None: any blocked task whose
+        dependencies have ended); the released tasks owned by ``instance``."""
+        ...
+
+    async def dependency_results(self, task_id: str) -> list[tuple[str, str | None, bool]]:
+        """Id, stored result and encryption of each dependency, in order."""
+        ...
+
+    async def dependency_links(
+        self, task_id: str
+    ) -> tuple[list[DependencyLink], list[DependencyLink]]:
+        """What a task waits for, and what waits for it."""
+        ...
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRow | None:
+        """A workflow with its task counts by status."""
+        ...
+
+    async def list_workflows(
+        self, *, limit: int = 50, before: datetime | None = None
+    ) -> list[WorkflowRow]:
+        """Workflows, newest first."""
+        ...
+
+    async def workflow_edges(self, workflow_id: str) -> list[Dependency]:
+        """The dependencies of a workflow's tasks."""
+        ...
+
+    async def workflow_tasks(self, workflow_id: str) -> list[TaskRow]:
+        """A workflow's tasks, oldest first."""
+        ...
+
+
+class Store(
+    TaskStore,
+    OnceStore,
+    ScheduleStore,
+    InstanceStore,
+    MetaStore,
+    QueueStore,
+    WorkflowStore,
+    Protocol,
+):
     """Every aggregate of the store, and its lifecycle."""
 
     @property

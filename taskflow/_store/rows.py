@@ -74,6 +74,11 @@ class NewTask:
     retry_max_delay: float | None = None
     run_key: str | None = None
     trace_context: str | None = None  # W3C trace context of the enqueueing code, as JSON
+    unique_key: str | None = None  # digest a unique_for enqueue is matched by
+    workflow_id: str | None = None
+    on_dependency_failure: str | None = None  # set only on a task with dependencies
+    limit_key: str | None = None  # the concurrency or rate limit it counts against
+    blocked: bool = False  # stored ``blocked``: it waits for its dependencies
     promised: bool = False
     rejection: str | None = None
 
@@ -89,7 +94,7 @@ class NewTask:
             "id": self.id,
             "func_name": self.func_name,
             "func_path": self.func_path,
-            "status": "rejected" if rejected else "pending",
+            "status": "rejected" if rejected else "blocked" if self.blocked else "pending",
             "error": self.rejection,
             "finished_at": self.created_at if rejected else None,
             "payload": self.payload,
@@ -112,6 +117,10 @@ class NewTask:
             "retry_delay": self.retry_delay,
             "retry_max_delay": self.retry_max_delay,
             "trace_context": self.trace_context,
+            "unique_key": self.unique_key,
+            "workflow_id": self.workflow_id,
+            "on_dependency_failure": self.on_dependency_failure,
+            "limit_key": self.limit_key,
         }
 
 
@@ -148,6 +157,12 @@ class TaskRow(_FromColumns):
     finished_at: datetime | None
     next_attempt_at: datetime
     trace_context: str | None = None
+    progress: str | None = None  # the last task_progress() report, as JSON text
+    unique_key: str | None = None  # digest matched by unique_for (see NewTask)
+    workflow_id: str | None = None
+    on_dependency_failure: str | None = None  # set only on a task with dependencies
+    limit_key: str | None = None  # the concurrency or rate limit it counts against
+    resolution: str | None = None  # ``retried`` or ``discarded`` (see RESOLUTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +189,7 @@ class TaskSummary(_FromColumns):
     retry_of: str | None
     resolution: str | None
     resolved_at: datetime | None
+    progress: str | None  # the last task_progress() report, as JSON text
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +218,48 @@ class RetryLinks:
     resolution: str | None
     resolved_at: datetime | None
     retried_as: list[TaskLink]
+
+
+@dataclass(frozen=True, slots=True)
+class NewWorkflow:
+    """A workflow about to be inserted with its tasks."""
+
+    id: str
+    name: str
+    kind: str  # ``chain``, ``group`` or ``tasks`` (linked by depends_on)
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Dependency:
+    """An edge of a new task: ``task_id`` waits for ``depends_on``, its ``position``-th
+    dependency."""
+
+    task_id: str
+    depends_on: str
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class DependencyLink(_FromColumns):
+    """A task linked to another by a dependency, as the task page lists it: ``None``
+    status and function for a dependency that was deleted."""
+
+    id: str
+    func_name: str | None
+    status: str | None
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow(_FromColumns):
+    """A stored workflow, with how many of its tasks are in each status."""
+
+    id: str
+    name: str
+    kind: str
+    created_at: datetime
+    counts: dict[str, int] = field(default_factory=dict)  # without tasks run again
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,6 +406,36 @@ class InstanceRow(_FromColumns):
 # read the paused queues again at once instead of at their next poll_interval.
 PAUSES_CHANGED = "taskflow:paused-queues"
 
+# The notification (PostgreSQL) that tasks ended (a final status): sent once per commit
+# of finishes, with their ids while they fit in one payload (PostgreSQL allows under 8000
+# bytes), else bare: whoever waits on a task reads it again.
+TASKS_ENDED = "taskflow:ended"
+_ENDED_PAYLOAD_CHARS = 7000
+
+
+def ended_notification(task_ids: Sequence[str]) -> str:
+    """The :data:`TASKS_ENDED` payload naming ``task_ids`` (bare when too many)."""
+    payload = f"{TASKS_ENDED}:{','.join(task_ids)}"
+    return payload if len(payload) <= _ENDED_PAYLOAD_CHARS else TASKS_ENDED
+
+
+def ended_ids(payload: str) -> list[str] | None:
+    """The task ids a :data:`TASKS_ENDED` payload names (empty: any task may have ended),
+    or None when ``payload`` is another notification."""
+    if payload == TASKS_ENDED:
+        return []
+    if not payload.startswith(TASKS_ENDED + ":"):
+        return None
+    return [task_id for task_id in payload[len(TASKS_ENDED) + 1 :].split(",") if task_id]
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressUpdate:
+    """The latest ``task_progress`` report of a running task, as JSON text."""
+
+    task_id: str
+    report: str
+
 
 @dataclass(frozen=True, slots=True)
 class QueuePause(_FromColumns):
@@ -427,3 +515,36 @@ class SessionRow(_FromColumns):
     def columns(self) -> dict[str, object]:
         """The ``taskflow_admin_sessions`` values to insert."""
         return {name: getattr(self, name) for name in _columns(type(self))}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A concurrency and rate limit, as a start checks it: at most ``concurrency`` tasks
+    with ``key`` running, at most ``rate`` starts in any ``period`` seconds (None: no
+    such bound)."""
+
+    key: str
+    concurrency: int | None = None
+    rate: int | None = None
+    period: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitUsage:
+    """How much of a limit is in use: tasks running, starts since the window opened,
+    and the oldest of those starts (None when there is none)."""
+
+    running: int
+    starts: int
+    oldest_start: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LimitHold:
+    """Why a limited task did not start: ``reason`` is ``"concurrency"`` (``count``
+    tasks run) or ``"rate"`` (``count`` starts in the window, the next one allowed at
+    ``retry_at``)."""
+
+    reason: str
+    count: int
+    retry_at: datetime | None = None

@@ -31,6 +31,8 @@ metadata = sa.MetaData()
 # Statuses that end a task's life. An idempotency key is free again once its task ends
 # in one of FAILED_STATUSES (spec 002: "if a non-failed task with the same key exists").
 TERMINAL_STATUSES = ("success", "failed", "cancelled", "interrupted", "rejected")
+# What ``on_dependency_failure`` may say (revision 0009_workflows).
+DEPENDENCY_FAILURE_MODES = ("cancel", "run")
 FAILED_STATUSES = ("failed", "cancelled", "interrupted")
 # Failed and interrupted tasks nobody has retried or discarded yet: the Failures list.
 UNRESOLVED_FAILURE_WHERE = "resolution IS NULL AND status IN ('failed', 'interrupted')"
@@ -127,6 +129,17 @@ tasks = sa.Table(
     sa.Column("resolution", sa.String(16)),
     sa.Column("resolved_at", UTCDateTime),
     sa.Column("trace_context", sa.Text),
+    # Revision 0008_progress_unique: the last ``task_progress`` report (JSON text), and
+    # the digest a ``unique_for`` enqueue is matched by.
+    sa.Column("progress", sa.Text),
+    sa.Column("unique_key", sa.String(64)),
+    # Revision 0009_workflows: the workflow a task belongs to, and (only on a task that
+    # depends on others) what happens when a dependency does not succeed.
+    sa.Column("workflow_id", sa.String(36)),
+    sa.Column("on_dependency_failure", sa.String(8)),
+    # Also 0009: the concurrency or rate limit a task counts against (its function's
+    # name, plus the key of ``limit_key=``); NULL for functions without limits.
+    sa.Column("limit_key", sa.String(255)),
     # Retry claim: pending tasks by queue, best priority first, oldest first.
     sa.Index("ix_taskflow_tasks_claim", "status", "queue", "next_attempt_at"),
     sa.Index("ix_taskflow_tasks_owner", "owner", "status"),
@@ -167,6 +180,31 @@ tasks = sa.Table(
         "id",
         sqlite_where=sa.text(UNRESOLVED_FAILURE_WHERE),
         postgresql_where=sa.text(UNRESOLVED_FAILURE_WHERE),
+    ),
+    # Tasks enqueued with ``unique_for``, by digest and age (revision 0008_progress_unique).
+    sa.Index(
+        "ix_taskflow_tasks_unique_key",
+        "unique_key",
+        "created_at",
+        sqlite_where=sa.text("unique_key IS NOT NULL"),
+        postgresql_where=sa.text("unique_key IS NOT NULL"),
+    ),
+    # A workflow's tasks (revision 0009_workflows).
+    sa.Index(
+        "ix_taskflow_tasks_workflow",
+        "workflow_id",
+        "created_at",
+        sqlite_where=sa.text("workflow_id IS NOT NULL"),
+        postgresql_where=sa.text("workflow_id IS NOT NULL"),
+    ),
+    # Running and recent starts of a limit, counted before a start (revision 0009).
+    sa.Index(
+        "ix_taskflow_tasks_limit",
+        "limit_key",
+        "status",
+        "started_at",
+        sqlite_where=sa.text("limit_key IS NOT NULL"),
+        postgresql_where=sa.text("limit_key IS NOT NULL"),
     ),
     # At most one pending one-off firing per run_key (revision 0005_once_run_key).
     sa.Index(
@@ -276,6 +314,34 @@ task_aliases = sa.Table(
         nullable=False,
     ),
     sa.Index("ix_taskflow_task_aliases_task", "task_id"),
+)
+
+# Dependencies (revision 0009_workflows): ``task_id`` waits for ``depends_on``, the
+# ``position``-th of its ``depends_on``. No foreign key on ``depends_on``: a dependency
+# may be deleted (it ended first), and a dependent reads a missing one as not succeeded.
+task_deps = sa.Table(
+    "taskflow_task_deps",
+    metadata,
+    sa.Column(
+        "task_id",
+        TaskId,
+        sa.ForeignKey("taskflow_tasks.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("depends_on", TaskId, primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Index("ix_taskflow_task_deps_depends_on", "depends_on"),
+)
+
+# One row per workflow (revision 0009_workflows); its tasks carry its id.
+workflows = sa.Table(
+    "taskflow_workflows",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_taskflow_workflows_created", "created_at"),
 )
 
 # A paused queue (revision 0007_operator): no process starts its tasks until it resumes.

@@ -15,7 +15,7 @@ from typing import cast
 from taskflow._store import hot_sql
 from taskflow._store.batch import Groups, Op
 from taskflow._store.hot_sql import Start, Write
-from taskflow._store.rows import NewLogLine, NewTask, Outcome
+from taskflow._store.rows import NewLogLine, NewTask, Outcome, ProgressUpdate
 from taskflow._store.schema import sqlite_text
 
 
@@ -32,6 +32,9 @@ def _insert(connection: sqlite3.Connection, ops: Sequence[Op[Write]]) -> list[st
         values = [hot_sql.sqlite_insert_values(task) for task in plain]
         connection.executemany(hot_sql.SQLITE_INSERT, values)
     holders = _insert_keyed(connection, keyed) if keyed else {}
+    limited = hot_sql.limit_keys(new)
+    if limited:
+        connection.executemany(hot_sql.SQLITE_SET_LIMIT_KEY, limited)
     return [holders.get(task.id, task.id) for task in new]
 
 
@@ -79,6 +82,12 @@ def _log(connection: sqlite3.Connection, ops: Sequence[Op[Write]]) -> list[None]
     return [None] * len(ops)
 
 
+def _progress(connection: sqlite3.Connection, ops: Sequence[Op[Write]]) -> list[None]:
+    updates = [cast(ProgressUpdate, op.data) for op in ops]
+    connection.executemany(hot_sql.SQLITE_PROGRESS, [(u.report, u.task_id) for u in updates])
+    return [None] * len(ops)
+
+
 def _finish(connection: sqlite3.Connection, ops: Sequence[Op[Write]]) -> list[None]:
     updates = [hot_sql.finish_params(cast(Outcome, op.data)) for op in ops]
     connection.executemany(
@@ -97,5 +106,6 @@ _KINDS: dict[str, Callable[[sqlite3.Connection, Sequence[Op[Write]]], Sequence[o
     "insert": _insert,
     "start": _start,
     "log": _log,
+    "progress": _progress,
     "finish": _finish,
 }

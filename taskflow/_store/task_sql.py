@@ -31,8 +31,10 @@ from taskflow._store.rows import (
     NewLogLine,
     NewTask,
     Outcome,
+    ProgressUpdate,
     TaskRow,
     attempt_history,
+    ended_notification,
 )
 from taskflow._store.schema import (
     ATTEMPT_END_COLUMNS,
@@ -65,11 +67,12 @@ class TaskSQL(Database):
             "insert": self._insert_batch,
             "start": self._start_batch,
             "log": self._log_batch,
+            "progress": self._progress_batch,
             "finish": self._finish_batch,
         }
         self._committer = GroupCommitter[Write](
             write_batch=self._write_batch,
-            order=("insert", "start", "log", "finish"),
+            order=("insert", "start", "log", "progress", "finish"),
             # SQLite has one writer; PostgreSQL overlaps two batches (see batch.py).
             lanes=2 if self.dialect == "postgresql" else 1,
         )
@@ -130,6 +133,10 @@ class TaskSQL(Database):
         """Queue one log line."""
         return cast("asyncio.Future[None]", self._committer.submit("log", line))
 
+    def set_progress(self, update: ProgressUpdate) -> asyncio.Future[None]:
+        """Queue a task's latest progress report (a finish queued later commits after it)."""
+        return cast("asyncio.Future[None]", self._committer.submit("progress", update))
+
     async def _write_batch(self, groups: Groups[Write]) -> list[Sequence[object]]:
         """One group-commit transaction: on the writer thread for a SQLite file (in one
         hand-off), else through the engine."""
@@ -151,6 +158,9 @@ class TaskSQL(Database):
         keyed = [task for task in new if task.idempotency_key is not None]
         await self._insert_rows(conn, plain, keyed=False)
         holders = await self._insert_keyed_batch(conn, keyed) if keyed else {}
+        limited = hot_sql.limit_keys(new)
+        if limited:
+            await self._set_limit_keys(conn, limited)
         await self._notify(conn, {task.queue for task in new if task.owner is None})
         return [holders.get(task.id, task.id) for task in new]
 
@@ -167,6 +177,14 @@ class TaskSQL(Database):
         else:
             statement = hot_sql.PG_INSERT_KEYED if keyed else hot_sql.PG_INSERT
             await conn.exec_driver_sql(statement, hot_sql.pg_insert_arrays(new))
+
+    async def _set_limit_keys(self, conn: AsyncConnection, limited: list[tuple[str, str]]) -> None:
+        """Record the limit of the tasks just inserted that count against one."""
+        if self.dialect == "sqlite":
+            await conn.exec_driver_sql(hot_sql.SQLITE_SET_LIMIT_KEY, limited)
+        else:
+            keys, ids = [key for key, _ in limited], [task_id for _, task_id in limited]
+            await conn.exec_driver_sql(hot_sql.PG_SET_LIMIT_KEYS, (ids, keys))
 
     async def _insert_keyed_batch(
         self, conn: AsyncConnection, keyed: Sequence[NewTask]
@@ -243,6 +261,16 @@ class TaskSQL(Database):
         )
         return [None] * len(ops)
 
+    async def _progress_batch(self, conn: AsyncConnection, ops: Sequence[Op[Write]]) -> list[None]:
+        updates = [cast(ProgressUpdate, op.data) for op in ops]
+        await conn.execute(
+            tasks.update()
+            .where(tasks.c.id == sa.bindparam("b_id"))
+            .values(progress=sa.bindparam("b_progress")),
+            [{"b_id": u.task_id, "b_progress": u.report} for u in updates],
+        )
+        return [None] * len(ops)
+
     async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[Write]]) -> list[None]:
         updates = [hot_sql.finish_params(cast(Outcome, op.data)) for op in ops]
         if self.dialect == "sqlite":
@@ -254,6 +282,9 @@ class TaskSQL(Database):
         retried = [params for params in updates if params["b_status"] == "pending"]
         if retried:
             await conn.execute(self._retried_attempt(), retried)
+        ended = [cast(str, params["b_id"]) for params in updates if params["b_status"] != "pending"]
+        if ended:  # one notification per commit, for whoever waits on these tasks
+            await self._notify(conn, {ended_notification(ended)})
         return [None] * len(ops)
 
     def _retried_attempt(self) -> sa.Insert:
@@ -433,7 +464,7 @@ class TaskSQL(Database):
                 return None
             status: str
             task_id, status = found
-            if status == "pending":
+            if status in ("pending", "blocked"):
                 await conn.execute(
                     tasks.update()
                     .where(tasks.c.id == task_id)
@@ -443,6 +474,7 @@ class TaskSQL(Database):
                         error=reason or "cancelled before start",
                     )
                 )
+                await self._notify(conn, {ended_notification([task_id])})
             elif status == "running":
                 await conn.execute(
                     tasks.update().where(tasks.c.id == task_id).values(cancel_requested=True)

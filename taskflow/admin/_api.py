@@ -45,6 +45,7 @@ from taskflow.admin._queue_routes import add_queue_api
 from taskflow.admin._service import REPLAYABLE, ActionError, Actor, NewSchedule, ReplayResult
 from taskflow.admin._trends import SeriesOut, read_chart_query, trends
 from taskflow.admin._util import MAX_ROW_ID, capped, encode_cursor, parse_window, utcnow
+from taskflow.admin._workflow_routes import add_workflow_api
 from taskflow.errors import ConfigurationError
 
 TAGS: list[str | Enum] = ["taskflow dashboard"]
@@ -69,6 +70,7 @@ def build_api_router(admin: AdminContext, extra: Sequence[params.Depends]) -> AP
     _add_schedules(router, admin, actor)
     _add_queues(router, admin, actor)
     add_queue_api(router, admin, actor)
+    add_workflow_api(router, admin, actor)
     _add_task(router, admin, actor)
     return router
 

@@ -31,8 +31,14 @@ LABELS = {
 }
 SCHEDULE_ACTIONS = ("run_now", "pause", "resume", "create_schedule", "delete_schedule")
 QUEUE_ACTIONS = ("pause_queue", "resume_queue")
+WORKFLOW_ACTIONS = ("cancel_workflow", "retry_workflow")
 # Actions whose stored name does not read as words.
-ACTION_WORDS = {"pause_queue": "pause queue", "resume_queue": "resume queue"}
+ACTION_WORDS = {
+    "pause_queue": "pause queue",
+    "resume_queue": "resume queue",
+    "cancel_workflow": "cancel workflow",
+    "retry_workflow": "retry workflow",
+}
 # Bulk actions of the Runs and Failures pages: one entry for many tasks.
 ACTION_WORDS |= {
     f"bulk_{verb}": f"{verb} (bulk)" for verb in ("cancel", "delete", "retry", "discard")
@@ -68,9 +74,11 @@ def audit_details(entry: AuditRow) -> list[tuple[str, list[AuditValue]]]:
 
 
 def audit_target(entry: AuditRow) -> AuditValue:
-    """What the action was on: a task, a schedule (its runs) or a queue link to the
-    page that shows it; anything else as text."""
+    """What the action was on: a task, a schedule (its runs), a queue or a workflow
+    link to the page that shows it; anything else as text."""
     target = entry.target
+    if entry.action in WORKFLOW_ACTIONS:  # workflow ids look like task ids
+        return AuditValue(target, route="workflow", params={"workflow_id": target})
     if _is_task_id(target):
         return _task(target)
     if entry.action in SCHEDULE_ACTIONS:

@@ -12,10 +12,19 @@ from taskflow._payloads.payloads import Payloads
 from taskflow._store.rows import AuditRow, RetryLinks, TaskSummary, TaskSummaryWithPayload
 from taskflow.admin._redact import Redactor
 from taskflow.admin._util import jsonable, seconds_between
-from taskflow.records import TaskRecord
+from taskflow.records import TaskProgress, TaskRecord
 
 if TYPE_CHECKING:
     from taskflow.admin._views import Overview, ScheduleRow
+
+
+class ProgressOut(BaseModel):
+    """The latest ``task_progress()`` report of a task (``at``: ISO 8601)."""
+
+    done: float
+    total: float | None = None
+    message: str | None = None
+    at: str
 
 
 class TaskOut(BaseModel):  # type: ignore[no-redef]  # the mypy plugin's **kwargs (pydantic#3125)
@@ -26,7 +35,8 @@ class TaskOut(BaseModel):  # type: ignore[no-redef]  # the mypy plugin's **kwarg
     sensitive keys are masked in them and in ``result``. ``retry_of`` is the task this
     one runs again; ``resolution`` (``retried`` or ``discarded``) and ``resolved_at``
     say how and when a failure was dealt with; ``retried_as`` (one task only, not in
-    lists) holds the ids of the tasks that run it again.
+    lists) holds the ids of the tasks that run it again. ``progress`` is the latest
+    ``task_progress()`` report (null when the task never reported any).
     """
 
     task_id: str
@@ -56,6 +66,7 @@ class TaskOut(BaseModel):  # type: ignore[no-redef]  # the mypy plugin's **kwarg
     resolution: str | None = None
     resolved_at: str | None = None
     retried_as: list[str] | None = None
+    progress: ProgressOut | None = None
 
 
 def task_out_from_record(
@@ -111,7 +122,13 @@ def task_out_from_row(row: TaskSummary, payloads: Payloads | None, redactor: Red
         retry_of=row.retry_of,
         resolution=row.resolution,
         resolved_at=_iso(row.resolved_at),
+        progress=_progress(row.progress),
     )
+
+
+def _progress(text: str | None) -> ProgressOut | None:
+    progress = TaskProgress.from_json(text)
+    return None if progress is None else ProgressOut(**progress.to_dict())
 
 
 def _decoded(

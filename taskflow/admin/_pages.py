@@ -39,6 +39,8 @@ from taskflow.admin._util import (
     seconds_between,
     utcnow,
 )
+from taskflow.admin._workflow_routes import add_workflow_pages
+from taskflow.records import TaskProgress
 
 FAILURE_STATUSES = ("failed", "interrupted")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -93,6 +95,7 @@ def build_page_router(admin: AdminContext, extra: Sequence[params.Depends]) -> A
     _add_functions(router, admin, viewer)
     _add_instances(router, admin, viewer)
     add_queue_pages(router, admin, viewer, actor)
+    add_workflow_pages(router, admin, viewer, actor)
     _add_audit(router, admin, viewer)
     add_action_routes(router, admin, actor)
     add_bulk_routes(router, admin, actor)
@@ -176,6 +179,7 @@ def run_row(row: TaskSummary, *, now: datetime | None = None) -> dict[str, Any]:
         "duration": seconds_between(row.started_at, row.finished_at),
         "elapsed": seconds_between(row.started_at, now or utcnow()) if running else None,
         "error_line": error.splitlines()[-1][:200] if error else "",
+        "progress": TaskProgress.from_json(row.progress) if running else None,
     }
 
 
@@ -403,7 +407,7 @@ def _add_task(router: APIRouter, admin: AdminContext, viewer: ViewerGuard) -> No
     ) -> Response:
         lines = await admin.queries.task_logs(task_id, after_id=after)
         statuses = await admin.queries.statuses_of(task_id_forms(task_id))  # either id shape
-        live = any(status in ("pending", "running") for status in statuses.values())
+        live = any(status in ("pending", "blocked", "running") for status in statuses.values())
         level = log_level(request)
         if not lines and live:
             return Response(status_code=204)

@@ -9,8 +9,9 @@ from urllib.parse import urlencode
 
 from taskflow._store.dashboard import SORTS, Cursor, TaskFilter
 from taskflow.admin._util import decode_cursor, parse_moment, utcnow
+from taskflow.records import TaskStatus
 
-STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted", "rejected")
+STATUSES = tuple(status.value for status in TaskStatus)
 SOURCES = ("manual", "scheduled", "retry")
 MAX_LIMIT = 500
 # Sorting by duration reads every task of the window (no index can hold a duration), so

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from taskflow._engine.registry import TaskConfig
+from taskflow._engine.throttle import is_limited, limit_for
 from taskflow._store.protocol import Store
 from taskflow._store.queue_board import COUNT_CAP, QueueBoardReader
 from taskflow._store.rows import InstanceRow, QueuePause
@@ -67,17 +69,23 @@ class WaitReason:
     """Why a pending task has not started.
 
     Attributes:
-        kind: ``deferred``, ``paused``, ``unserved`` or ``slot`` (waiting for a free
-            slot: due, served, not paused).
+        kind: ``deferred``, ``paused``, ``unserved``, ``concurrency`` or ``rate`` (held
+            by its function's limit) or ``slot`` (waiting for a free slot: due, served,
+            not paused, not held).
         queue: the task's queue.
-        until: when a deferred task becomes due.
+        until: when a deferred task becomes due; when a rate limit allows the next start.
         pause: the queue's pause.
+        func: the function whose limit holds the task.
+        count: the tasks of the limit running (``concurrency``), or its starts in the
+            window (``rate``).
     """
 
     kind: str
     queue: str
     until: datetime | None = None
     pause: QueuePause | None = None
+    func: str = ""
+    count: int = 0
 
     @property
     def text(self) -> str:
@@ -89,6 +97,13 @@ class WaitReason:
             return f"queue {self.queue} is paused (by {self.pause.paused_by} since {since})"
         if self.kind == "unserved":
             return f"queue {self.queue} is not served by any live instance"
+        if self.kind == "concurrency":
+            return f"held by the concurrency limit of {self.func} ({self.count} running)"
+        if self.kind == "rate" and self.until is not None:
+            return (
+                f"held by the rate limit of {self.func} ({self.count} started in the window); "
+                f"next start at {self.until:%Y-%m-%d %H:%M:%S} UTC"
+            )
         return "waiting for a free slot"
 
 
@@ -136,15 +151,22 @@ def _waited(since: datetime | None, now: datetime) -> float | None:
 
 
 async def wait_reason(
-    record: TaskRecord, *, store: Store, instances: list[InstanceRow], stale_after: float
+    record: TaskRecord,
+    *,
+    store: Store,
+    instances: list[InstanceRow],
+    stale_after: float,
+    config: TaskConfig | None = None,
 ) -> WaitReason | None:
     """Why ``record`` (a pending task) has not started; None for any other status.
 
     Args:
         record: the task.
-        store: reads the paused queues (one small table).
+        store: reads the paused queues (one small table), and a limit's use.
         instances: every registered instance (the task page reads them anyway).
         stale_after: seconds after which an instance's heartbeat is stale.
+        config: the task's function as registered here (None: unknown here), for its
+            concurrency and rate limits.
     """
     if record.status.value != "pending":
         return None
@@ -158,7 +180,29 @@ async def wait_reason(
     live_since = now - timedelta(seconds=stale_after)
     if not any(i.heartbeat_at >= live_since and queue in (i.queues or ()) for i in instances):
         return WaitReason("unserved", queue)
-    return WaitReason("slot", queue)
+    held = await _limit_reason(record, store, config, now)
+    return held or WaitReason("slot", queue)
+
+
+async def _limit_reason(
+    record: TaskRecord, store: Store, config: TaskConfig | None, now: datetime
+) -> WaitReason | None:
+    """``concurrency`` or ``rate`` when the task's limit is full now, else None."""
+    if config is None or not is_limited(config):
+        return None
+    row = await store.get_task(record.task_id)
+    limit = None if row is None or row.limit_key is None else limit_for(config, row.limit_key)
+    if limit is None:
+        return None
+    window = None if limit.period is None else timedelta(seconds=limit.period)
+    usage = await store.limit_usage(limit.key, since=None if window is None else now - window)
+    func, queue = record.func_name, record.queue
+    if limit.concurrency is not None and usage.running >= limit.concurrency:
+        return WaitReason("concurrency", queue, func=func, count=usage.running)
+    if window is not None and limit.rate is not None and usage.starts >= limit.rate:
+        until = (usage.oldest_start or now) + window
+        return WaitReason("rate", queue, until=until, func=func, count=usage.starts)
+    return None
 
 
 async def pause_queue(service: AdminService, manager: TaskManager, name: str, who: Actor) -> None:

@@ -52,6 +52,7 @@ NAV = (
     ("runs", "Runs"),
     ("failures", "Failures"),
     ("queues", "Queues"),
+    ("workflows", "Workflows"),
     ("schedules", "Schedules"),
     ("logs", "Logs"),
     ("functions", "Functions"),
@@ -60,6 +61,7 @@ NAV = (
 )
 STATUS_CLASSES = {
     "pending": "st-pending",
+    "blocked": "st-pending",
     "running": "st-running",
     "success": "st-success",
     "failed": "st-failed",

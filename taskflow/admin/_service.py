@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 RETRYABLE = ("failed", "interrupted", "cancelled", "rejected")
 REPLAYABLE = ("failed", "interrupted")
-CANCELLABLE = ("pending", "running")
+CANCELLABLE = ("pending", "blocked", "running")
 FINAL = ("success", "failed", "cancelled", "interrupted", "rejected")
 DISCARDABLE = ("failed", "interrupted")
 REPLAY_BATCH = 100

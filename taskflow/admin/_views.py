@@ -17,19 +17,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from taskflow._engine.registry import TaskConfig
 from taskflow._schedules.triggers import Trigger
 from taskflow._store.dashboard import DashboardStore
-from taskflow._store.rows import FinishedRun, LogRow, LogSearchRow, RetryLinks
+from taskflow._store.rows import DependencyLink, FinishedRun, LogRow, LogSearchRow, RetryLinks
 from taskflow._store.rows import InstanceRow as StoredInstance
 from taskflow.admin._charts import Chart, throughput_chart
 from taskflow.admin._queues import WaitReason, wait_reason
 from taskflow.admin._redact import Redactor
 from taskflow.admin._util import jsonable, percentile, pretty_json, seconds_between, utcnow
-from taskflow.records import TaskRecord
+from taskflow.records import TaskRecord, TaskStatus, Workflow
 
 if TYPE_CHECKING:
     from taskflow.manager import TaskManager
 
 T = TypeVar("T")
-STATUSES = ("pending", "running", "success", "failed", "cancelled", "interrupted", "rejected")
+STATUSES = tuple(status.value for status in TaskStatus)
 OK_STATUSES = ("success",)
 BAD_STATUSES = ("failed", "interrupted")
 FUNCTION_SAMPLE = 500
@@ -162,6 +162,9 @@ class TaskDetail:
     timeline: list[TimelineEvent] = field(default_factory=list)
     links: RetryLinks | None = None  # the task it retries, its retries, its resolution
     waiting: WaitReason | None = None  # why a pending task has not started
+    upstream: list[DependencyLink] = field(default_factory=list)  # what it waits for
+    downstream: list[DependencyLink] = field(default_factory=list)  # what waits for it
+    workflow: Workflow | None = None  # the workflow it belongs to
 
     @property
     def live(self) -> bool:
@@ -194,8 +197,13 @@ async def task_detail(
     found_instances = await queries.instances() if record.owner or pending else []
     owner = next((found for found in found_instances if found.id == record.owner), None)
     waiting = await wait_reason(
-        record, store=manager.db, instances=found_instances, stale_after=manager.instance_timeout
+        record,
+        store=manager.db,
+        instances=found_instances,
+        stale_after=manager.instance_timeout,
+        config=manager.registry.get(record.func_name),
     )
+    upstream, downstream = await manager.db.dependency_links(record.task_id)
     return TaskDetail(
         record=record,
         args_visible=display_args,
@@ -206,6 +214,9 @@ async def task_detail(
         timeline=timeline(record),
         links=await queries.retry_links(record.task_id),
         waiting=waiting,
+        upstream=upstream,
+        downstream=downstream,
+        workflow=await manager.get_workflow(record.workflow_id) if record.workflow_id else None,
     )
 
 

@@ -22,7 +22,7 @@ import threading
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 
-from taskflow import ManagedBackgroundTasks, TaskManager, get_task_context, task_log
+from taskflow import ManagedBackgroundTasks, TaskManager, get_task_context, step, task_log
 from tests.apps import tasks as app_tasks
 
 events: dict[str, threading.Event] = {}
@@ -126,6 +126,13 @@ def build_app(
     ):
         func = slow_rerunnable if rerun else slow
         return {"task_id": tasks.add_task(func, seconds)}
+
+    @app.post("/workflow")
+    async def enqueue_workflow(steps: int, seconds: float, rerun: bool = True):
+        """A chain of ``steps`` counted tasks, each running ``seconds``."""
+        func = counted_rerunnable if rerun else counted_once
+        flow = await task_manager.chain(*[step(func, seconds) for _ in range(steps)])
+        return {"workflow_id": flow.id, "task_ids": list(flow.task_ids)}
 
     @app.post("/process")
     async def enqueue_process(value: int, tasks=Depends(task_manager.get_tasks)):
