@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from fastapi import Depends, Header, HTTPException
 from fastapi.testclient import TestClient
 
-from taskflow import TaskAuthBackend
+from taskflow import TaskAuthBackend, step
 from taskflow._store.admin_schema import sessions
 from tests.admin_support import (
     XSS,
@@ -278,6 +278,7 @@ def test_security_headers_and_no_inline_script_or_style(db_url):
     with TestClient(built.app) as client:
         task_id = call(client, built.manager.enqueue, admin_fail, 1)
         wait_status(client, built.manager, task_id)
+        flow = call(client, built.manager.chain, step(admin_ok, 1), step(admin_ok, 2))
         pages = [
             "/tasks/dashboard",
             "/tasks/dashboard/runs",
@@ -288,6 +289,9 @@ def test_security_headers_and_no_inline_script_or_style(db_url):
             "/tasks/dashboard/functions",
             "/tasks/dashboard/instances",
             "/tasks/dashboard/audit",
+            "/tasks/dashboard/queues",
+            "/tasks/dashboard/workflows",
+            f"/tasks/dashboard/workflows/{flow.id}",
         ]
         for path in pages:
             response = client.get(path)
@@ -319,6 +323,8 @@ def test_user_data_is_escaped_on_every_page(db_url):
         call(client, insert_rows, built.manager, [row])
         call(client, insert_log, built.manager, task_id, XSS)
         call(client, insert_log, built.manager, row["id"], XSS)
+        flow = call(client, built.manager.chain, step(admin_ok, XSS), name=XSS)
+        wait_status(client, built.manager, flow.last_id)
         pages = 0
         for method, path in admin_routes(built.app):
             if method != "GET" or not path.startswith("/tasks/dashboard") or "static" in path:
@@ -330,6 +336,7 @@ def test_user_data_is_escaped_on_every_page(db_url):
                 continue
             for shown in (task_id, row["id"]) if "{task_id}" in path else (None,):
                 url = path.replace("{task_id}", shown) if shown else path
+                url = url.replace("{workflow_id}", flow.id)
                 response = client.get(url)
                 assert response.status_code == 200, (url, response.status_code)
                 html = response.text

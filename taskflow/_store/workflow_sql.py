@@ -152,13 +152,15 @@ class WorkflowSQL(TaskSQL):
         """
         if ended is not None and not ended:
             return []
-        async with self.write() as conn:
+        async with self.read() as conn:  # most sweeps find nothing: no write transaction
             if ended is None:
                 candidates = await self._sweep_candidates(conn)
             else:
-                candidates = await self._dependents(
-                    conn, [f for i in ended for f in task_id_forms(i)]
-                )
+                forms = [form for task_id in ended for form in task_id_forms(task_id)]
+                candidates = await self._dependents(conn, forms)
+        if not candidates:
+            return []
+        async with self.write() as conn:  # each release checks again that it is blocked
             return await self._release(conn, candidates, instance=instance, queues=queues, now=now)
 
     async def _sweep_candidates(self, conn: AsyncConnection) -> list[str]:
