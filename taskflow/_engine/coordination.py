@@ -33,6 +33,8 @@ from taskflow._store.rows import PAUSES_CHANGED, InstanceRow
 
 logger = logging.getLogger("taskflow")
 
+SWEEP_EVERY = 1.0  # seconds between sweeps of blocked tasks, at the least
+
 CLAIM_BATCH = 100
 # A task this instance owns in the database but has not known about for this long (its
 # commit's acknowledgement was lost, say) is settled as if the instance had died.
@@ -216,10 +218,12 @@ class Coordinator:
             await self._guard("cancel requests", self._apply_cancel_requests)
 
     async def _sweep_blocked(self) -> None:
-        """Once per poll interval: start blocked tasks whose dependencies have ended
-        (elsewhere, or before a crash); one indexed read when none are blocked."""
+        """Once per poll interval, at most once a second: start blocked tasks whose
+        dependencies have ended (elsewhere, or before a crash); one indexed read when
+        none is blocked."""
         now = asyncio.get_running_loop().time()
-        if self._sweep is not None and now - self._swept_at >= self._settings.poll_interval:
+        every = max(self._settings.poll_interval, SWEEP_EVERY)
+        if self._sweep is not None and now - self._swept_at >= every:
             self._swept_at = now
             await self._guard("dependencies", self._sweep)
 

@@ -7,8 +7,9 @@ succeed and it says ``on_dependency_failure="cancel"``) by whichever comes first
 * the transaction that stores it, when its dependencies have all ended already;
 * this process, right after a task it watches ends here (it watches the dependencies of
   the dependents it stored);
-* any instance's sweep, once per ``poll_interval``, of blocked tasks whose dependencies
-  have all ended: dependencies that ended in another process, or before a crash.
+* any instance's sweep, once per ``poll_interval`` (at most once a second), of blocked
+  tasks whose dependencies have all ended: dependencies that ended in another process,
+  or before a crash.
 
 A release is a conditional update in the store, so it happens once whoever races.
 """
