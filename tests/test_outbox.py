@@ -6,7 +6,6 @@ and table on the same database."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import threading
 import time
@@ -16,7 +15,6 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from fastapi import FastAPI, HTTPException
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -26,6 +24,7 @@ from sqlalchemy.pool import NullPool
 from taskflow import QueueConfig, TaskManager
 from taskflow.errors import ConfigurationError, QueueFullError
 from tests.conftest import wait_for_status
+from tests.test_timing import serve
 
 pytestmark = pytest.mark.anyio
 
@@ -363,25 +362,6 @@ async def test_sync_connection(manager_factory, sync_engine):
 
 
 # -- a FastAPI endpoint, over HTTP -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def serve(app: FastAPI) -> Iterator[str]:
-    """Run ``app`` on uvicorn in a thread, on a loopback port; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
 
 
 def order_app(db_url: str) -> FastAPI:
