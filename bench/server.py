@@ -65,9 +65,10 @@ class Server:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Server:
-        """Spawn uvicorn on a free loopback port and wait until it answers."""
-        self.port = free_port()
+    def start(self, port: int | None = None) -> Server:
+        """Spawn uvicorn on ``port`` (default: a free loopback port) and wait until it
+        answers."""
+        self.port = port or free_port()
         env = _env({"BENCH_VARIANT": self.variant, "BENCH_DB": self.database, **self.env})
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(

@@ -29,6 +29,10 @@ Besides flatness, the run checks that retention deleted tasks, that no log line 
 attempt outlived its task, and that no finished task is much older than ``--keep``.
 Exit status: 0 when everything holds, 1 otherwise.
 
+``--mixed`` runs the mixed soak instead (two servers, one killed with SIGKILL every few
+minutes, process and thread tasks, dashboard polling, and a check that nothing
+acknowledged is lost): see :mod:`bench.soak_mixed`.
+
 The PostgreSQL database (``--pg-url``, default ``$TASKFLOW_SOAK_PG_URL`` or the
 benchmark database) is migrated and its ``taskflow_*`` tables are emptied first.
 """
@@ -466,6 +470,9 @@ JUDGED = {
     "total_mb": (Tolerance(0.10, 1.0), "MB"),
     "tasks": (Tolerance(0.10, 200.0), "rows"),
     "logs": (Tolerance(0.10, 500.0), "rows"),
+    # Mixed soak (bench/soak_mixed.py): the p99 enqueue latency of each sample window.
+    # Kills and a shared machine make single windows spike; medians of thirds do not.
+    "p99_ms": (Tolerance(0.50, 25.0), "ms"),
 }
 
 
@@ -577,6 +584,28 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--sample", type=float, help="seconds between samples (run / 120, ≤ 10)")
     parser.add_argument("--work", type=Path, help="folder for the SQLite file and server log")
     parser.add_argument("--json", type=Path, help="also write the samples and verdict here")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="two servers, one killed with SIGKILL every --kill-every seconds, process and "
+        "thread tasks, dashboard polling; nothing acknowledged may be lost "
+        "(bench/soak_mixed.py)",
+    )
+    parser.add_argument(
+        "--kill-every", type=float, help="--mixed: seconds between kills of server B (180)"
+    )
+    parser.add_argument(
+        "--p99-floor-ms",
+        type=float,
+        default=25.0,
+        help="--mixed: p99 enqueue latency may always grow this much (ms)",
+    )
+    parser.add_argument(
+        "--dashboard-every",
+        type=float,
+        default=2.0,
+        help="--mixed: seconds between dashboard page or JSON fetches",
+    )
     return parser.parse_args(argv)
 
 
@@ -689,6 +718,10 @@ def _fmt(value: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """One soak run; the exit status."""
+    if args.mixed:
+        from bench import soak_mixed
+
+        return soak_mixed.run(args)
     plan = Plan.from_args(args)
     began = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="taskflow-soak-"))
@@ -821,6 +854,12 @@ def main(argv: list[str]) -> int:
         spec = json.loads(argv[1])
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         print(json.dumps(asyncio.run(drive(**spec))))
+        return 0
+    if argv[:1] == ["drive-mixed"]:
+        from bench import soak_mixed
+
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        print(json.dumps(asyncio.run(soak_mixed.drive(**json.loads(argv[1])))))
         return 0
     return run(parse_args(argv))
 

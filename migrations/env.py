@@ -135,7 +135,7 @@ async def run_migrations_with_own_engine() -> None:
     refuse_missing_file(url)
     if config.cmd_opts is not None:  # plain alembic: say which database this is
         print(f"database: {describe_target(url)}", file=sys.stderr)
-    engine = create_engine(normalize_url(url))
+    engine = create_engine(normalize_url(url), migrating=True)
     try:
         async with engine.connect() as conn:
             await conn.run_sync(run_migrations_on)

@@ -84,6 +84,8 @@ class TaskManager:
         poll_interval: seconds between looks for claimable tasks.
         heartbeat_interval, instance_timeout: how often this process proves it is alive,
             and after how long without a heartbeat another process takes over its tasks.
+            A process that cannot renew its heartbeat stops its tasks at
+            ``instance_timeout - 2 * heartbeat_interval`` (so that must be > 0).
         queues: the queues this process runs: a list of names, or a dict of name to
             :class:`~taskflow.QueueConfig` (per-queue ``concurrency`` and
             ``max_size``; a ``"default"`` queue is added if missing).

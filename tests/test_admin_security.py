@@ -306,6 +306,79 @@ def test_security_headers_and_no_inline_script_or_style(db_url):
             assert "https://" not in html and "http://" not in html, path
 
 
+BASELINE = {
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",
+}
+
+
+def check_baseline_headers(response, what) -> None:
+    for name, value in BASELINE.items():
+        assert response.headers.get(name) == value, (what, name, response.status_code)
+    assert "frame-ancestors 'none'" in response.headers["content-security-policy"], what
+
+
+def test_every_answer_under_the_prefix_sends_the_security_headers(db_url):
+    """Every route (anonymous, then logged in), errors written by the app's exception
+    handlers, redirects, static files and an unknown path under the prefix: all carry
+    the headers; the app's own routes do not get them."""
+    built = build(db_url, auth=USERS)
+
+    @built.app.get("/mine")
+    def mine() -> dict[str, str]:
+        return {"ok": "yes"}
+
+    with TestClient(built.app) as client:
+        task_id = call(client, built.manager.enqueue, admin_ok, 1)
+        wait_status(client, built.manager, task_id)
+        answers = 0
+        for session in ("anonymous", "admin"):
+            if session == "admin":
+                assert login(client).status_code == 303
+            headers = csrf(client) if session == "admin" else {}
+            for method, path in admin_routes(built.app):
+                url = re.sub(r"\{task_id\}", task_id, path)
+                url = re.sub(r"\{filename\}", "app.css", url)
+                response = client.request(
+                    method, sample_path(url), headers=headers, follow_redirects=False
+                )
+                check_baseline_headers(response, (session, method, path))
+                answers += 1
+        for url in ("/tasks/no/such/page", "/tasks/dashboard/static/nope.css"):
+            response = client.get(url)
+            assert response.status_code == 404
+            check_baseline_headers(response, url)
+        assert (
+            client.get("/tasks/dashboard")
+            .headers["content-security-policy"]
+            .startswith("default-src 'none'; script-src 'self'")
+        )
+        assert "x-frame-options" not in client.get("/mine").headers
+        assert "x-frame-options" not in client.get("/tasksmore").headers
+    assert answers > 80, answers
+
+
+def test_cookies_are_secure_behind_a_proxy_that_says_https(db_url):
+    built = build(db_url, auth=("admin", "pw"))
+    with TestClient(built.app) as client:
+        plain = login(client).headers["set-cookie"]
+        assert "HttpOnly" in plain and "SameSite=lax" in plain and "Secure" not in plain
+    for forwarded in ({"X-Forwarded-Proto": "https"}, {"Forwarded": "for=1.2.3.4;proto=https"}):
+        with TestClient(built.app, headers=forwarded) as client:
+            cookie = login(client).headers["set-cookie"]
+            assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+
+
+def test_failed_logins_lock_out_an_address_across_user_names(db_url):
+    built = build(db_url, auth=USERS)
+    with TestClient(built.app) as client:
+        for n in range(20):
+            assert login(client, f"guess-{n}", "nope").status_code == 401
+        # Another name from the same address is refused too, even a right password.
+        assert login(client, "viewer", "look").status_code == 429
+
+
 def test_user_data_is_escaped_on_every_page(db_url):
     """A script payload in a function name, a schedule name, arguments, keyword
     arguments, tags, an error, a traceback, a log line and a login name is shown as

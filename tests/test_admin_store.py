@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from taskflow._store.admin_schema import login_failures
 from taskflow._store.dashboard import DashboardStore, TaskFilter
 from taskflow._store.log_queries import LogFilter
 from taskflow._store.rows import (
@@ -266,7 +267,42 @@ async def test_audit_entries_page_newest_first_and_filter_by_target(manager_fact
     assert (first[0].detail, first[0].ip, rest[0].ip) == ({}, None, "10.0.0.1")
     of_a, _ = await queries.page_audit(target="task-a", actions=("retry",))
     assert [entry.detail["n"] for entry in of_a] == [3, 1]
-    assert await queries.recent_actions("retry", since=now, target="task-b") == 3
+
+
+async def test_failed_logins_count_in_a_window_and_the_table_stays_bounded(manager_factory):
+    manager, queries = await started(manager_factory)
+    now = datetime.now(UTC)
+    window = timedelta(minutes=15)
+    admin, address = ("user", "admin"), ("address", "10.0.0.9")
+    for _ in range(4):
+        await queries.add_login_failure([admin, address], now=now, since=now - window, cap=5)
+    assert await queries.login_failures([admin, address], since=now - window) == {
+        admin: 4,
+        address: 4,
+    }
+    # A spray of new names fills the table past its cap: the names with the fewest
+    # failures go first, so admin's count (close to its limit) is kept.
+    for n in range(20):
+        spray = ("user", f"guess-{n}")
+        await queries.add_login_failure([spray], now=now, since=now - window, cap=5)
+
+    async def rows() -> int:
+        async with manager.db.read() as conn:
+            return int(await conn.scalar(sa.select(sa.func.count()).select_from(login_failures)))
+
+    assert await rows() == 5
+    assert (await queries.login_failures([admin], since=now - window))[admin] == 4
+    # A failure after the window starts a new count; expired rows are deleted.
+    later = now + window + timedelta(seconds=1)
+    await queries.add_login_failure([admin], now=later, since=later - window, cap=5)
+    assert await queries.login_failures([admin, address], since=later - window) == {admin: 1}
+    assert await rows() == 1
+    # A name longer than the column counts by its first 255 characters.
+    long_name = ("user", "x" * 300)
+    await queries.add_login_failure([long_name], now=later, since=later - window, cap=5)
+    assert await queries.login_failures([long_name], since=later - window) == {
+        ("user", "x" * 255): 1
+    }
 
 
 def _plan_text(rows) -> str:

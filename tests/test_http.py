@@ -68,6 +68,63 @@ def test_idempotency_key_in_routes(db_url, route):
         assert wait_final(client, ids.pop())["status"] == "success"
 
 
+def test_a_repeated_key_is_answered_only_once_its_task_is_committed(db_url):
+    """A request whose idempotency key belongs to a task this process is still writing
+    (an async route queues its write for the group commit) waits for that commit: when
+    the write fails, both requests get 503, and no client holds an id that was never
+    stored. (A sync route's write is committed before ``add_task`` returns.)"""
+    route = "/async-invoice/7"
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from taskflow import DatabaseError
+
+    app, manager = build_app(db_url)
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        committer = manager.db._committer
+        real_write = committer._write_batch
+        release = client.portal.call(asyncio.Event)
+
+        async def held_then_failing_inserts(groups):
+            if any(kind == "insert" for kind, _ops in groups):
+                await release.wait()
+                raise DatabaseError("injected: disk I/O error")
+            return await real_write(groups)
+
+        intake = manager._intake
+        real_holder = intake._live_key_holder
+        found_queued = threading.Event()
+
+        def holder(key):
+            found = real_holder(key)
+            if found is not None:
+                found_queued.set()  # the second request met the first's pending write
+            return found
+
+        committer._write_batch = held_then_failing_inserts
+        intake._live_key_holder = holder
+        try:
+            first = pool.submit(client.post, route)
+            deadline = time.monotonic() + 10
+            while not intake._queued_keys:  # the first request's write is in flight
+                assert time.monotonic() < deadline and not first.done(), first
+                time.sleep(0.01)
+            second = pool.submit(client.post, route)
+            assert found_queued.wait(10), "the second request never looked the key up"
+        finally:
+            client.portal.call(release.set)
+        answers = [first.result(30), second.result(30)]
+        assert [answer.status_code for answer in answers] == [503, 503], [
+            answer.text for answer in answers
+        ]
+        assert client.portal.call(manager.list_tasks) == []
+        committer._write_batch = real_write
+        intake._live_key_holder = real_holder
+        ids = {client.post(route).json()["task_id"] for _ in range(2)}
+        assert len(ids) == 1
+        assert [task.task_id for task in client.portal.call(manager.list_tasks)] == list(ids)
+
+
 def test_eager_task_in_sync_route(db_url):
     import threading
 

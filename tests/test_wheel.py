@@ -25,6 +25,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -145,6 +148,30 @@ def build_wheel(outdir: Path, env: dict[str, str], cwd: Path) -> Path:
     return wheels[0]
 
 
+def check_requirements(metadata: str) -> None:
+    """The wheel's runtime requirements pin nothing tighter than they must: lower bounds
+    only (no ``==``, ``~=``, ``<`` or ``!=``), each met by the version the test
+    environment pins in scripts/constraints.txt, so an application can take its
+    dependencies' security releases without waiting for a taskflow release."""
+    pinned = dict(
+        line.split("==", 1)
+        for line in (PROJECT_ROOT / "scripts" / "constraints.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    pinned = {canonicalize_name(name): Version(version) for name, version in pinned.items()}
+    runtime = [
+        Requirement(value.strip())
+        for name, _, value in (line.partition(":") for line in metadata.splitlines())
+        if name == "Requires-Dist" and "extra ==" not in value
+    ]
+    assert runtime, metadata
+    for requirement in runtime:
+        for spec in requirement.specifier:
+            assert spec.operator == ">=", f"{requirement} pins tighter than a lower bound"
+            version = pinned[canonicalize_name(requirement.name)]
+            assert version in requirement.specifier, f"pinned {version} does not meet {requirement}"
+
+
 def check_wheel_contents(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
@@ -174,6 +201,7 @@ def check_wheel_contents(wheel: Path) -> None:
 
         entry_points = configparser.ConfigParser()
         entry_points.read_string(archive.read(f"{dist_info[0]}/entry_points.txt").decode())
+        check_requirements(archive.read(f"{dist_info[0]}/METADATA").decode())
     assert entry_points.has_option("console_scripts", "taskflow"), dict(
         entry_points.items("console_scripts") if entry_points.has_section("console_scripts") else {}
     )

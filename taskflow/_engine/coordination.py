@@ -5,6 +5,19 @@ heartbeat, takes over the tasks of instances that stopped, claims tasks nobody o
 notices cancellations requested from other processes, and listens for PostgreSQL
 notifications so claimable work starts within milliseconds (polling stays as the
 fallback, and is enough alone, e.g. behind a transaction-mode pooler).
+
+Self-fencing: another instance takes this one's tasks over once its heartbeat is
+``instance_timeout`` old. So an instance that is only cut off from the database (a
+network partition: alive, but unable to renew its heartbeat) must stop first. It holds a
+*lease* of ``instance_timeout - 2 x heartbeat_interval`` seconds, counted on its own
+monotonic clock from when the last heartbeat that went through was *sent* (so clocks of
+other machines do not matter). When the lease runs out it is *fenced*: it claims and
+starts nothing, cancels its running async tasks, kills the workers of its process tasks
+and flags its thread tasks (``is_cancelled()``; a thread cannot be killed, so a sync
+task that does not check keeps running). Once a heartbeat goes through again it
+settles every task it still owns as if it had died (re-runnable ones go back to the
+queue, others end ``interrupted``), re-registers if it was taken over meanwhile, and
+carries on.
 """
 
 from __future__ import annotations
@@ -14,11 +27,12 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from datetime import timedelta
 from typing import Any
 
-from taskflow._engine import retention
+from taskflow._engine import dbclock, retention
 from taskflow._engine.executors import ExecutorPool
 from taskflow._engine.guard import StepGuard
 from taskflow._engine.intake import Intake
@@ -87,6 +101,8 @@ class Coordinator:
         self._loops: list[asyncio.Task[None]] = []
         self._listener: Listening | None = None
         self._guard = StepGuard("taskflow")
+        # time.monotonic() when the last heartbeat that went through was sent.
+        self._lease_from = time.monotonic()
 
     def wake(self) -> None:
         """Look for claimable tasks now."""
@@ -98,11 +114,16 @@ class Coordinator:
         """Register this instance, take over stopped ones and start the loops, with
         ``loops`` (by name: the scheduler's) beside them."""
         self._wake = asyncio.Event()
+        self._settings.check_lease()  # settings may have changed since they were made
+        self._runtime.fenced = False
+        sent = time.monotonic()
         await self.register()
+        self._lease_from = sent
         await self.rescue_dead()
         self._loops = [
             asyncio.create_task(self._poll_loop(), name="taskflow-poll"),
             asyncio.create_task(self._heartbeat_loop(), name="taskflow-heartbeat"),
+            asyncio.create_task(self._lease_loop(), name="taskflow-lease"),
         ]
         for name, loop in (loops or {}).items():
             self._loops.append(asyncio.create_task(loop(), name=f"taskflow-{name}"))
@@ -177,12 +198,82 @@ class Coordinator:
 
     async def _beat(self) -> None:
         me = self._runtime.instance_id
+        await dbclock.follow(self._runtime.db)  # a stepped host clock is corrected here
+        sent = time.monotonic()
         alive = await self._runtime.db.heartbeat(me, now=utcnow(), info=self.info())
-        if not alive:
-            logger.error("instance %s was declared dead by another process; re-registering", me)
-            await self.register()
+        if not alive or self._runtime.fenced:
+            await self._come_back(alive=alive, sent=sent)
+        self._lease_from = sent
         await self.rescue_dead()
         await self.reconcile()
+
+    # -- self-fencing ------------------------------------------------------------------
+
+    async def _lease_loop(self) -> None:
+        """Fence this instance when its lease runs out (see the module's docstring)."""
+        while True:
+            left = self._lease_from + self._settings.lease() - time.monotonic()
+            if left > 0:
+                await asyncio.sleep(min(left, self._settings.heartbeat_interval))
+                continue
+            if not self._runtime.fenced:
+                self.fence(f"no heartbeat went through for {self._settings.lease():g} s")
+            await asyncio.sleep(self._settings.heartbeat_interval)
+
+    def fence(self, why: str) -> list[asyncio.Task[None]]:
+        """Start nothing more and stop every task running here; returns the stopped
+        tasks. Async tasks are cancelled, process tasks' workers killed; thread tasks
+        are flagged (``is_cancelled()``): a thread cannot be killed."""
+        runtime = self._runtime
+        if not runtime.fenced:
+            logger.error(
+                "instance %s fenced itself (%s): another instance may take over its tasks, "
+                "so it stops its running tasks and starts none until a heartbeat goes "
+                "through again",
+                runtime.instance_id,
+                why,
+            )
+        runtime.fenced = True
+        dispatcher = runtime.dispatcher
+        if dispatcher is None:
+            return []
+        stopped = []
+        for task_id, running in list(dispatcher.running.items()):
+            job = dispatcher.job(task_id)
+            if job is not None:
+                job.cancel_reason = "fenced"  # not "cancelled": no outcome is written
+                job.cancel.set()
+                if job.executor == "process":
+                    self._executors.kill_process_task(task_id)
+            running.cancel()
+            stopped.append(running)
+        return stopped
+
+    async def _come_back(self, *, alive: bool, sent: float) -> None:
+        """A heartbeat went through after this instance was fenced, or it was taken
+        over (``alive`` False): settle what it still owns, re-register, carry on."""
+        me = self._runtime.instance_id
+        if not alive:
+            logger.error(
+                "instance %s was declared dead by another process; it drops what it had "
+                "claimed and re-registers",
+                me,
+            )
+        stopped = self.fence("it was taken over" if not alive else "it was fenced")
+        if stopped:  # cancelled async tasks end at once; abandoned threads are not awaited
+            await asyncio.wait(stopped, timeout=self._settings.heartbeat_interval)
+        counts = await self._runtime.db.settle_instance(
+            me,
+            now=utcnow(),
+            reason=f"instance {me} was cut off from the database for longer than its lease",
+            remove=False,
+        )
+        if not alive:
+            await self.register()
+        self._lease_from = sent
+        self._runtime.fenced = False
+        logger.warning("instance %s reaches the database again; settled its tasks: %s", me, counts)
+        self._wake.set()
 
     async def reconcile(self) -> None:
         """Settle tasks the database says this instance owns but this process does not
@@ -237,6 +328,8 @@ class Coordinator:
         """Claim due tasks nobody owns, as the poll loop does; how many were claimed."""
         dispatcher = self._runtime.dispatcher
         assert dispatcher is not None
+        if self._runtime.fenced:
+            return 0
         free = min(dispatcher.free_slots(), CLAIM_BATCH)
         queues = self._queues.claimable()  # never a paused queue's tasks
         if free <= 0 or not queues:

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
+from taskflow._engine import dbclock
 from taskflow._engine.actions import TaskActions
 from taskflow._engine.bridge import SyncBridge
 from taskflow._engine.coordination import Coordinator
@@ -159,6 +160,7 @@ class Engine:
         )
         await store.open(auto_upgrade=self.url.startswith("sqlite") if auto is None else auto)
         runtime.store = store
+        await dbclock.follow(store, first=True)  # before anything is stamped or compared
         # An application's session may share a database the user chose, never ours.
         self.intake.shared_url = None if self.configured_url is None else self.url
         await self.queues.restore()

@@ -195,6 +195,11 @@ class ExecutorPool:
             )
         return await self._processes.run(call)
 
+    def kill_process_task(self, task_id: str) -> bool:
+        """Kill the worker process running ``task_id`` (a fenced instance stops its
+        tasks); False when none runs it."""
+        return self._processes is not None and self._processes.kill(task_id)
+
     def shutdown_threads(self) -> None:
         """Stop the thread pool without waiting for stuck threads."""
         if self._threads is not None:
@@ -422,6 +427,7 @@ class ProcessPool:
         # Tasks running in a worker now: a report that arrives after its task's end
         # (the channel and the result travel apart) is older than the one returned.
         self._running_ids: set[str] = set()
+        self._lanes: dict[str, _Lane] = {}  # the worker running each task, by task id
         self._drain = threading.Thread(
             target=self._drain_logs,
             args=(asyncio.get_running_loop(),),
@@ -459,6 +465,7 @@ class ProcessPool:
             running = lane.submit(_child_run, spec, self.logs, self.cancelled)
         watcher = asyncio.get_running_loop().create_task(self._watch_cancel(ctx))
         self._running_ids.add(ctx.task_id)
+        self._lanes[ctx.task_id] = lane
         try:
             future = asyncio.wrap_future(running)
             self._busy[future] = lane
@@ -478,6 +485,16 @@ class ProcessPool:
             watcher.cancel()
             self.cancelled.pop(ctx.task_id, None)
             self._running_ids.discard(ctx.task_id)
+            self._lanes.pop(ctx.task_id, None)
+
+    def kill(self, task_id: str) -> bool:
+        """Kill the worker process running ``task_id`` now (it is replaced); False when
+        no worker runs it."""
+        lane = self._lanes.get(task_id)
+        if lane is None:
+            return False
+        lane.kill()
+        return True
 
     async def _stop(self, future: asyncio.Future[object], lane: _Lane) -> str:
         """Give an overrunning task the grace period, then kill its worker; a note for

@@ -44,6 +44,8 @@ logger = logging.getLogger("taskflow")
 RELEASE_TIMEOUT = 60.0  # seconds a request-held task waits for its response to finish
 
 Submitted = tuple[str, "asyncio.Future[str] | None", bool]
+# A task queued here whose row is not committed yet: its id and its pending write.
+_Queued = tuple[str, "asyncio.Future[str] | None"]
 
 
 @dataclass(slots=True)
@@ -94,8 +96,10 @@ class Intake:
         self._limits = limits
         self._queues = queues
         self._held: dict[str, _Held] = {}
-        self._queued_keys: dict[str, str] = {}
-        self._queued_unique: dict[str, str] = {}  # unique keys of rows not committed yet
+        # Keys of rows not committed yet: the id and its pending write, so that a request
+        # repeating the key waits for that commit before it answers with the id.
+        self._queued_keys: dict[str, _Queued] = {}
+        self._queued_unique: dict[str, _Queued] = {}
         self._timers: dict[str, tuple[asyncio.TimerHandle, Job]] = {}
         self._memory_only_warned: set[str] = set()
         # taskflow's database URL, which an application's session may share (set at
@@ -535,16 +539,14 @@ class Intake:
         if key is not None:
             existing = self._live_key_holder(key)
             if existing is not None:
-                return existing, None, False
+                return existing[0], existing[1], False
             # The id goes back to the caller before the commit: if another process wins
             # the key meanwhile, the store records this id as an alias of the winner.
             task.promised = True
         if unique is not None:
             return self._submit_unique_on_loop(task, job, unique)
         write = self._queues.write_task(task)
-        if key is not None:
-            self._queued_keys[key] = task.id
-            write.add_done_callback(lambda _f: self._queued_keys.pop(key, None))
+        self._remember_until_written(self._queued_keys, key, task.id, write)
         return self._hold(job, task.id, write)
 
     def _submit_unique_on_loop(self, task: NewTask, job: Job, unique: Uniqueness) -> Submitted:
@@ -552,7 +554,7 @@ class Intake:
         is one; else this id, promised (as for idempotency keys), and its write."""
         existing = self._unique_holder(task, unique)
         if existing is not None:
-            return existing, None, False
+            return existing[0], existing[1], False
         task.promised = True
         write = self._queues.write_task(task, unique)
         self._remember_until_written(self._queued_unique, task.unique_key, task.id, write)
@@ -561,16 +563,17 @@ class Intake:
 
     @staticmethod
     def _remember_until_written(
-        queued: dict[str, str], key: str | None, task_id: str, write: asyncio.Future[str]
+        queued: dict[str, _Queued], key: str | None, task_id: str, write: asyncio.Future[str]
     ) -> None:
-        """Keep ``key`` → ``task_id`` in ``queued`` until ``write`` is done."""
+        """Keep ``key`` → ``(task_id, write)`` in ``queued`` until ``write`` is done."""
         if key is not None:
-            queued[key] = task_id
+            queued[key] = (task_id, write)
             write.add_done_callback(lambda _f: queued.pop(key, None))
 
-    def _unique_holder(self, task: NewTask, unique: Uniqueness) -> str | None:
-        """The task ``task`` repeats: one queued here, else one in the database (read
-        on the bridge's thread; reads never wait on writers)."""
+    def _unique_holder(self, task: NewTask, unique: Uniqueness) -> _Queued | None:
+        """The task ``task`` repeats, with its pending write when it is queued here and
+        not committed yet; else one in the database (read on the bridge's thread; reads
+        never wait on writers)."""
         key = task.unique_key
         assert key is not None
         queued = self._queued_unique.get(key)
@@ -579,24 +582,27 @@ class Intake:
         since = task.created_at - unique.window
         bridge = self._runtime.bridge
         assert bridge is not None
-        return bridge.call(
+        found = bridge.call(
             lambda store: store.find_unique_task(key, since=since, states=unique.states)
         )
+        return None if found is None else (found, None)
 
-    def _live_key_holder(self, key: str) -> str | None:
-        """Who holds ``key``: a task queued here, else one in the database. The lookup
-        blocks the loop for one read; reads never wait on writers (WAL, MVCC). The
-        store's own blocking reader takes microseconds where it has one (a SQLite
-        file); otherwise the read runs on the bridge's thread."""
+    def _live_key_holder(self, key: str) -> _Queued | None:
+        """Who holds ``key``: a task queued here (with its pending write), else one in
+        the database. The lookup blocks the loop for one read; reads never wait on
+        writers (WAL, MVCC). The store's own blocking reader takes microseconds where
+        it has one (a SQLite file); otherwise the read runs on the bridge's thread."""
         queued = self._queued_keys.get(key)
         if queued is not None:
             return queued
         reader = self._runtime.db.key_reader()
         if reader is not None:
-            return reader(key)
-        bridge = self._runtime.bridge
-        assert bridge is not None
-        return bridge.call(lambda store: store.find_live_by_key(key))
+            found = reader(key)
+        else:
+            bridge = self._runtime.bridge
+            assert bridge is not None
+            found = bridge.call(lambda store: store.find_live_by_key(key))
+        return None if found is None else (found, None)
 
     def _hold(self, job: Job, stored_id: str, write: asyncio.Future[str] | None) -> Submitted:
         if stored_id != job.task_id:

@@ -13,11 +13,27 @@ from taskflow._engine.context import LocalFlag
 from taskflow._engine.registry import ExecutorKind, TaskConfig
 
 _offset = timedelta(0)  # moved only by taskflow.testing's advance()
+# How far the database's clock is ahead of this host's, measured by dbclock.follow()
+# (zero on SQLite, whose clock is this host's).
+_database_offset = timedelta(0)
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC: the engine's clock."""
-    return datetime.now(UTC) + _offset
+    """The current time, timezone-aware UTC: the engine's clock, which is the database's
+    (this host's clock corrected by the measured offset), so that every process on the
+    database agrees on it whatever its own clock says."""
+    return datetime.now(UTC) + _database_offset + _offset
+
+
+def database_offset() -> timedelta:
+    """How far the database's clock is ahead of this host's (last measurement)."""
+    return _database_offset
+
+
+def set_database_offset(offset: timedelta) -> None:
+    """Follow the database's clock (``dbclock.follow``)."""
+    global _database_offset
+    _database_offset = offset
 
 
 def clock_offset() -> timedelta:

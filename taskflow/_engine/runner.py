@@ -109,7 +109,10 @@ class Runner:
         self._poll_interval = poll_interval
 
     async def run(self, job: Job) -> None:
-        """Run one attempt of ``job`` and persist its outcome."""
+        """Run one attempt of ``job`` and persist its outcome; nothing while this
+        instance is fenced (its claims are settled when it is back)."""
+        if self._runtime.fenced:
+            return
         if job.limit_key is None:
             attempt = await self._start(job)
         else:

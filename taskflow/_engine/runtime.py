@@ -38,6 +38,8 @@ class Runtime:
         bridge: blocking reads from the loop's own thread (set at startup).
         started: between startup and shutdown.
         giving_up_writes: set at shutdown, when a failed write is no longer retried.
+        fenced: set while this instance could not renew its heartbeat for longer than
+            its lease: it starts no task until it is back (see ``Coordinator``).
         interceptor: sees every job about to start and keeps it when it returns True
             (``taskflow.testing`` holds jobs this way); None in production.
     """
@@ -50,6 +52,7 @@ class Runtime:
         self.bridge: SyncBridge | None = None
         self.started = False
         self.giving_up_writes = False
+        self.fenced = False
         self.interceptor: Callable[[Job], bool] | None = None
         self._kept: dict[str, Job] = {}  # the jobs the interceptor keeps, by id, in order
         self._on_start: list[Callable[[], None]] = []  # see when_started()

@@ -13,6 +13,8 @@ from taskflow._engine.retry import validate as validate_retry
 from taskflow._store.engine import is_memory_sqlite, normalize_url
 from taskflow.errors import ConfigurationError
 
+LEASE_MARGIN_BEATS = 2  # heartbeat intervals between self-fencing and being taken over
+
 
 class RetryDefaults(TypedDict):
     """Retry settings of ``@task`` when it gives none (and of unregistered functions)."""
@@ -45,7 +47,8 @@ class Settings:
         """Refuse settings that make no sense (later changes are the caller's care).
 
         Raises:
-            ConfigurationError: a size, ``endpoint_error`` or ``retention_days`` is invalid.
+            ConfigurationError: a size, ``endpoint_error`` or ``retention_days`` is invalid,
+                or ``instance_timeout`` is not more than 2 x ``heartbeat_interval``.
             ValueError: a retry default is invalid.
         """
         check_positive(max_concurrent_tasks=self.max_concurrent_tasks)
@@ -56,6 +59,24 @@ class Settings:
             )
         if self.retention_days is not None and self.retention_days <= 0:
             raise ConfigurationError(f"retention_days must be > 0, got {self.retention_days}")
+        self.check_lease()
+
+    def lease(self) -> float:
+        """Seconds after the last heartbeat that went through (counted from when it was
+        sent, on this machine's monotonic clock) that an instance keeps its tasks:
+        ``instance_timeout`` minus two ``heartbeat_interval``. Past it, an instance that
+        cannot reach the database stops its tasks, before another may take them over."""
+        return self.instance_timeout - LEASE_MARGIN_BEATS * self.heartbeat_interval
+
+    def check_lease(self) -> None:
+        """Raise ConfigurationError unless the lease is positive."""
+        if self.heartbeat_interval <= 0 or self.lease() <= 0:
+            raise ConfigurationError(
+                f"instance_timeout ({self.instance_timeout:g} s) must be more than "
+                f"{LEASE_MARGIN_BEATS} x heartbeat_interval ({self.heartbeat_interval:g} s, "
+                "which must be > 0): an instance cut off from the database stops its tasks "
+                "at instance_timeout - 2 x heartbeat_interval, before another takes them over"
+            )
 
 
 def check_positive(**values: int | None) -> None:

@@ -222,6 +222,11 @@ class ManagedBackgroundTasks(FastAPIBackgroundTasks):
             if exc.record_write is not None:  # the response waits for the rejected record
                 self.context.writes.append(exc.record_write)
             raise
+        if not created and write is not None:
+            # The key's task is queued here but not committed yet: answer with its id
+            # only once it is.
+            self.context.writes.append(write)
+            self._hook_endpoint_exit()
         if created:
             self._track(task_id, write)
             if self._detached:

@@ -6,6 +6,6 @@ shared ``metadata``; this module only names them.
 
 from __future__ import annotations
 
-from taskflow._store.schema import audit, sessions
+from taskflow._store.schema import audit, login_failures, sessions
 
-__all__ = ["audit", "sessions"]
+__all__ = ["audit", "login_failures", "sessions"]

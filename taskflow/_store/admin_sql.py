@@ -1,5 +1,6 @@
-"""The dashboard's own records: the audit log, login sessions, and values of the meta
-table (written once, read by every process).
+"""The dashboard's own records: the audit log, login sessions, the failed-login
+counters of the lockout, and values of the meta table (written once, read by every
+process).
 
 :class:`AdminSQL` is a part of :class:`~taskflow._store.dashboard.DashboardStore`.
 """
@@ -13,10 +14,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskflow._store.admin_schema import audit, sessions
+from taskflow._store.admin_schema import audit, login_failures, sessions
 from taskflow._store.rows import AuditRow, NewAuditEntry, SessionRow
 from taskflow._store.schema import meta
 from taskflow._store.sql import SQLStore
+
+KEY_CHARS = 255  # the key column's width: longer user names count by their first 255
 
 
 class AdminSQL:
@@ -55,17 +58,61 @@ class AdminSQL:
         entries = entries[:limit]
         return entries, (entries[-1].id if more and entries else None)
 
-    async def recent_actions(
-        self, action: str, *, since: datetime, target: str | None = None, ip: str | None = None
-    ) -> int:
-        """How many ``action`` entries since ``since`` (for ``target`` or from ``ip``)."""
-        query = sa.select(sa.func.count()).where(audit.c.action == action, audit.c.at >= since)
-        if target is not None:
-            query = query.where(audit.c.target == target)
-        if ip is not None:
-            query = query.where(audit.c.ip == ip)
+    # -- failed logins ---------------------------------------------------------------
+
+    async def login_failures(
+        self, keys: Sequence[tuple[str, str]], *, since: datetime
+    ) -> dict[tuple[str, str], int]:
+        """Failures counted since ``since`` for each ``(scope, key)`` (absent: none)."""
+        wanted = [(scope, key[:KEY_CHARS]) for scope, key in keys]
+        query = sa.select(
+            login_failures.c.scope, login_failures.c.key, login_failures.c.failures
+        ).where(
+            sa.tuple_(login_failures.c.scope, login_failures.c.key).in_(wanted),
+            login_failures.c.first_at >= since,
+        )
         async with self._store.read() as conn:
-            return int(await conn.scalar(query) or 0)
+            rows = (await conn.execute(query)).all()
+        return {(scope, key): int(failures) for scope, key, failures in rows}
+
+    async def add_login_failure(
+        self, keys: Sequence[tuple[str, str]], *, now: datetime, since: datetime, cap: int
+    ) -> None:
+        """Count one failure for each ``(scope, key)``: a row whose window began before
+        ``since`` starts a new one. Then keep the table bounded: rows whose window
+        ended go, and past ``cap`` rows those with the fewest failures, least recent
+        first, make room (so a spray of new names cannot push out a name that is
+        close to its limit)."""
+        table = login_failures
+        dialect = postgresql if self._store.dialect == "postgresql" else sqlite
+        current = table.c.first_at >= since
+        async with self._store.write() as conn:
+            for scope, key in keys:
+                insert = dialect.insert(table).values(
+                    scope=scope, key=key[:KEY_CHARS], failures=1, first_at=now, last_at=now
+                )
+                await conn.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[table.c.scope, table.c.key],
+                        set_={
+                            "failures": sa.case((current, table.c.failures + 1), else_=1),
+                            "first_at": sa.case((current, table.c.first_at), else_=now),
+                            "last_at": now,
+                        },
+                    )
+                )
+            await conn.execute(table.delete().where(table.c.first_at < since))
+            excess = int(await conn.scalar(sa.select(sa.func.count()).select_from(table)) or 0)
+            excess -= cap
+            if excess > 0:
+                victims = (
+                    sa.select(table.c.scope, table.c.key)
+                    .order_by(table.c.failures, table.c.last_at)
+                    .limit(excess)
+                )
+                await conn.execute(
+                    table.delete().where(sa.tuple_(table.c.scope, table.c.key).in_(victims))
+                )
 
     # -- sessions --------------------------------------------------------------------
 

@@ -9,6 +9,14 @@ The busy timeout is 30 s; the URL's ``timeout`` query parameter (seconds, as for
 ``sqlite3.connect``) changes it: ``sqlite:///tasks.db?timeout=5``. A write that waits
 longer for another process's lock fails with
 :class:`~taskflow.errors.DatabaseUnavailable`.
+
+PostgreSQL waits are bounded too, so a network partition (packets silently dropped, no
+error ever arrives) fails requests with ``DatabaseUnavailable`` instead of hanging them:
+opening a connection gives up after ``connect_timeout`` seconds (10 by default) and any
+statement, ``COMMIT`` and ``ROLLBACK`` included, after ``command_timeout`` seconds (30 by
+default). Both are URL query parameters:
+``postgresql://user@host/db?connect_timeout=5&command_timeout=15``. Migrations run by
+``taskflow db upgrade`` have no statement limit.
 """
 
 from __future__ import annotations
@@ -31,6 +39,10 @@ if TYPE_CHECKING:
 
 WRITE_OPTION = "taskflow_write"
 SQLITE_BUSY_TIMEOUT_MS = 30_000  # the default; ``?timeout=<seconds>`` in the URL overrides it
+# PostgreSQL: ``?connect_timeout=`` (or asyncpg's own name, ``?timeout=``) and
+# ``?command_timeout=`` (seconds) in the URL.
+_PG_TIMEOUTS = ("connect_timeout", "timeout", "command_timeout")
+PG_TIMEOUTS_DEFAULT = (10.0, 30.0)
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -65,6 +77,8 @@ def normalize_url(url: str | URL) -> URL:
     normalized = parsed.set(drivername=drivername)
     if normalized.get_backend_name() == "sqlite":
         sqlite_busy_timeout(normalized)  # refuse a bad ``?timeout=`` at construction
+    else:
+        pg_timeouts(normalized)  # and a bad ``?connect_timeout=`` or ``?command_timeout=``
     return normalized
 
 
@@ -112,13 +126,57 @@ def sqlite_busy_timeout(url: URL) -> float:
     return seconds
 
 
-def create_engine(url: URL, *, pool_size: int = 10, synchronous: str = "FULL") -> AsyncEngine:
-    """Create the async engine for ``url`` with taskflow's per-dialect settings."""
+def create_engine(
+    url: URL, *, pool_size: int = 10, synchronous: str = "FULL", migrating: bool = False
+) -> AsyncEngine:
+    """Create the async engine for ``url`` with taskflow's per-dialect settings;
+    ``migrating``: PostgreSQL statements have no ``command_timeout`` (a migration may
+    rewrite a large table)."""
     if url.get_backend_name() == "sqlite":
         return _create_sqlite_engine(url, synchronous=synchronous)
+    connect_timeout, command_timeout = pg_timeouts(url)
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_recycle=1800
+        url.difference_update_query(_PG_TIMEOUTS),
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        pool_timeout=connect_timeout + command_timeout,  # waiting for a free connection
+        connect_args={
+            "timeout": connect_timeout,
+            "command_timeout": None if migrating else command_timeout,
+        },
     )
+
+
+def pg_timeouts(url: URL) -> tuple[float, float]:
+    """Seconds PostgreSQL may take to accept a connection and to answer one statement
+    (``COMMIT`` included): the URL's ``connect_timeout`` and ``command_timeout`` query
+    parameters (``timeout``, asyncpg's name, for the first too), else 10 and 30.
+
+    Raises:
+        ConfigurationError: a value is not a number of seconds > 0.
+    """
+    values = []
+    for names, default in zip(
+        (_PG_TIMEOUTS[:2], _PG_TIMEOUTS[2:]), PG_TIMEOUTS_DEFAULT, strict=True
+    ):
+        given = [(name, url.query[name]) for name in names if name in url.query]
+        if not given:
+            values.append(default)
+            continue
+        name, raw = given[0]
+        try:
+            seconds = float(raw if isinstance(raw, str) else raw[-1])
+        except ValueError:
+            seconds = -1.0
+        if not 0 < seconds < float("inf"):
+            raise ConfigurationError(
+                f"{name}={raw!r} in the PostgreSQL URL {mask(url)} must be a number of seconds > 0",
+                field="database_url",
+            )
+        values.append(seconds)
+    return values[0], values[1]
 
 
 def _create_sqlite_engine(url: URL, *, synchronous: str) -> AsyncEngine:

@@ -9,7 +9,9 @@ what happened                          raised as
 =====================================  ==================================================
 SQLite file locked past the busy       :class:`~taskflow.errors.DatabaseUnavailable`
 timeout; PostgreSQL down, restarting,
-unreachable, out of connections
+unreachable, out of connections; no
+host of a multi-host URL accepts
+writes (a failover under way)
 disk (or PostgreSQL's disk) full       :class:`~taskflow.errors.DatabaseFull`
 read-only file, directory, file        :class:`~taskflow.errors.DatabaseReadOnly`
 system or transaction
@@ -193,6 +195,19 @@ def _postgresql(exc: BaseException, display_url: str, *, connecting: bool) -> Da
             f"the task database {display_url} is read-only ({reason}): point taskflow at "
             "the primary server, not a standby or a read-only user"
         )
+    if _no_writable_host(orig):
+        return DatabaseUnavailable(
+            f"the task database {display_url} is unavailable: none of its hosts accepts "
+            f"writes now ({reason}); a standby is being promoted, or every host is a "
+            "standby. taskflow keeps retrying its own writes; retry the request later"
+        )
+    if _timed_out(exc, orig):
+        return DatabaseUnavailable(
+            f"the task database {display_url} is unavailable: it did not answer in time "
+            f"({reason}); the network to it may be cut, or the server overloaded (the "
+            "limits are the URL's connect_timeout and command_timeout). taskflow keeps "
+            "retrying its own writes; retry the request later"
+        )
     if _pg_unavailable(exc, orig, state) and connecting:
         return DatabaseUnavailable(
             f"cannot connect to the task database {display_url} ({reason}): check that "
@@ -206,6 +221,20 @@ def _postgresql(exc: BaseException, display_url: str, *, connecting: bool) -> Da
             "retry the request later"
         )
     return DatabaseError(f"database error on {display_url}: {reason}")
+
+
+def _no_writable_host(orig: BaseException | None) -> bool:
+    """asyncpg found no host matching ``target_session_attrs`` (read-write): during a
+    failover every reachable server is still a standby."""
+    cause = orig.__cause__ if orig is not None else None
+    return type(cause).__name__ == "TargetServerAttributeNotMatched"
+
+
+def _timed_out(exc: BaseException, orig: BaseException | None) -> bool:
+    """A connection or statement gave up waiting (asyncpg's timeouts), which is all a
+    silently cut network ever says."""
+    causes = (exc, orig, orig.__cause__ if orig is not None else None, exc.__cause__)
+    return any(isinstance(cause, TimeoutError) for cause in causes)
 
 
 def _pg_unavailable(exc: BaseException, orig: BaseException | None, state: str) -> bool:

@@ -3,8 +3,9 @@ the settling of the tasks a stopped or dead process held; and the meta table."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from taskflow._payloads.payloads import MEMORY_ONLY, MEMORY_ONLY_LOST
 from taskflow._store.database import Database
 from taskflow._store.rows import (
+    ClockReading,
     InstanceRow,
 )
 from taskflow._store.schema import (
@@ -41,6 +43,20 @@ class InstanceSQL(Database):
                 .values(heartbeat_at=now, info=info)
             )
             return result.rowcount == 1
+
+    async def read_clock(self) -> ClockReading | None:
+        """The database's clock (PostgreSQL ``clock_timestamp()``) against this host's;
+        None on SQLite, whose clock is this host's (the file is on this host)."""
+        if self.dialect != "postgresql":
+            return None
+        async with self.read() as conn:
+            await conn.execute(sa.select(1))  # the transaction's BEGIN, outside the timing
+            sent, before = time.monotonic(), datetime.now(UTC)
+            database = await conn.scalar(sa.select(sa.func.clock_timestamp()))
+            round_trip = time.monotonic() - sent
+        assert isinstance(database, datetime)
+        local = before + timedelta(seconds=round_trip / 2)
+        return ClockReading(offset=database - local, round_trip=round_trip)
 
     async def list_instances(self) -> list[InstanceRow]:
         """Every registered instance, newest heartbeat first."""

@@ -30,6 +30,7 @@ from taskflow._store.dependencies import RETRIED_STATUSES, SWEEP_BATCH, dependen
 from taskflow._store.ids import task_id_forms
 from taskflow._store.rows import (
     AttemptRow,
+    ClockReading,
     Dependency,
     DependencyLink,
     InstanceRow,
@@ -680,6 +681,10 @@ class MemoryStore:
                 return False
             _set(tables.instances, instance, heartbeat_at=_utc(now), info=_json(dict(info)))
             return True
+
+    async def read_clock(self) -> ClockReading | None:
+        """None: the store is in this process, on this host's clock."""
+        return None
 
     async def list_instances(self) -> list[InstanceRow]:
         """Every registered instance, newest heartbeat first."""

@@ -204,8 +204,16 @@ def _sqlite_path(url: URL) -> str:
 
 def _pg_address(url: URL) -> tuple[str, int, str]:
     socket = url.query.get("host")
-    host = (url.host or (socket if isinstance(socket, str) else None) or "localhost").lower()
     database = url.database or url.username or ""
+    if isinstance(socket, tuple) or (isinstance(socket, str) and "," in socket):
+        # A multi-host URL (failover): the same set of servers is the same database.
+        listed = socket if isinstance(socket, tuple) else tuple(socket.split(","))
+        ports = url.query.get("port")
+        if ports is not None:  # host=h1,h2&port=p1,p2
+            split = ports if isinstance(ports, tuple) else tuple(ports.split(","))
+            listed = tuple(f"{h}:{p}" for h, p in zip(listed, split, strict=False))
+        return (",".join(sorted(host.lower() for host in listed)), 0, database)
+    host = (url.host or (socket if isinstance(socket, str) else None) or "localhost").lower()
     return ("localhost" if host in _LOOPBACK else host, url.port or 5432, database)
 
 

@@ -30,6 +30,7 @@ from typing import Protocol
 
 from taskflow._store.rows import (
     AttemptRow,
+    ClockReading,
     Dependency,
     DependencyLink,
     InstanceRow,
@@ -297,6 +298,10 @@ class InstanceStore(Protocol):
 
     async def list_instances(self) -> list[InstanceRow]:
         """Every registered instance, newest heartbeat first."""
+        ...
+
+    async def read_clock(self) -> ClockReading | None:
+        """The database's clock against this host's (None: they are the same clock)."""
         ...
 
     async def dead_instances(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Self
 
 if TYPE_CHECKING:
@@ -548,3 +548,13 @@ class LimitHold:
     reason: str
     count: int
     retry_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClockReading:
+    """The database's clock read from this host: ``offset`` is how far it is ahead of
+    this host's clock (negative: behind), known to within half of ``round_trip``
+    (seconds)."""
+
+    offset: timedelta
+    round_trip: float

@@ -398,6 +398,21 @@ audit = sa.Table(
     sa.Index("ix_taskflow_admin_audit_target", "target", "at"),
 )
 
+# Failed dashboard logins, one row per user name and one per address (revision
+# 0010_login_failures): the lockout counts ``failures`` since ``first_at``. The table is
+# bounded: expired rows go, and past a cap the rows with the fewest failures, oldest
+# first (the index), make room.
+login_failures = sa.Table(
+    "taskflow_admin_login_failures",
+    metadata,
+    sa.Column("scope", sa.String(8), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("first_at", UTCDateTime, nullable=False),
+    sa.Column("last_at", UTCDateTime, nullable=False),
+    sa.Index("ix_taskflow_admin_login_failures_evict", "failures", "last_at"),
+)
+
 sessions = sa.Table(
     "taskflow_admin_sessions",
     metadata,

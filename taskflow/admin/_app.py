@@ -12,6 +12,7 @@ from fastapi import Depends
 
 from taskflow.admin._api import build_api_router
 from taskflow.admin._context import AdminContext
+from taskflow.admin._headers import SecurityHeaders
 from taskflow.admin._pages import build_auth_router, build_page_router
 from taskflow.admin._prometheus import build_prometheus_router
 from taskflow.admin._redact import DEFAULT_REDACT_KEYS
@@ -123,6 +124,13 @@ class TaskAdmin(AdminContext):
         self._wrap_lifespan(app)
 
     def _mount(self, app: FastAPI) -> None:
+        try:
+            app.add_middleware(SecurityHeaders, prefix=self.path)
+        except RuntimeError as exc:  # Starlette: the app has started already
+            raise ConfigurationError(
+                "create TaskAdmin before the app starts (at import time, beside the app): "
+                f"it adds middleware, which a started app refuses ({exc})"
+            ) from exc
         extra = [Depends(dep.dependency) for dep in self.auth.dependencies[1:]]
         app.include_router(build_auth_router(self), prefix=self.path)
         app.include_router(build_page_router(self, extra), prefix=self.path)

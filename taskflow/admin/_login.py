@@ -93,7 +93,7 @@ def add_login_routes(router: APIRouter, admin: AdminContext) -> None:
                 username=username,
             )
         ip = client_ip(request)
-        if await admin.limiter.blocked(admin.queries, username=username, ip=ip):
+        if await admin.limiter.blocked(admin.queries, username=username or "?", ip=ip):
             return await _login_form(
                 admin,
                 request,
@@ -103,6 +103,7 @@ def add_login_routes(router: APIRouter, admin: AdminContext) -> None:
                 error="Too many failed attempts. Wait a few minutes and try again.",
             )
         if not username or not await admin.auth.authenticate(username, password):
+            await admin.limiter.failed(admin.queries, username=username or "?", ip=ip)
             await admin.service.audit(Actor(username or "?", ip), "login_failed", username or "?")
             return await _login_form(
                 admin,

@@ -45,6 +45,7 @@ SECRET_META_KEY = "admin_secret_key"
 LOGIN_WINDOW = timedelta(minutes=15)
 MAX_FAILURES_PER_USER = 5
 MAX_FAILURES_PER_ADDRESS = 20
+MAX_TRACKED_LOGINS = 10_000  # rows of the failed-login table (user names and addresses)
 ANON_COOKIE_AGE = 30 * 86400
 # Sec-Fetch-Site values of requests a page of this origin (or the user) started.
 SAME_ORIGIN_SITES = frozenset({"same-origin", "none"})
@@ -157,18 +158,40 @@ class SecretHolder:
 
 
 class LoginLimiter:
-    """Refuses logins after too many recent failures (counted in the audit table)."""
+    """Refuses logins after too many recent failures for a user name or from an address,
+    across processes, with the counters in a bounded table
+    (``taskflow_admin_login_failures``, at most ``cap`` rows).
+
+    Args:
+        cap: how many user names and addresses are tracked at once.
+    """
+
+    def __init__(self, cap: int = MAX_TRACKED_LOGINS) -> None:
+        self.cap = cap
+
+    @staticmethod
+    def _keys(username: str, ip: str | None) -> list[tuple[str, str]]:
+        keys = [("user", username)]
+        if ip is not None:
+            keys.append(("address", ip))
+        return keys
 
     async def blocked(self, queries: DashboardStore, *, username: str, ip: str | None) -> bool:
         """True when this user name or address failed too often recently."""
-        since = utcnow() - LOGIN_WINDOW
-        by_user = await queries.recent_actions("login_failed", since=since, target=username)
-        if by_user >= MAX_FAILURES_PER_USER:
-            return True
-        if ip is None:
-            return False
-        by_ip = await queries.recent_actions("login_failed", since=since, ip=ip)
-        return by_ip >= MAX_FAILURES_PER_ADDRESS
+        counts = await queries.login_failures(
+            self._keys(username, ip), since=utcnow() - LOGIN_WINDOW
+        )
+        return (
+            counts.get(("user", username[:255]), 0) >= MAX_FAILURES_PER_USER
+            or counts.get(("address", ip or ""), 0) >= MAX_FAILURES_PER_ADDRESS
+        )
+
+    async def failed(self, queries: DashboardStore, *, username: str, ip: str | None) -> None:
+        """Count a failed login for the user name and the address."""
+        now = utcnow()
+        await queries.add_login_failure(
+            self._keys(username, ip), now=now, since=now - LOGIN_WINDOW, cap=self.cap
+        )
 
 
 def new_token() -> str:
@@ -179,7 +202,8 @@ def new_token() -> str:
 def set_cookie(
     response: Response, request: Request, *, name: str, value: str, max_age: int, path: str
 ) -> None:
-    """Set an HttpOnly, SameSite=Lax cookie on the dashboard's path (Secure on HTTPS)."""
+    """Set an HttpOnly, SameSite=Lax cookie on the dashboard's path (Secure when the
+    browser came over HTTPS, see :func:`over_https`)."""
     response.set_cookie(
         name,
         value,
@@ -187,12 +211,33 @@ def set_cookie(
         path=path,
         httponly=True,
         samesite="lax",
-        secure=request.url.scheme == "https",
+        secure=over_https(request),
     )
 
 
 def clear_cookie(response: Response, request: Request, *, name: str, path: str) -> None:
     """Remove a dashboard cookie."""
     response.delete_cookie(
-        name, path=path, httponly=True, samesite="lax", secure=request.url.scheme == "https"
+        name, path=path, httponly=True, samesite="lax", secure=over_https(request)
     )
+
+
+def over_https(request: Request) -> bool:
+    """True when the browser reached the app over HTTPS: the request's own scheme, or
+    a proxy in front saying so (``X-Forwarded-Proto: https`` or ``Forwarded:
+    proto=https``), whether or not the server was told to trust that proxy.
+
+    Trusting the header here is safe: it can only add ``Secure`` to a cookie, which a
+    client lying about it over plain HTTP then fails to send back to itself.
+    """
+    if request.url.scheme in ("https", "wss"):
+        return True
+    forwarded_proto = request.headers.get("x-forwarded-proto", "")
+    if forwarded_proto.split(",")[0].strip().lower() == "https":
+        return True
+    for element in request.headers.get("forwarded", "").split(",")[:1]:
+        for pair in element.split(";"):
+            name, _, value = pair.partition("=")
+            if name.strip().lower() == "proto" and value.strip().strip('"').lower() == "https":
+                return True
+    return False

@@ -9,6 +9,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from taskflow._engine.job import utcnow as engine_clock
 from taskflow._store.dashboard import Cursor
 
 WINDOWS: dict[str, str] = {
@@ -29,8 +30,10 @@ MAX_ROW_ID = 2**63 - 1
 
 
 def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware UTC, by the engine's clock: the database's, so
+    that "… ago", session expiry, the login window and history windows agree with the
+    times the engine stamped, whatever this host's clock says."""
+    return engine_clock()
 
 
 def parse_window(text: str | None) -> timedelta | None:

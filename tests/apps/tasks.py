@@ -77,6 +77,14 @@ def check_types(
     return observed
 
 
+def pid_then_sleep(path: str, seconds: float) -> None:
+    """Append this worker's pid to ``path``, then sleep ``seconds`` without looking at
+    ``is_cancelled()``."""
+    with open(path, "a") as file:
+        file.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+
+
 def crunch(n: int) -> int:
     task_log("crunching", n=n)
     return sum(range(n))

@@ -11,7 +11,15 @@ tests are unaffected):
 - ``TASKFLOW_TEST_RUN_LOG``: the ``counted_*`` tasks and ``every_slot`` append
   ``"<task id> <pid>"`` to this file each time they start running (one short ``O_APPEND``
   write: atomic), so a test can count executions per task independently of the database;
-- ``TASKFLOW_POOL_SIZE``: the manager's ``pool_size`` (PostgreSQL connections).
+- ``TASKFLOW_POOL_SIZE``: the manager's ``pool_size`` (PostgreSQL connections);
+- ``TASKFLOW_TEST_RETENTION_SECONDS``: retention on, keeping finished tasks that many
+  seconds, with a pass every second;
+- ``TASKFLOW_TEST_SPAN_LOG``: the ``spanned`` task appends ``"start|end <task id> <pid>
+  <time>"`` (``time.monotonic()``, one clock for every process of the machine) when a run
+  starts and when it stops, however it stops (a cancellation included), so a test can
+  check that no two runs of a task overlapped;
+- ``TASKFLOW_TEST_ORPHAN_AGE``: seconds before an instance settles a task the database
+  says it owns but it does not know (``coordination.ORPHAN_AGE``, 120 by default).
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 from fastapi import BackgroundTasks, Depends, FastAPI, HTTPException
 
@@ -28,8 +37,10 @@ from tests.apps import tasks as app_tasks
 events: dict[str, threading.Event] = {}
 
 RUN_LOG_ENV = "TASKFLOW_TEST_RUN_LOG"
+SPAN_LOG_ENV = "TASKFLOW_TEST_SPAN_LOG"
 SCHEDULE_EVERY_ENV = "TASKFLOW_TEST_SCHEDULE_EVERY"
 SCHEDULE_NAME = "every_slot"
+RETENTION_ENV = "TASKFLOW_TEST_RETENTION_SECONDS"
 
 
 def record_run() -> None:
@@ -41,6 +52,19 @@ def record_run() -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, f"{context.task_id} {os.getpid()}\n".encode())
+    finally:
+        os.close(fd)
+
+
+def record_span(edge: str) -> None:
+    """Append ``"<edge> <task id> <pid> <monotonic time>"`` to ``$TASKFLOW_TEST_SPAN_LOG``."""
+    path = os.environ.get(SPAN_LOG_ENV)
+    context = get_task_context()
+    if not path or context is None:
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{edge} {context.task_id} {os.getpid()} {time.monotonic()!r}\n".encode())
     finally:
         os.close(fd)
 
@@ -75,6 +99,15 @@ def build_app(
         task_log("sending", address=address)
         return f"sent {address}"
 
+    @task_manager.task(requeue_on_interrupt=True)
+    async def spanned(seconds: float) -> str:
+        record_span("start")
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            record_span("end")
+        return "spanned"
+
     @task_manager.task(eager=True)
     async def eager_job(label: str) -> str:
         events.setdefault(label, threading.Event()).set()
@@ -92,6 +125,7 @@ def build_app(
 
     task_manager.task()(app_tasks.add)
     task_manager.task(executor="process")(app_tasks.process_info)
+    task_manager.task(executor="process", requeue_on_interrupt=True)(app_tasks.pid_then_sleep)
 
     @app.post("/signup")
     def signup(email: str, tasks=Depends(task_manager.get_tasks)):
@@ -151,6 +185,18 @@ def build_app(
         funcs = (counted_rerunnable, counted_once)
         return {"task_ids": [tasks.add_task(funcs[i % 2], seconds) for i in range(count)]}
 
+    @app.post("/process-sleep")
+    async def enqueue_process_sleep(
+        path: str, seconds: float, tasks=Depends(task_manager.get_tasks)
+    ):
+        """A process task that writes its worker's pid to ``path`` and sleeps."""
+        return {"task_id": tasks.add_task(app_tasks.pid_then_sleep, path, seconds)}
+
+    @app.post("/spanned")
+    async def enqueue_spanned(count: int, seconds: float, tasks=Depends(task_manager.get_tasks)):
+        """``count`` re-runnable ``spanned`` tasks of ``seconds`` each."""
+        return {"task_ids": [tasks.add_task(spanned, seconds) for _ in range(count)]}
+
     @app.post("/counted-sync")
     def enqueue_counted_sync(
         count: int, seconds: float = 0.0, tasks=Depends(task_manager.get_tasks)
@@ -201,6 +247,11 @@ def build_app(
     return app, task_manager
 
 
+if os.environ.get("TASKFLOW_TEST_ORPHAN_AGE"):
+    from taskflow._engine import coordination
+
+    coordination.ORPHAN_AGE = float(os.environ["TASKFLOW_TEST_ORPHAN_AGE"])
+
 app, task_manager = (
     build_app(
         os.environ.get("TASKFLOW_DATABASE_URL", "sqlite+aiosqlite:///taskflow-test.db"),
@@ -208,6 +259,14 @@ app, task_manager = (
         heartbeat_interval=float(os.environ.get("TASKFLOW_HEARTBEAT", "1")),
         instance_timeout=float(os.environ.get("TASKFLOW_INSTANCE_TIMEOUT", "5")),
         pool_size=int(os.environ.get("TASKFLOW_POOL_SIZE", "10")),
+        **(
+            {
+                "retention_days": float(os.environ[RETENTION_ENV]) / 86400,
+                "retention_interval": 1.0,
+            }
+            if os.environ.get(RETENTION_ENV)
+            else {}
+        ),
         schedule_every=(
             float(os.environ[SCHEDULE_EVERY_ENV]) if os.environ.get(SCHEDULE_EVERY_ENV) else None
         ),
