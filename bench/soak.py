@@ -719,9 +719,8 @@ def _fmt(value: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """One soak run; the exit status."""
     if args.mixed:
-        from bench import soak_mixed
-
-        return soak_mixed.run(args)
+        print("--mixed runs as python -m bench.soak_mixed (bench/soak --mixed does)")
+        return 2
     plan = Plan.from_args(args)
     began = time.monotonic()
     work = args.work or Path(tempfile.mkdtemp(prefix="taskflow-soak-"))
@@ -854,12 +853,6 @@ def main(argv: list[str]) -> int:
         spec = json.loads(argv[1])
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         print(json.dumps(asyncio.run(drive(**spec))))
-        return 0
-    if argv[:1] == ["drive-mixed"]:
-        from bench import soak_mixed
-
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        print(json.dumps(asyncio.run(soak_mixed.drive(**json.loads(argv[1])))))
         return 0
     return run(parse_args(argv))
 

@@ -2,7 +2,7 @@
 minutes, under mixed load with retention on; nothing acknowledged may be lost, and
 memory, database size and enqueue latency must stay flat.
 
-    python -m bench.soak --mixed --minutes 60 [--kill-every 180] [--database ...]
+    python -m bench.soak_mixed --minutes 60 [--kill-every 180] [--database ...]
 
 Two uvicorn servers (``A`` and ``B``) serve this module's app (``bench.soak_mixed:app``)
 on one database, with retention keeping finished tasks for ``--keep`` seconds and the
@@ -64,6 +64,7 @@ from bench.soak import (
     _RetentionCounter,
     judge,
     log,
+    parse_args,
     pg_probe,
     prepare_postgres,
     print_series,
@@ -233,7 +234,7 @@ def __getattr__(name: str) -> Any:
 
 
 # ====================================================================================
-# The load process: ``python -m bench.soak drive-mixed '<json>'``
+# The load process: ``python -m bench.soak_mixed drive '<json>'``
 # ====================================================================================
 
 MAX_IN_FLIGHT = 16
@@ -623,7 +624,7 @@ def run(args: argparse.Namespace) -> int:
         "acked": str(acked),
     }
     load = subprocess.Popen(
-        [sys.executable, "-m", "bench.soak", "drive-mixed", json.dumps(spec)],
+        [sys.executable, "-m", "bench.soak_mixed", "drive", json.dumps(spec)],
         cwd=ROOT,
         env=_env({}),
         stdout=subprocess.PIPE,
@@ -842,3 +843,19 @@ def report(
             )
         )
     return 1 if problems else 0
+
+
+def main(argv: list[str]) -> int:
+    """Entry point: the soak's options with ``--mixed`` implied (``drive '<json>'``
+    runs the load process)."""
+    if argv[:1] == ["drive"]:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        print(json.dumps(asyncio.run(drive(**json.loads(argv[1])))))
+        return 0
+    args = parse_args(argv)
+    args.mixed = True
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -184,7 +184,7 @@ def test_a_short_mixed_soak_with_a_kill_loses_nothing(database: str, tmp_path: P
         args += ["--database", "postgresql", "--pg-url", url]
     out = tmp_path / "soak.json"
     done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", *args, "--json", str(out)],
+        [sys.executable, "-m", "bench.soak_mixed", *args, "--json", str(out)],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
