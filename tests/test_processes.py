@@ -7,9 +7,11 @@ Every check reads the database (or asks a server over HTTP); nothing sleeps blin
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -26,6 +28,33 @@ def report(server: Server, task_id: str) -> dict:
     response = httpx.get(f"{server.url}/report/{task_id}", timeout=10.0)
     assert response.status_code == 200, (task_id, response.status_code, response.text)
     return response.json()
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="uses Linux's /proc")
+def test_kill_9_of_a_server_leaves_no_worker_process_behind(db, spawn, tmp_path):
+    """A server killed with SIGKILL cannot stop its children: its process-task worker
+    (busy with a task) and the process carrying workers' logs home end with it."""
+    server = spawn("a").start()
+    pid_file = tmp_path / "worker.pid"
+    answer = httpx.post(
+        f"{server.url}/process-sleep", params={"path": str(pid_file), "seconds": 120}
+    )
+    assert answer.status_code == 200, answer.text
+    wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), timeout=30)
+    worker = int(pid_file.read_text().split()[0])
+    children = server.children()
+    assert worker in children and len(children) >= 2, children  # and the log channel
+    server.kill()
+    wait_until(lambda: not any(_alive(pid) for pid in children), timeout=30)
 
 
 # -- 1. SIGKILL: nothing acknowledged is lost, the next process takes over ------------------
@@ -216,7 +245,9 @@ def test_sigterm_after_batch_tasks_exits_cleanly(db, spawn):
 
 
 def test_sigterm_with_own_backlog_leaves_it_to_the_next_process(db, spawn):
-    a = spawn("a").start()
+    # One sync thread, held for 5 s: the batch below is certainly a backlog at the stop.
+    a = spawn("a", extra_env={"TASKFLOW_TEST_SYNC_THREADS": "1"}).start()
+    blocker = post(a.url, "/sync-slow", seconds=5)["task_id"]
     with ThreadPoolExecutor(4) as pool:
         ids = [
             t
@@ -225,7 +256,8 @@ def test_sigterm_with_own_backlog_leaves_it_to_the_next_process(db, spawn):
         ]
     assert a.stop(timeout=15) in (0, -signal.SIGTERM), a.log()
     after_a = db.tasks()
-    assert set(after_a) == set(ids)
+    assert set(after_a) == {*ids, blocker}
+    assert after_a[blocker]["status"] == "success", "A did not let its running task finish"
     left = [t for t in ids if after_a[t]["status"] != "success"]
     assert left, "precondition: A still had a backlog when it was stopped"
     assert {after_a[t]["status"] for t in left} <= {"pending"}, "A settled its backlog badly"
@@ -271,7 +303,8 @@ def test_sigterm_releases_claimed_tasks_that_never_started(db, spawn):
     give the unstarted ones back (pending, unowned, no attempt counted), not end them
     ``interrupted``."""
     orphans = _orphan_pending_tasks(spawn, db, 500)
-    b = spawn("b", instance_timeout=60.0).start()
+    # One sync thread: B claims far more than it can run, so it has a backlog at the stop.
+    b = spawn("b", instance_timeout=60.0, extra_env={"TASKFLOW_TEST_SYNC_THREADS": "1"}).start()
 
     def claimed_by_live_instance() -> int:
         rows = db.rows(
@@ -280,8 +313,8 @@ def test_sigterm_releases_claimed_tasks_that_never_started(db, spawn):
         )
         return rows[0]["n"]
 
-    # B has cpu_count + 4 sync threads (at most 32): owning more unfinished tasks than
-    # that means claimed tasks are waiting in B's memory for a thread.
+    # Owning more unfinished tasks than its one thread means claimed tasks are waiting
+    # in B's memory for a thread.
     wait_until(
         lambda: claimed_by_live_instance() > 40,
         timeout=10,

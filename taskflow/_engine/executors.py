@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, MutableMapping
@@ -33,7 +35,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext
-from multiprocessing.managers import DictProxy
+from multiprocessing.managers import DictProxy, SyncManager
 from multiprocessing.process import BaseProcess
 from typing import Any, NamedTuple
 
@@ -70,6 +72,7 @@ CHILD_PROGRESS_INTERVAL = 0.1
 # Seconds a task that overran its timeout (or was cancelled) gets to stop by itself
 # before it is abandoned (async, thread) or its worker process is killed.
 OVERRUN_GRACE = 2.0
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
 
 
 @dataclass(slots=True)
@@ -362,13 +365,29 @@ class ThreadPool:
 # -- processes ----------------------------------------------------------------------------
 
 
+def die_with_parent(parent: int) -> None:
+    """In a worker or channel process (Linux): end with the process that started it,
+    even when that one is killed with ``SIGKILL`` and cannot stop its children, so a
+    crashed server leaves no worker behind. ``parent``: the pid that started it; a
+    child whose parent is already gone exits at once."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os._exit(0)
+
+
 class _Lane:
     """One worker process: a single-worker ``ProcessPoolExecutor``, so that killing or
     losing it fails only the one task it runs (a crash in a shared pool breaks the
     pool and fails every task in it)."""
 
     def __init__(self, ctx: SpawnContext) -> None:
-        self.pool = ProcessPoolExecutor(1, mp_context=ctx)
+        self.pool = ProcessPoolExecutor(
+            1, mp_context=ctx, initializer=die_with_parent, initargs=(os.getpid(),)
+        )
         self._procs: list[BaseProcess] = []
 
     def submit(self, func: Callable[..., object], /, *args: object) -> Future[object]:
@@ -414,7 +433,8 @@ class ProcessPool:
 
     def __init__(self, workers: int, route_log: LogRoute, route_progress: ProgressRoute) -> None:
         ctx = multiprocessing.get_context("spawn")
-        self._manager = ctx.Manager()
+        self._manager = SyncManager(ctx=ctx)
+        self._manager.start(die_with_parent, (os.getpid(),))
         self.logs: queue.Queue[LogItem | ProgressItem | None] = self._manager.Queue()
         self.cancelled: DictProxy[str, bool] = self._manager.dict()
         self._ctx = ctx

@@ -123,6 +123,11 @@ def build_app(
         await asyncio.sleep(seconds)
         return "done"
 
+    @task_manager.task()
+    def sync_slow(seconds: float) -> str:
+        time.sleep(seconds)  # holds one of the sync threads
+        return "done"
+
     task_manager.task()(app_tasks.add)
     task_manager.task(executor="process")(app_tasks.process_info)
     task_manager.task(executor="process", requeue_on_interrupt=True)(app_tasks.pid_then_sleep)
@@ -172,6 +177,11 @@ def build_app(
     async def enqueue_process(value: int, tasks=Depends(task_manager.get_tasks)):
         """A task that runs in taskflow's process pool (``tests.apps.tasks.process_info``)."""
         return {"task_id": tasks.add_task(app_tasks.process_info, value)}
+
+    @app.post("/sync-slow")
+    async def enqueue_sync_slow(seconds: float, tasks=Depends(task_manager.get_tasks)):
+        """A sync task that holds a thread of the pool for ``seconds``."""
+        return {"task_id": tasks.add_task(sync_slow, seconds)}
 
     @app.post("/batch")
     async def batch(count: int, tasks=Depends(task_manager.get_tasks)):
@@ -259,6 +269,7 @@ app, task_manager = (
         heartbeat_interval=float(os.environ.get("TASKFLOW_HEARTBEAT", "1")),
         instance_timeout=float(os.environ.get("TASKFLOW_INSTANCE_TIMEOUT", "5")),
         pool_size=int(os.environ.get("TASKFLOW_POOL_SIZE", "10")),
+        max_sync_threads=int(os.environ.get("TASKFLOW_TEST_SYNC_THREADS", "0")) or None,
         **(
             {
                 "retention_days": float(os.environ[RETENTION_ENV]) / 86400,
