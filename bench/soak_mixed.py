@@ -62,10 +62,15 @@ from bench.soak import (
     SqliteProbe,
     Verdict,
     _RetentionCounter,
+    chatty,
+    doomed,
+    flaky,
     judge,
+    keyed,
     log,
     parse_args,
     pg_probe,
+    plain,
     prepare_postgres,
     print_series,
     print_verdicts,
@@ -99,47 +104,14 @@ DASHBOARD_URLS = (
 )
 
 # ====================================================================================
-# The app under test (both servers import ``bench.soak_mixed:app``)
+# The app under test (both servers import ``bench.soak_mixed:app``); plain, chatty,
+# flaky, doomed and keyed are the plain soak's tasks
 # ====================================================================================
-
-
-async def plain(n: int) -> int:
-    """A plain async task."""
-    return n
-
-
-def chatty(lines: int) -> int:
-    """A sync task on the thread executor, writing ``lines`` log lines."""
-    from taskflow import task_log
-
-    for k in range(lines):
-        task_log(f"step {k} of {lines}", step=k)
-    return lines
 
 
 def crunch(n: int) -> int:
     """A CPU task on the process executor."""
     return sum(k * k for k in range(n))
-
-
-async def flaky(seq: int) -> str:
-    """Fails its first attempt, succeeds on the retry."""
-    from taskflow import get_task_context
-
-    context = get_task_context()
-    if context is not None and context.attempt == 0:
-        raise RuntimeError(f"first attempt of {seq} fails")
-    return "recovered"
-
-
-async def doomed(seq: int) -> None:
-    """Fails every attempt."""
-    raise ValueError(f"task {seq} always fails")
-
-
-async def keyed(key: str) -> str:
-    """Enqueued with an idempotency key shared by several requests."""
-    return key
 
 
 async def slow_rerunnable(seconds: float) -> str:

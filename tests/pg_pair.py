@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.servers import free_port
+from tests.servers import child_pids, free_port
 
 PG_USER = "postgres"
 
@@ -75,18 +75,7 @@ class Cluster:
     def processes(self) -> list[int]:
         """The postmaster and every process it started (backends, WAL sender...)."""
         postmaster = self.postmaster_pid()
-        found = [postmaster]
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # "pid (comm) state ppid ...": comm may contain spaces, so split after ")".
-            if int(stat.rsplit(")", 1)[1].split()[1]) == postmaster:
-                found.append(int(entry.name))
-        return found
+        return [postmaster, *child_pids(postmaster)]
 
     def start(self) -> None:
         self.pair.run(

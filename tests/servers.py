@@ -189,19 +189,7 @@ class Server:
         """Process ids whose parent is this server's process (its uvicorn workers, and
         any helper process such as multiprocessing's resource tracker)."""
         assert self.proc is not None
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # "pid (comm) state ppid ...": comm may contain spaces, so split after ")".
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z" and int(fields[1]) == self.proc.pid:
-                found.append(int(entry.name))
-        return found
+        return child_pids(self.proc.pid)
 
     def _reap(self) -> None:
         if self._log_file is not None:
@@ -225,6 +213,23 @@ class Server:
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
         self._reap()
+
+
+def child_pids(parent: int) -> list[int]:
+    """Process ids whose parent is ``parent`` (Linux ``/proc``; zombies left out)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may contain spaces, so split after ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z" and int(fields[1]) == parent:
+            found.append(int(entry.name))
+    return found
 
 
 def start_all(servers: list[Server]) -> list[Server]:

@@ -62,6 +62,24 @@ def test_the_first_third_must_cover_the_warm_up():
     assert (plan.keep, plan.retention_interval, plan.sample) == (300.0, 75.0, 10.0)
 
 
+def run_soak(
+    module: str, args: list[str], tmp_path: Path, *, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], Path, str]:
+    """Run ``python -m <module> <args> --json <tmp>/soak.json``; the finished process,
+    the JSON file's path and the output's tail for assertion messages."""
+    out = tmp_path / "soak.json"
+    done = subprocess.run(
+        [sys.executable, "-m", module, *args, "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return done, out, f"{done.stdout[-6000:]}\n{done.stderr[-4000:]}"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("database", ["sqlite", "postgresql"])
 def test_a_short_soak_runs_and_judges(database: str, tmp_path: Path):
@@ -71,17 +89,7 @@ def test_a_short_soak_runs_and_judges(database: str, tmp_path: Path):
         if not url:
             pytest.skip("no TASKFLOW_TEST_DATABASE_URL")
         args += ["--database", "postgresql", "--pg-url", url]
-    out = tmp_path / "soak.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.soak", *args, "--json", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=100,
-        check=False,
-    )
-    report = f"{done.stdout[-6000:]}\n{done.stderr[-4000:]}"
+    done, out, report = run_soak("bench.soak", args, tmp_path, timeout=100)
     assert done.returncode == 0, report
     assert "verdict: FLAT" in done.stdout and "| figure |" in done.stdout, report
     result = json.loads(out.read_text())
@@ -182,17 +190,7 @@ def test_a_short_mixed_soak_with_a_kill_loses_nothing(database: str, tmp_path: P
         if not url:
             pytest.skip("no TASKFLOW_TEST_DATABASE_URL")
         args += ["--database", "postgresql", "--pg-url", url]
-    out = tmp_path / "soak.json"
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.soak_mixed", *args, "--json", str(out)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    report = f"{done.stdout[-6000:]}\n{done.stderr[-4000:]}"
+    done, out, report = run_soak("bench.soak_mixed", args, tmp_path, timeout=240)
     assert done.returncode == 0, report
     assert "verdict: FLAT, NOTHING LOST" in done.stdout and "slopes per hour" in done.stdout
     result = json.loads(out.read_text())

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from taskflow._store.admin_sql import KEY_CHARS
 from taskflow.admin._util import utcnow
 
 if TYPE_CHECKING:
@@ -182,7 +183,7 @@ class LoginLimiter:
             self._keys(username, ip), since=utcnow() - LOGIN_WINDOW
         )
         return (
-            counts.get(("user", username[:255]), 0) >= MAX_FAILURES_PER_USER
+            counts.get(("user", username[:KEY_CHARS]), 0) >= MAX_FAILURES_PER_USER
             or counts.get(("address", ip or ""), 0) >= MAX_FAILURES_PER_ADDRESS
         )
 
