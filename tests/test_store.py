@@ -26,6 +26,7 @@ from taskflow._store.rows import (
     NewLogLine,
     NewTask,
     Outcome,
+    ProgressUpdate,
     RunTimes,
     ScheduleRow,
 )
@@ -277,6 +278,7 @@ async def test_group_commit_on_in_memory_sqlite_goes_through_the_engine() -> Non
         assert stored == [batch[0].id, keyed.id, keyed.id]
         task_id = batch[0].id
         assert await store.start_task(task_id, instance="a", now=at(1)) == 1
+        assert await store.start_task(task_id, instance="a", now=at(1)) == 1  # asked again
         await store.append_log(NewLogLine(task_id, at(1), "INFO", "hello", {"n": 1}))
         retry = Outcome(task_id, "a", 1, "pending", at(2), error="E", next_attempt_at=at(3))
         await store.finish_task(retry)
@@ -285,6 +287,19 @@ async def test_group_commit_on_in_memory_sqlite_goes_through_the_engine() -> Non
         assert (await store.get_task(batch[2].id)).id == keyed.id  # type: ignore[union-attr]
     finally:
         await store.close()
+
+
+async def test_of_two_progress_reports_in_one_batch_the_later_is_kept(store: Store) -> None:
+    # Both reports are queued in one pass of the loop, so one batch writes them; on
+    # PostgreSQL one UPDATE ... FROM over arrays would apply either of the two.
+    task_id = await started(store)
+    for first, last in (('{"done": 1}', '{"done": 2}'), ('{"done": 4}', '{"done": 3}')):
+        await asyncio.gather(
+            store.set_progress(ProgressUpdate(task_id, first)),
+            store.set_progress(ProgressUpdate(task_id, last)),
+        )
+        row = await store.get_task(task_id)
+        assert row is not None and row.progress == last
 
 
 async def test_group_committed_writes_resolve_on_the_calling_loop(store: Store) -> None:
@@ -582,6 +597,24 @@ async def test_a_task_starts_only_from_pending_and_counts_attempts(store: Store)
 
     await store.finish_task(Outcome(task.id, "a", 1, "success", at(3)))
     assert await store.start_task(task.id, instance="a", now=at(4)) is None
+
+
+async def test_a_start_asked_again_by_its_owner_is_the_same_start(store: Store) -> None:
+    # A start whose commit landed but whose reply was lost is asked again by the runner
+    # with the same start time: it answers the attempt it counted and changes nothing,
+    # so the task still runs (once). Another time or another instance is a new start.
+    task = new_task()
+    await store.insert_task(task)
+    assert await store.start_task(task.id, instance="a", now=at(1)) == 1
+    for _ in range(2):
+        assert await store.start_task(task.id, instance="a", now=at(1)) == 1
+    assert await store.start_task(task.id, instance="a", now=at(2)) is None
+    assert await store.start_task(task.id, instance="b", now=at(1)) is None
+    row = await store.get_task(task.id)
+    assert row is not None
+    assert (row.status, row.owner, row.started_at, row.attempts) == ("running", "a", at(1), 1)
+    await store.finish_task(Outcome(task.id, "a", 1, "success", at(3)))
+    assert await store.start_task(task.id, instance="a", now=at(1)) is None
 
 
 async def test_finishing_records_the_outcome_on_the_task_and_its_attempt(store: Store) -> None:

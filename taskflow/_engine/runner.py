@@ -152,9 +152,8 @@ class Runner:
 
     async def _start(self, job: Job) -> int | None:
         db, instance = self._runtime.db, self._runtime.instance_id
-        return await self._durably(
-            lambda: db.start_task(job.task_id, instance=instance, now=utcnow())
-        )
+        now = utcnow()  # one start time: a retried start is recognised as the same one
+        return await self._durably(lambda: db.start_task(job.task_id, instance=instance, now=now))
 
     async def _start_limited(self, job: Job, limit_key: str) -> int | rows.LimitHold | None:
         """Start ``job`` if its function's limit allows (counted by the store across

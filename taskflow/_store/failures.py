@@ -183,7 +183,8 @@ def _errno(error: BaseException) -> int | None:
 
 def _postgresql(exc: BaseException, display_url: str, *, connecting: bool) -> DatabaseError:
     orig = getattr(exc, "orig", None)
-    state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
+    coded = orig if orig is not None else exc  # asyncpg's own error on the raw path
+    state = str(getattr(coded, "sqlstate", None) or getattr(coded, "pgcode", None) or "")
     reason = reason_of(exc)
     if state in _PG_FULL_CODES:
         return DatabaseFull(
@@ -223,6 +224,17 @@ def _postgresql(exc: BaseException, display_url: str, *, connecting: bool) -> Da
     return DatabaseError(f"database error on {display_url}: {reason}")
 
 
+def _asyncpg_connection_error(exc: BaseException) -> bool:
+    """asyncpg's own ``InterfaceError`` or ``InternalClientError`` (the connection, not
+    the statement, failed: closed, or still busy with a message of the server ending
+    it), raised on the group-commit path that bypasses SQLAlchemy."""
+    return any(
+        kind.__name__ in ("InterfaceError", "InternalClientError")
+        and kind.__module__.startswith("asyncpg")
+        for kind in type(exc).__mro__
+    )
+
+
 def _no_writable_host(orig: BaseException | None) -> bool:
     """asyncpg found no host matching ``target_session_attrs`` (read-write): during a
     failover every reachable server is still a standby."""
@@ -244,7 +256,7 @@ def _pg_unavailable(exc: BaseException, orig: BaseException | None, state: str) 
         return True
     if state.startswith(_PG_UNAVAILABLE_CLASSES) or state in _PG_UNAVAILABLE_CODES:
         return True
-    if isinstance(exc, sa_exc.InterfaceError):
+    if isinstance(exc, sa_exc.InterfaceError) or _asyncpg_connection_error(exc):
         return True  # asyncpg: "connection is closed", "cannot perform operation"
     cause = orig.__cause__ if orig is not None else None
     return isinstance(orig, OSError) or isinstance(cause, OSError)

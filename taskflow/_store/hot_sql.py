@@ -5,7 +5,8 @@ with plain values, with no per-row parameter processing: about a quarter of a ta
 CPU went there. On SQLite they are ``executemany`` with tuples (on a file, on the
 writer thread: :mod:`taskflow._store.sqlite_writer`); on PostgreSQL one statement per
 batch over arrays (``unnest``), as asyncpg's ``executemany`` would still run one
-statement per row. The values are converted here exactly as the column types convert
+statement per row (the statements of the other kinds are in
+:mod:`taskflow._store.pg_batch`). The values are converted here exactly as the column types convert
 them (``sqlite_text`` for SQLite timestamps, ``json.dumps`` for JSON), so a row reads
 back the same whichever way it was written; the store tests compare the paths.
 """
@@ -149,10 +150,15 @@ def sqlite_finish_values(params: dict[str, object]) -> tuple[object, ...]:
 
 
 SQLITE_IDS_PER_START = 500  # ids per start statement, under SQLite's bound-parameter limit
+# A start repeated by its owner with its own start time (its commit landed but the
+# reply was lost, and the runner asked again) matches too and changes nothing: the
+# task runs, at the attempt it already counted.
 SQLITE_START = """
 UPDATE taskflow_tasks
-SET status = 'running', owner = ?, started_at = ?, finished_at = NULL, attempts = attempts + 1
-WHERE id IN ({marks}) AND status = 'pending'
+SET status = 'running', owner = ?1, started_at = ?2, finished_at = NULL,
+    attempts = attempts + (CASE WHEN status = 'pending' THEN 1 ELSE 0 END)
+WHERE id IN ({marks})
+    AND (status = 'pending' OR (status = 'running' AND owner = ?1 AND started_at = ?2))
 RETURNING id, attempts
 """
 

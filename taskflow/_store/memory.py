@@ -195,10 +195,12 @@ class MemoryStore:
     def _start(self, task_id: str, instance: str, now: datetime) -> int | None:
         with self._write() as tables:
             row = tables.tasks.get(task_id)
+            started = _utc(now)
+            if row is not None and _started_by(row, instance, started):
+                return int(row["attempts"])  # a repeated start (its reply was lost)
             if row is None or row["status"] != "pending":
                 return None
             attempt: int = row["attempts"] + 1
-            started = _utc(now)
             _set(
                 tables.tasks,
                 task_id,
@@ -1354,3 +1356,10 @@ def _workflow(tables: _Tables, row: Row) -> WorkflowRow:
         created_at=row["created_at"],
         counts=counts,
     )
+
+
+def _started_by(row: dict[str, Any], instance: str, started: datetime) -> bool:
+    """``row`` is running, started by ``instance`` at ``started``: the start asked for
+    again is one that already happened."""
+    running = row["status"] == "running"
+    return bool(running and row["owner"] == instance and row["started_at"] == started)

@@ -73,7 +73,9 @@ class TaskStore(Protocol):
         self, task_id: str, *, instance: str, now: datetime
     ) -> asyncio.Future[int | None]:
         """Queue pending → running; resolves to the attempt number, or None if the task
-        was not pending."""
+        was not pending. The same start asked again (same instance and ``now``, the
+        task still running from it) resolves to the same attempt and changes nothing:
+        a start whose commit landed but whose reply was lost is retried safely."""
         ...
 
     def finish_task(self, outcome: Outcome) -> asyncio.Future[None]:

@@ -4,7 +4,9 @@ Frequent small writes (insert, start, finish, log) go through
 :class:`~taskflow._store.batch.GroupCommitter`: one transaction commits the writes that
 arrived together. On a SQLite file that transaction runs on the writer thread
 (:mod:`taskflow._store.sqlite_writer`, :mod:`taskflow._store.sqlite_batch`); on
-PostgreSQL and in-memory SQLite through the async engine, with the handlers below.
+PostgreSQL on asyncpg connections kept for it (:mod:`taskflow._store.pg_writer`,
+:mod:`taskflow._store.pg_batch`); on in-memory SQLite through the async engine, with
+the handlers below.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import cast
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskflow._store import hot_sql, sqlite_batch
+from taskflow._store import hot_sql, pg_batch, sqlite_batch
 from taskflow._store.batch import GroupCommitter, Groups, Op
 from taskflow._store.database import Database
 from taskflow._store.hot_sql import LIVE_KEY_PREDICATE, Start, Write
 from taskflow._store.ids import task_id_forms
 from taskflow._store.key_reader import SQLiteKeyReader
+from taskflow._store.pg_writer import PGWriter
 from taskflow._store.protocol import KeyReader
 from taskflow._store.rows import (
     AttemptRow,
@@ -63,6 +66,11 @@ class TaskSQL(Database):
             if SQLiteWriter.supports(self.url)
             else None
         )
+        self._pg_writer = (
+            PGWriter(self.require_engine, url=self.url, display_url=self.display_url)
+            if self.dialect == "postgresql"
+            else None
+        )
         self._handlers: dict[str, _Handler] = {
             "insert": self._insert_batch,
             "start": self._start_batch,
@@ -100,6 +108,8 @@ class TaskSQL(Database):
         await self._committer.close()
         if self._writer is not None:
             await self._writer.close()
+        if self._pg_writer is not None:
+            await self._pg_writer.close()
         if self._key_reader is not None:
             self._key_reader.close()
         await super().close()
@@ -112,7 +122,8 @@ class TaskSQL(Database):
     # -- group-committed writes --------------------------------------------------------
 
     # Each kind's handler resolves the futures of its operations to the type its method
-    # promises; the committer itself only carries the results.
+    # promises; the committer itself only carries the results. The ``_*_batch``
+    # handlers below write through the engine: in-memory SQLite only.
 
     def insert_task(self, task: NewTask) -> asyncio.Future[str]:
         """Queue a new task; resolves to the id stored (an existing id on a key clash)."""
@@ -139,13 +150,16 @@ class TaskSQL(Database):
 
     async def _write_batch(self, groups: Groups[Write]) -> list[Sequence[object]]:
         """One group-commit transaction: on the writer thread for a SQLite file (in one
-        hand-off), else through the engine."""
+        hand-off), on a kept asyncpg connection for PostgreSQL, else (in-memory SQLite)
+        through the engine."""
         if self._writer is not None:
             assert self._write_lock is not None  # SQLite always has one
             async with self._write_lock:
                 return await self._writer.run(
                     functools.partial(sqlite_batch.write_batch, groups=groups)
                 )
+        if self._pg_writer is not None:
+            return await self._pg_writer.run(functools.partial(pg_batch.write_batch, groups=groups))
         results: list[Sequence[object]] = []
         async with self.write() as conn:
             for kind, ops in groups:
@@ -160,8 +174,7 @@ class TaskSQL(Database):
         holders = await self._insert_keyed_batch(conn, keyed) if keyed else {}
         limited = hot_sql.limit_keys(new)
         if limited:
-            await self._set_limit_keys(conn, limited)
-        await self._notify(conn, {task.queue for task in new if task.owner is None})
+            await conn.exec_driver_sql(hot_sql.SQLITE_SET_LIMIT_KEY, limited)
         return [holders.get(task.id, task.id) for task in new]
 
     async def _insert_rows(
@@ -171,20 +184,8 @@ class TaskSQL(Database):
         idempotency key is taken)."""
         if not new:
             return
-        if self.dialect == "sqlite":
-            statement = hot_sql.SQLITE_INSERT_KEYED if keyed else hot_sql.SQLITE_INSERT
-            await conn.exec_driver_sql(statement, [hot_sql.sqlite_insert_values(t) for t in new])
-        else:
-            statement = hot_sql.PG_INSERT_KEYED if keyed else hot_sql.PG_INSERT
-            await conn.exec_driver_sql(statement, hot_sql.pg_insert_arrays(new))
-
-    async def _set_limit_keys(self, conn: AsyncConnection, limited: list[tuple[str, str]]) -> None:
-        """Record the limit of the tasks just inserted that count against one."""
-        if self.dialect == "sqlite":
-            await conn.exec_driver_sql(hot_sql.SQLITE_SET_LIMIT_KEY, limited)
-        else:
-            keys, ids = [key for key, _ in limited], [task_id for _, task_id in limited]
-            await conn.exec_driver_sql(hot_sql.PG_SET_LIMIT_KEYS, (ids, keys))
+        statement = hot_sql.SQLITE_INSERT_KEYED if keyed else hot_sql.SQLITE_INSERT
+        await conn.exec_driver_sql(statement, [hot_sql.sqlite_insert_values(t) for t in new])
 
     async def _insert_keyed_batch(
         self, conn: AsyncConnection, keyed: Sequence[NewTask]
@@ -195,7 +196,7 @@ class TaskSQL(Database):
         ``promised`` id that lost its key becomes an alias of the holder."""
         await self._insert_rows(conn, keyed, keyed=True)
         keys = list({cast(str, task.idempotency_key) for task in keyed})
-        holder_of = await _live_holders(conn, keys, dialect=self.dialect)
+        holder_of = await _live_holders(conn, keys)
         holders: dict[str, str] = {}
         aliases: list[dict[str, str]] = []
         for task in keyed:
@@ -229,15 +230,18 @@ class TaskSQL(Database):
     ) -> list[int | None]:
         started: dict[str, int] = {}
         for instance, now, ids in hot_sql.group_starts(ops):
+            repeated = sa.and_(  # see hot_sql.SQLITE_START
+                tasks.c.status == "running", tasks.c.owner == instance, tasks.c.started_at == now
+            )
             rows = await conn.execute(
                 tasks.update()
-                .where(tasks.c.id.in_(ids), tasks.c.status == "pending")
+                .where(tasks.c.id.in_(ids), sa.or_(tasks.c.status == "pending", repeated))
                 .values(
                     status="running",
                     owner=instance,
                     started_at=now,
                     finished_at=None,
-                    attempts=tasks.c.attempts + 1,
+                    attempts=tasks.c.attempts + sa.case((tasks.c.status == "pending", 1), else_=0),
                 )
                 .returning(tasks.c.id, tasks.c.attempts)
             )
@@ -273,18 +277,12 @@ class TaskSQL(Database):
 
     async def _finish_batch(self, conn: AsyncConnection, ops: Sequence[Op[Write]]) -> list[None]:
         updates = [hot_sql.finish_params(cast(Outcome, op.data)) for op in ops]
-        if self.dialect == "sqlite":
-            await conn.exec_driver_sql(
-                hot_sql.SQLITE_FINISH, [hot_sql.sqlite_finish_values(u) for u in updates]
-            )
-        else:
-            await conn.exec_driver_sql(hot_sql.PG_FINISH, hot_sql.pg_finish_arrays(updates))
+        await conn.exec_driver_sql(
+            hot_sql.SQLITE_FINISH, [hot_sql.sqlite_finish_values(u) for u in updates]
+        )
         retried = [params for params in updates if params["b_status"] == "pending"]
         if retried:
             await conn.execute(self._retried_attempt(), retried)
-        ended = [cast(str, params["b_id"]) for params in updates if params["b_status"] != "pending"]
-        if ended:  # one notification per commit, for whoever waits on these tasks
-            await self._notify(conn, {ended_notification(ended)})
         return [None] * len(ops)
 
     def _retried_attempt(self) -> sa.Insert:
@@ -585,13 +583,9 @@ async def _live_task_with_key(conn: AsyncConnection, key: str) -> str | None:
     )
 
 
-async def _live_holders(conn: AsyncConnection, keys: list[str], *, dialect: str) -> dict[str, str]:
-    """The id of the live task holding each of ``keys`` (absent: none holds it)."""
+async def _live_holders(conn: AsyncConnection, keys: list[str]) -> dict[str, str]:
+    """The id of the live task holding each of ``keys`` (absent: none holds it; SQLite)."""
     holders: dict[str, str] = {}
-    if dialect == "postgresql":
-        result = await conn.exec_driver_sql(hot_sql.PG_KEY_HOLDERS, (keys,))
-        holders.update(cast("list[tuple[str, str]]", result.all()))
-        return holders
     for start in range(0, len(keys), hot_sql.SQLITE_KEYS_PER_READ):
         chunk = keys[start : start + hot_sql.SQLITE_KEYS_PER_READ]
         marks = ", ".join("?" * len(chunk))
