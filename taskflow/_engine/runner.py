@@ -166,8 +166,9 @@ class Runner:
         if limit is None:  # no limit known here: it starts as any task does
             started = await self._start(job)
         else:
+            now = utcnow()  # one start time, as in _start
             started = await self._durably(
-                lambda: db.start_limited(job.task_id, instance=instance, limit=limit, now=utcnow())
+                lambda: db.start_limited(job.task_id, instance=instance, limit=limit, now=now)
             )
         dispatcher = self._runtime.dispatcher
         assert dispatcher is not None

@@ -37,8 +37,18 @@ class LimitSQL(TaskSQL):
         async with self.write() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_id(limit.key))))
-            status = await conn.scalar(sa.select(tasks.c.status).where(tasks.c.id == task_id))
-            if status != "pending":  # cancelled, or started elsewhere: nothing to hold
+            row = (
+                await conn.execute(
+                    sa.select(
+                        tasks.c.status, tasks.c.owner, tasks.c.started_at, tasks.c.attempts
+                    ).where(tasks.c.id == task_id)
+                )
+            ).one_or_none()
+            if row is None:
+                return None
+            if (row.status, row.owner, row.started_at) == ("running", instance, now):
+                return int(row.attempts)  # this start, asked again: its reply was lost
+            if row.status != "pending":  # cancelled, or started elsewhere: nothing to hold
                 return None
             hold = await _hold(conn, limit, now)
             if hold is not None:

@@ -398,9 +398,11 @@ class MemoryStore:
         why not (the task stays pending); or None if the task is not pending."""
         tables = self._require_open()
         row = tables.tasks.get(task_id)
+        moment = _utc(now)
+        if row is not None and _started_by(row, instance, moment):
+            return int(row["attempts"])  # a repeated start (its reply was lost)
         if row is None or row["status"] != "pending":
             return None
-        moment = _utc(now)
         if limit.concurrency is not None:
             running = _limit_running(tables, limit.key)
             if running >= limit.concurrency:

@@ -173,7 +173,8 @@ class TaskStore(Protocol):
     ) -> int | LimitHold | None:
         """pending → running if ``limit`` allows one more start now, counted against
         every process: the attempt number; why not (the task stays pending); or None
-        if the task is not pending."""
+        if the task is not pending. The same start asked again resolves to the same
+        attempt, as for :meth:`start_task`."""
         ...
 
     async def limit_usage(self, limit_key: str, *, since: datetime | None) -> LimitUsage:
