@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from taskflow._store.rows import Limit, LimitHold, LimitUsage
+from taskflow._store.rows import Limit, LimitHold, LimitUsage, repeats_start
 from taskflow._store.schema import task_attempts, tasks
 from taskflow._store.task_sql import TaskSQL
 
@@ -46,8 +46,8 @@ class LimitSQL(TaskSQL):
             ).one_or_none()
             if row is None:
                 return None
-            if (row.status, row.owner, row.started_at) == ("running", instance, now):
-                return int(row.attempts)  # this start, asked again: its reply was lost
+            if repeats_start(row.status, row.owner, row.started_at, instance=instance, now=now):
+                return int(row.attempts)
             if row.status != "pending":  # cancelled, or started elsewhere: nothing to hold
                 return None
             hold = await _hold(conn, limit, now)

@@ -49,6 +49,7 @@ from taskflow._store.rows import (
     TaskRow,
     WorkflowRow,
     attempt_history,
+    repeats_start,
 )
 from taskflow._store.schema import FAILED_STATUSES, TERMINAL_STATUSES
 from taskflow.errors import DatabaseError, NotStarted, TaskNotFound
@@ -1361,7 +1362,7 @@ def _workflow(tables: _Tables, row: Row) -> WorkflowRow:
 
 
 def _started_by(row: dict[str, Any], instance: str, started: datetime) -> bool:
-    """``row`` is running, started by ``instance`` at ``started``: the start asked for
-    again is one that already happened."""
-    running = row["status"] == "running"
-    return bool(running and row["owner"] == instance and row["started_at"] == started)
+    """:func:`repeats_start` for a stored row."""
+    return repeats_start(
+        row["status"], row["owner"], row["started_at"], instance=instance, now=started
+    )

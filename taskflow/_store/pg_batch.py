@@ -6,13 +6,12 @@ transaction, one statement per kind over arrays (``unnest``), which asyncpg prep
 once and caches by its text. Each kind returns one result per operation, as the SQLite
 writer's do (:mod:`taskflow._store.sqlite_batch`).
 
-A batch of one kind that one statement can write (plain inserts, with their
-notification in a ``WITH``; the starts of one instance; finishes without a retry, with
-theirs; log lines; progress) is that one statement between ``BEGIN`` and ``COMMIT``:
-three round trips, the usual batch when tasks arrive one at a time. The statement is
-not left to commit by itself (which would save two): a connection lost while it runs
-must leave nothing written, so that only a lost ``COMMIT`` can hide whether a batch
-landed (see ``test_partition.py``).
+Plain inserts and finishes carry their notification in a ``WITH``, so a batch of one
+kind (the usual batch when tasks arrive one at a time) is one statement between
+``BEGIN`` and ``COMMIT``: three round trips. The statement is not left to commit by
+itself (which would save two): a connection lost while it runs must leave nothing
+written, so that only a lost ``COMMIT`` can hide whether a batch landed (see
+``test_partition.py``).
 
 Values are passed as the column types would convert them (JSON as text, cast in the
 statement; timestamps timezone-aware), so a row reads back the same whichever path
@@ -98,11 +97,6 @@ async def write_batch(connection: Connection, groups: Groups[Write]) -> list[Seq
     """Run each group of operations (``(kind, ops)``, in order) in one transaction; one
     result list each."""
     async with connection.transaction():
-        if len(groups) == 1:
-            kind, ops = groups[0]
-            alone = await _ALONE[kind](connection, ops)
-            if alone is not None:
-                return [alone]
         return [await _KINDS[kind](connection, ops) for kind, ops in groups]
 
 
@@ -110,14 +104,20 @@ async def _insert(connection: Connection, ops: Sequence[Op[Write]]) -> list[str]
     new = [cast(NewTask, op.data) for op in ops]
     plain = [task for task in new if task.idempotency_key is None]
     keyed = [task for task in new if task.idempotency_key is not None]
+    queues = {task.queue for task in new if task.owner is None}
     if plain:
-        await connection.execute(hot_sql.PG_INSERT, *hot_sql.pg_insert_arrays(plain))
+        arrays = hot_sql.pg_insert_arrays(plain)
+        if queues:  # the notification rides on the insert
+            await connection.execute(PG_INSERT_NOTIFY, *arrays, NOTIFY_CHANNEL, sorted(queues))
+            queues = set()
+        else:
+            await connection.execute(hot_sql.PG_INSERT, *arrays)
     holders = await _insert_keyed(connection, keyed) if keyed else {}
     limited = hot_sql.limit_keys(new)
     if limited:
         keys, ids = [key for key, _ in limited], [task_id for _, task_id in limited]
         await connection.execute(hot_sql.PG_SET_LIMIT_KEYS, ids, keys)
-    await _notify(connection, {task.queue for task in new if task.owner is None})
+    await _notify(connection, queues)
     return [holders.get(task.id, task.id) for task in new]
 
 
@@ -176,16 +176,19 @@ async def _progress(connection: Connection, ops: Sequence[Op[Write]]) -> list[No
 
 async def _finish(connection: Connection, ops: Sequence[Op[Write]]) -> list[None]:
     updates = [hot_sql.finish_params(cast(Outcome, op.data)) for op in ops]
-    await connection.execute(hot_sql.PG_FINISH, *hot_sql.pg_finish_arrays(updates))
+    arrays = hot_sql.pg_finish_arrays(updates)
+    ended = [cast(str, params["b_id"]) for params in updates if params["b_status"] != "pending"]
+    if ended:  # one notification per commit, for whoever waits on these tasks
+        payload = [ended_notification(ended)]
+        await connection.execute(PG_FINISH_NOTIFY, *arrays, NOTIFY_CHANNEL, payload)
+    else:
+        await connection.execute(hot_sql.PG_FINISH, *arrays)
     retried = [params for params in updates if params["b_status"] == "pending"]
     if retried:
         columns = ("b_id", "b_owner", "b_attempt", "b_finished_at", "b_error", "b_traceback")
         await connection.execute(
             PG_RETRIED_ATTEMPT, *([params[name] for params in retried] for name in columns)
         )
-    ended = [cast(str, params["b_id"]) for params in updates if params["b_status"] != "pending"]
-    if ended:  # one notification per commit, for whoever waits on these tasks
-        await _notify(connection, {ended_notification(ended)})
     return [None] * len(ops)
 
 
@@ -195,53 +198,7 @@ async def _notify(connection: Connection, payloads: set[str]) -> None:
         await connection.execute(PG_NOTIFY, NOTIFY_CHANNEL, sorted(payloads))
 
 
-# -- a batch of one kind in one statement ------------------------------------------------
-
-
-async def _insert_alone(connection: Connection, ops: Sequence[Op[Write]]) -> list[str] | None:
-    """Plain inserts with their notification as one statement (None: the batch holds
-    keyed or limited tasks)."""
-    new = [cast(NewTask, op.data) for op in ops]
-    if any(task.idempotency_key is not None or task.limit_key is not None for task in new):
-        return None
-    arrays = hot_sql.pg_insert_arrays(new)
-    queues = sorted({task.queue for task in new if task.owner is None})
-    if queues:
-        await connection.execute(PG_INSERT_NOTIFY, *arrays, NOTIFY_CHANNEL, queues)
-    else:
-        await connection.execute(hot_sql.PG_INSERT, *arrays)
-    return [task.id for task in new]
-
-
-async def _start_alone(connection: Connection, ops: Sequence[Op[Write]]) -> list[int | None] | None:
-    """The starts of one instance as one statement (None: several instances)."""
-    if len(hot_sql.group_starts(ops)) != 1:
-        return None
-    return await _start(connection, ops)
-
-
-async def _finish_alone(connection: Connection, ops: Sequence[Op[Write]]) -> list[None] | None:
-    """Finishes with their notification as one statement (None: a retry is among
-    them, which also keeps its attempt)."""
-    updates = [hot_sql.finish_params(cast(Outcome, op.data)) for op in ops]
-    if any(params["b_status"] == "pending" for params in updates):
-        return None
-    ended = ended_notification([cast(str, params["b_id"]) for params in updates])
-    arrays = hot_sql.pg_finish_arrays(updates)
-    await connection.execute(PG_FINISH_NOTIFY, *arrays, NOTIFY_CHANNEL, [ended])
-    return [None] * len(ops)
-
-
 _Kind = Callable[[Connection, Sequence[Op[Write]]], Awaitable[Sequence[object]]]
-_Alone = Callable[[Connection, Sequence[Op[Write]]], Awaitable[Sequence[object] | None]]
-
-_ALONE: dict[str, _Alone] = {
-    "insert": _insert_alone,
-    "start": _start_alone,
-    "log": _log,
-    "progress": _progress,
-    "finish": _finish_alone,
-}
 
 _KINDS: dict[str, _Kind] = {
     "insert": _insert,

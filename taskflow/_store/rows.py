@@ -402,6 +402,16 @@ class InstanceRow(_FromColumns):
         return {name: getattr(self, name) for name in _columns(type(self))}
 
 
+def repeats_start(
+    status: str, owner: str | None, started_at: datetime | None, *, instance: str, now: datetime
+) -> bool:
+    """A task row (its ``status``, ``owner``, ``started_at``) is running from the start
+    ``instance`` asks for at ``now``: that start happened already (its commit landed,
+    its reply was lost) and asking again must answer its attempt, not drop the task.
+    The SQL of the group-committed starts says the same (``hot_sql.SQLITE_START``)."""
+    return status == "running" and owner == instance and started_at == now
+
+
 # The notification (PostgreSQL) that a queue was paused or resumed: listening processes
 # read the paused queues again at once instead of at their next poll_interval.
 PAUSES_CHANGED = "taskflow:paused-queues"
